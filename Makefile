@@ -1,0 +1,33 @@
+# Two entry points (see README): `make serve` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: serve test unit lint peers bench clean
+
+$(STAMP): pyproject.toml setup.py $(wildcard altmount/_core/*.pyx)
+	bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+serve: $(STAMP)
+	$(BIN)/altmount serve --config config.example.yaml
+
+peers:
+	bash scripts/setup-peers.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check altmount tests benchmarks
+
+unit: $(STAMP)
+	bash scripts/run-pytest.sh $(BIN)/python tests/unit
+
+test: $(STAMP) peers lint
+	bash scripts/run-pytest.sh $(BIN)/python tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_stream.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info altmount/_core/*.c altmount/_core/*.so

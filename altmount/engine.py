@@ -1,0 +1,70 @@
+"""The engine: the long-lived objects that live in the reactor, built from a Config.
+
+One place wires the metadata store, the provider pools and router, the decode
+pool, the segment fetcher and the importer, so `serve`, `import` and the
+benchmarks assemble exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from altmount import _core
+from altmount.config import Config, ProviderConfig
+from altmount.importer import DirectImporter, part_header
+from altmount.metadata import MetadataStore
+from altmount.nntp.pool import ProviderPool
+from altmount.nntp.router import ProviderRouter
+from altmount.nntp.stats import ProviderStats
+from altmount.stream.fetcher import SegmentFetcher
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Store, providers, decode pool, fetcher and importer for one process."""
+
+    def __init__(self, reactor, config: Config,
+                 providers: list[ProviderConfig] | None = None) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.store = MetadataStore(config.metadata.root_path,
+                                   map_size=config.metadata.map_size_mb * 1024 * 1024)
+        workers = config.engine.decode_workers or os.cpu_count() or 2
+        self.decode_pool = ThreadPool(minthreads=1, maxthreads=workers, name="altmount-decode")
+        self.decode_pool.start()
+        enabled = [p for p in (config.providers if providers is None else providers) if p.enabled]
+        self.pools = [
+            ProviderPool(reactor, provider, config.nntp, ProviderStats(name=provider.name))
+            for provider in enabled
+        ]
+        self.router = ProviderRouter(self.pools)
+        self.fetcher = SegmentFetcher(reactor, self.router, self.decode_pool,
+                                      config.streaming.max_download_workers)
+        self.importer = DirectImporter(self.fetch_header, self.store, config)
+        log.info("yEnc/range kernels: %s implementation; %d decode thread(s); %d provider(s)",
+                 _core.IMPLEMENTATION, workers, len(self.pools))
+
+    def decode(self, body: bytes) -> defer.Deferred:
+        """Decode one article body in the decode pool; fires with a DecodedArticle."""
+        return deferToThreadPool(self.reactor, self.decode_pool, _core.decode_article, body)
+
+    def fetch_header(self, message_id: str) -> defer.Deferred:
+        """Fetch and decode one article; fires with its PartHeader (for imports)."""
+        return self.router.body(message_id).addCallback(self.decode).addCallback(part_header)
+
+    @defer.inlineCallbacks
+    def close(self):
+        """Close provider connections, stop the decode pool and close the store."""
+        try:
+            yield self.router.close()
+        finally:
+            self.decode_pool.stop()
+            self.store.close()

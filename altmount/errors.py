@@ -1,0 +1,142 @@
+"""The one exception hierarchy of altmount.
+
+Every error a user can meet is an `AltmountError` whose message names the thing
+that went wrong and, where there is one, the fix. Both `_core` implementations,
+the parsers and the Twisted shells raise only these classes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AltmountError",
+    "ConfigError",
+    "YencError",
+    "CrcMismatch",
+    "NNTPError",
+    "NNTPProtocolError",
+    "NNTPTimeout",
+    "NNTPConnectionLost",
+    "ArticleNotFound",
+    "ProviderAuthError",
+    "ProviderUnavailable",
+    "NoProvidersAvailable",
+    "NZBParseError",
+    "MetadataError",
+    "PathError",
+    "RangeNotSatisfiable",
+    "ImportFailed",
+    "StreamError",
+]
+
+
+class AltmountError(Exception):
+    """Base of every error altmount raises on purpose."""
+
+    #: HTTP status the web layer answers with when this error reaches a request.
+    http_status: int = 500
+
+
+class ConfigError(AltmountError):
+    """The configuration file is missing, unreadable or invalid.
+
+    `problems` holds one line per problem, each naming the key path.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class YencError(AltmountError):
+    """An article body is not valid yEnc (missing =ybegin, bad header, truncated)."""
+
+    http_status = 502
+
+
+class CrcMismatch(YencError):
+    """The decoded bytes do not match the CRC32 announced in =yend.
+
+    `decoded` carries the salvageable bytes (SABnzbd's BadData idea).
+    """
+
+    def __init__(self, message: str, decoded: bytes = b"") -> None:
+        super().__init__(message)
+        self.decoded = decoded
+
+
+class NNTPError(AltmountError):
+    """Something went wrong talking to an NNTP provider."""
+
+    http_status = 502
+
+
+class NNTPProtocolError(NNTPError):
+    """The server sent something that is not RFC 3977 (garbage status line, overlong line)."""
+
+
+class NNTPTimeout(NNTPError):
+    """A request got no answer within the request timeout."""
+
+    http_status = 504
+
+
+class NNTPConnectionLost(NNTPError):
+    """The connection closed while a request was in flight."""
+
+
+class ArticleNotFound(NNTPError):
+    """Every provider answered 430 (no such article) for this message-id."""
+
+    http_status = 502
+
+    def __init__(self, message_id: str, message: str | None = None) -> None:
+        self.message_id = message_id
+        super().__init__(message or f"article <{message_id}> not found on any provider")
+
+
+class ProviderAuthError(NNTPError):
+    """A provider refused our credentials or permissions (481/482/502 at login)."""
+
+
+class ProviderUnavailable(NNTPError):
+    """A provider cannot be reached or has been disabled."""
+
+
+class NoProvidersAvailable(NNTPError):
+    """No enabled provider is left to ask."""
+
+    http_status = 503
+
+
+class NZBParseError(AltmountError):
+    """An NZB file is malformed, hostile or empty; the message names line/column."""
+
+    http_status = 400
+
+
+class MetadataError(AltmountError):
+    """The metadata store cannot be opened, read or written, or a record is corrupt."""
+
+
+class PathError(AltmountError):
+    """A request path is malformed or would escape the virtual tree."""
+
+    http_status = 400
+
+
+class RangeNotSatisfiable(AltmountError):
+    """An HTTP Range header asks for bytes outside the file."""
+
+    http_status = 416
+
+
+class ImportFailed(AltmountError):
+    """An NZB could not be imported; the message is shown to the user as-is."""
+
+
+class StreamError(AltmountError):
+    """A stream had to stop (missing article, CRC mismatch after retry)."""
+
+    http_status = 502

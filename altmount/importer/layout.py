@@ -1,0 +1,160 @@
+"""Pure import planning: names, virtual paths and segment tables. No I/O.
+
+A posted file's decoded size and part size come from the yEnc headers of its
+first and last articles. Posters cut every part but the last to the same size,
+so those two articles fix the whole offset table; when they disagree with that
+assumption the caller fetches every article and uses `table_from_parts`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from altmount.errors import ImportFailed
+from altmount.metadata import SegmentTable
+
+__all__ = [
+    "PartHeader",
+    "safe_name",
+    "release_name",
+    "release_dir",
+    "uniform_table",
+    "table_from_parts",
+    "is_allowed",
+    "dedupe_names",
+]
+
+MAX_NAME_BYTES = 255
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+_NZB_SUFFIX = re.compile(r"\.nzb(\.gz)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class PartHeader:
+    """What an article's yEnc header says about its place in the posted file."""
+
+    name: str
+    total: int
+    begin: int
+    end: int
+
+
+def safe_name(name: str, fallback: str) -> str:
+    """A file or directory name that cannot escape its folder or confuse a client."""
+    name = unicodedata.normalize("NFC", name)
+    name = posixpath.basename(name.replace("\\", "/"))
+    name = _UNSAFE.sub("_", name).strip().strip(".")
+    if not name or name in {".", ".."}:
+        return fallback
+    encoded = name.encode()[:MAX_NAME_BYTES]
+    return encoded.decode(errors="ignore") or fallback
+
+
+def release_name(nzb_filename: str, meta_name: str | None) -> str:
+    """The release folder name: the NZB's <meta type="name">, else its file name stem."""
+    stem = _NZB_SUFFIX.sub("", posixpath.basename(nzb_filename.replace("\\", "/")))
+    return safe_name(meta_name or stem, "release")
+
+
+def release_dir(complete_dir: str, category_dir: str, release: str) -> str:
+    """`/<complete_dir>/<category dir>/<release>` as a normalised virtual path."""
+    parts = [p for p in complete_dir.split("/") if p and p not in {".", ".."}]
+    parts += [safe_name(category_dir, "complete"), release]
+    return "/" + "/".join(parts)
+
+
+def is_allowed(name: str, allowed_extensions: Sequence[str]) -> bool:
+    """True when the name's extension is in the allow-list (an empty list allows all)."""
+    if not allowed_extensions:
+        return True
+    lower = name.lower()
+    return any(lower.endswith(ext.lower() if ext.startswith(".") else "." + ext.lower())
+               for ext in allowed_extensions)
+
+
+def dedupe_names(names: Sequence[str]) -> list[str]:
+    """Make names unique deterministically: the second `a.mkv` becomes `a (2).mkv`."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        key = name.lower()
+        count = seen.get(key, 0) + 1
+        seen[key] = count
+        if count > 1:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem} ({count}).{ext}" if dot and stem else f"{name} ({count})"
+            seen[name.lower()] = 1
+        result.append(name)
+    return result
+
+
+def uniform_table(
+    file_label: str,
+    message_ids: Sequence[str],
+    first: PartHeader,
+    last: PartHeader | None,
+    groups: Sequence[str] = (),
+) -> SegmentTable | None:
+    """The segment table when every part but the last has the first part's size.
+
+    Returns None when the last article contradicts that (the caller then reads
+    every part); raises ImportFailed when the headers cannot describe this file.
+    """
+    count = len(message_ids)
+    part_size = first.end - first.begin
+    if first.begin != 0:
+        raise ImportFailed(f"{file_label}: first article starts at byte {first.begin}, not 0 "
+                           "(segments out of order or the first one is missing)")
+    if part_size <= 0 or first.total <= 0:
+        raise ImportFailed(f"{file_label}: yEnc header announces an empty file")
+    expected = -(-first.total // part_size)
+    if count == 1:
+        if first.end != first.total:
+            raise ImportFailed(f"{file_label}: NZB lists 1 segment but the file is "
+                               f"{first.total} bytes and the part holds {part_size}")
+        return SegmentTable.uniform(tuple(message_ids), part_size, first.total, tuple(groups))
+    if last is None:
+        raise ImportFailed(f"{file_label}: last article header missing")
+    if last.total != first.total:
+        raise ImportFailed(f"{file_label}: first and last articles disagree on the file size "
+                           f"({first.total} vs {last.total}); they belong to different files")
+    if expected != count:
+        if expected > count:
+            raise ImportFailed(f"{file_label}: NZB lists {count} segments but the yEnc header "
+                               f"implies {expected}; the NZB is incomplete")
+        return None
+    if last.begin != (count - 1) * part_size or last.end != first.total:
+        return None
+    return SegmentTable.uniform(tuple(message_ids), part_size, first.total, tuple(groups))
+
+
+def table_from_parts(
+    file_label: str,
+    message_ids: Sequence[str],
+    parts: Sequence[PartHeader],
+    groups: Sequence[str] = (),
+) -> SegmentTable:
+    """The segment table from every article's header (parts of uneven size)."""
+    order = sorted(range(len(parts)), key=lambda i: parts[i].begin)
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    position = 0
+    for rank, index in enumerate(order):
+        part = parts[index]
+        if part.begin != position:
+            raise ImportFailed(f"{file_label}: bytes {position}-{part.begin} are in no article "
+                               "(a segment is missing from the NZB)" if part.begin > position else
+                               f"{file_label}: articles overlap at byte {part.begin}")
+        position = part.end
+        offsets[rank + 1] = position
+    total = parts[0].total
+    if position != total:
+        raise ImportFailed(f"{file_label}: articles cover {position} of {total} bytes")
+    ids = tuple(message_ids[i] for i in order)
+    begins = offsets[:-1].copy()
+    return SegmentTable(ids, offsets, np.zeros(len(parts), dtype=np.int64), begins, tuple(groups))

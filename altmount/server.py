@@ -1,0 +1,99 @@
+"""`altmount serve`: start the demo provider if asked, the engine and the HTTP site.
+
+With a real provider unreachable the server still starts: it logs one warning
+per provider and serves what it can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from twisted.internet import defer
+from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+from altmount.config import Config
+from altmount.demo import DEMO_RELEASE, demo_provider, demo_release
+from altmount.engine import Engine
+from altmount.nntp.probe import probe_provider
+from altmount.testing import nntpserver
+from altmount.web.site import build_site
+
+__all__ = ["Server", "route_twisted_logs"]
+
+log = logging.getLogger(__name__)
+
+
+def route_twisted_logs() -> None:
+    """Send Twisted's own log events to the standard logging handlers."""
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False,
+                                     discardBuffer=True)
+
+
+class Server:
+    """The running service: engine plus HTTP listener (plus the demo provider)."""
+
+    def __init__(self, reactor, config: Config) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.engine: Engine | None = None
+        self.http_port = None
+        self._demo_port = None
+        self._demo_release = None
+
+    @defer.inlineCallbacks
+    def start(self):
+        """Bring everything up; fires with the listening HTTP port."""
+        providers = list(self.config.providers)
+        if self.config.demo.enabled:
+            self._demo_release = demo_release(self.config.demo)
+            self._demo_port, _ = nntpserver.listen(
+                self.reactor, self._demo_release.articles, port=self.config.demo.port)
+            port = self._demo_port.getHost().port
+            providers.append(demo_provider(port))
+            log.info("demo provider: serving a sample release on 127.0.0.1:%d", port)
+        self.engine = Engine(self.reactor, dataclasses.replace(self.config, providers=providers))
+        site = build_site(self.config, self.engine.store, self.engine.fetcher)
+        self.http_port = self.reactor.listenTCP(self.config.webdav.port, site,
+                                                interface=self.config.webdav.bind_address)
+        host = self.http_port.getHost()
+        log.info("serving WebDAV on http://%s:%d/ (also under /webdav/)", host.host, host.port)
+        for provider in self.config.providers:
+            if provider.enabled:
+                self._probe(provider)
+        if self._demo_release is not None:
+            yield self._import_demo()
+        return self.http_port
+
+    def _probe(self, provider) -> None:
+        def warn(failure):
+            log.warning("provider %s (%s:%d) is not usable now: %s; starting anyway, "
+                        "serving what other providers have", provider.name, provider.host,
+                        provider.port, failure.getErrorMessage())
+
+        def ok(rtt_ms):
+            log.info("provider %s (%s:%d) reachable, %.0f ms round trip", provider.name,
+                     provider.host, provider.port, rtt_ms)
+
+        probe_provider(self.reactor, provider, self.config.nntp).addCallbacks(ok, warn)
+
+    @defer.inlineCallbacks
+    def _import_demo(self):
+        try:
+            result = yield self.engine.importer.import_nzb(
+                self._demo_release.nzb, f"{DEMO_RELEASE}.nzb", category="Default")
+        except Exception:
+            log.exception("demo release could not be imported")
+            return
+        for record in result.files:
+            log.info("demo file ready: %s (%d bytes)", record.path, record.size)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Stop listening and close the engine."""
+        if self.http_port is not None:
+            yield self.http_port.stopListening()
+        if self.engine is not None:
+            yield self.engine.close()
+        if self._demo_port is not None:
+            yield self._demo_port.stopListening()
