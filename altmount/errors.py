@@ -26,6 +26,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "ImportFailed",
     "StreamError",
+    "RequestError",
 ]
 
 
@@ -140,3 +141,14 @@ class StreamError(AltmountError):
     """A stream had to stop (missing article, CRC mismatch after retry)."""
 
     http_status = 502
+
+
+class RequestError(AltmountError):
+    """An HTTP request cannot be served as sent (bad XML body, bad header, failed precondition).
+
+    `http_status` is the 4xx answer that says why (400, 403, 409, 412, 413, ...).
+    """
+
+    def __init__(self, message: str, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.http_status = http_status

@@ -64,6 +64,11 @@ install_packages() {
     local apt_log
     apt_log=$(mktemp /tmp/inn2-setup-apt.XXXXXX)
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1 || true
+    if [[ ! -f $NEWSETC/inn.conf ]]; then
+        # inn.conf belongs to inn2-inews; restore it if it was deleted by hand.
+        apt-get install -y -qq --reinstall -o Dpkg::Options::=--force-confmiss inn2-inews \
+            >>"$apt_log" 2>&1 || true
+    fi
     [[ -f $NEWSETC/inn.conf ]] || { cat "$apt_log" >&2; die "apt-get install inn2 did not leave $NEWSETC/inn.conf"; }
     rm -f "$apt_log"
 }
@@ -71,7 +76,8 @@ install_packages() {
 configure_inn() {
     local conf=$NEWSETC/inn.conf
     sed -i -E 's/^#*\s*domain:.*/domain:                      example.net/' "$conf"
-    # nyuu posts 716,800-byte articles: INN's default limit (1 MB) is too tight with yEnc overhead.
+    # INN's default (1,000,000 bytes) barely fits nyuu's 700 KiB articles with yEnc overhead;
+    # 10 MB lets the suite post bigger articles too.
     sed -i -E 's/^(maxartsize:\s+).*/\110000000/; s/^(localmaxartsize:\s+).*/\110000000/' "$conf"
     dpkg --configure -a >/dev/null
     dpkg-query -W -f='${Status}' inn2 | grep -q 'install ok installed' \

@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 MAX_NAME_BYTES = 255
+#: LMDB keys hold at most 511 bytes; a release folder this short leaves room for
+#: the complete dir, the category and a full 255-byte file name.
+MAX_RELEASE_BYTES = 160
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 _NZB_SUFFIX = re.compile(r"\.nzb(\.gz)?$", re.IGNORECASE)
 
@@ -45,27 +48,27 @@ class PartHeader:
     end: int
 
 
-def safe_name(name: str, fallback: str) -> str:
+def safe_name(name: str, fallback: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     """A file or directory name that cannot escape its folder or confuse a client."""
     name = unicodedata.normalize("NFC", name)
     name = posixpath.basename(name.replace("\\", "/"))
     name = _UNSAFE.sub("_", name).strip().strip(".")
     if not name or name in {".", ".."}:
         return fallback
-    encoded = name.encode()[:MAX_NAME_BYTES]
+    encoded = name.encode()[:max_bytes]
     return encoded.decode(errors="ignore") or fallback
 
 
 def release_name(nzb_filename: str, meta_name: str | None) -> str:
     """The release folder name: the NZB's <meta type="name">, else its file name stem."""
     stem = _NZB_SUFFIX.sub("", posixpath.basename(nzb_filename.replace("\\", "/")))
-    return safe_name(meta_name or stem, "release")
+    return safe_name(meta_name or stem, "release", MAX_RELEASE_BYTES)
 
 
 def release_dir(complete_dir: str, category_dir: str, release: str) -> str:
     """`/<complete_dir>/<category dir>/<release>` as a normalised virtual path."""
     parts = [p for p in complete_dir.split("/") if p and p not in {".", ".."}]
-    parts += [safe_name(category_dir, "complete"), release]
+    parts += [safe_name(category_dir, "complete", 64), release]
     return "/" + "/".join(parts)
 
 

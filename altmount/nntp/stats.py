@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +19,12 @@ SPEED_WINDOW_SECONDS = 10
 class ProviderStats:
     """Mutable counters of one provider, updated by its pool on the reactor thread.
 
-    `clock` returns seconds (the pool passes `reactor.seconds`); it feeds the moving
+    `clock` returns seconds (tests pass a `Clock().seconds`); it feeds the moving
     average of the download speed, kept as one bucket per second in a ring.
     """
 
     name: str
-    clock: Callable[[], float] = field(repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     max_connections: int = 0
     current_connections: int = 0
     peak_connections: int = 0
@@ -79,9 +80,10 @@ class ProviderStats:
             for held, size in zip(self._second, self._bytes, strict=True)
             if 0 <= second - held < SPEED_WINDOW_SECONDS
         )
-        # A young provider has not been downloading for the whole window yet.
-        elapsed = min(float(SPEED_WINDOW_SECONDS), max(1.0, now - self._started))
-        return total / elapsed
+        # Time covered: from the start of the oldest bucket counted (or the first
+        # article, for a young provider) to now; at least a second, to damp the start.
+        since = max(self._started, second - SPEED_WINDOW_SECONDS + 1)
+        return total / max(1.0, now - since)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for the API and /metrics."""

@@ -42,7 +42,7 @@ NZB_NAMESPACE = "http://www.newzbin.com/DTD/2003/nzb"
 
 #: The largest NZB accepted. Big season packs run to ~20 MiB (about 200,000
 #: segments); 64 MiB leaves room for those while capping parse time (~3 s) and
-#: the memory of the parsed result (a few hundred MiB) for a hostile upload.
+#: the memory of the parsed result (~150 MiB) for a hostile upload.
 MAX_NZB_BYTES = 64 << 20
 #: Real NZBs nest 4 deep (nzb/file/segments/segment); anything deeper is junk.
 MAX_DEPTH = 32
@@ -55,7 +55,8 @@ MAX_SUBJECT_BYTES = 4096
 MAX_TEXT_CHARS = 4096
 
 _INTEGER = re.compile(r"[0-9]{1,18}")  # fits int64 for the segment tables
-_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")  # RFC 3977 section 3.6: printable US-ASCII
+# Spaces and control characters would split or end an NNTP command.
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 _ENTITY_DECL = b"<!ENTITY"
 
 
@@ -113,9 +114,9 @@ class NZBParser:
         """Parse the next chunk of the document."""
         self._fed += len(data)
         if self._fed > self._max_bytes:
-            raise NZBParseError(
-                f"NZB is larger than {self._max_bytes >> 20} MiB; refusing to parse it"
-            )
+            limit = self._max_bytes
+            shown = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+            raise NZBParseError(f"NZB is larger than {shown}; refusing to parse it")
         keep = len(_ENTITY_DECL) - 1
         if _ENTITY_DECL in self._tail + data[:keep] or _ENTITY_DECL in data:
             raise NZBParseError("NZB declares XML entities (<!ENTITY); refused as unsafe")
@@ -142,7 +143,9 @@ class NZBParser:
             self._expat.Parse(data, final)
         except expat.ExpatError as exc:
             message = expat.errors.messages[exc.code]
-            raise NZBParseError(f"NZB line {exc.lineno}, column {exc.offset + 1}: {message}") from None
+            raise NZBParseError(
+                f"NZB line {exc.lineno}, column {exc.offset + 1}: {message}"
+            ) from None
         except (LookupError, UnicodeError, ValueError) as exc:
             # pyexpat lets codec errors of a declared encoding escape as-is.
             raise NZBParseError(f"NZB cannot be decoded: {exc}") from None
@@ -237,7 +240,10 @@ class NZBParser:
         self._segment_count += 1
         if self._segment_count > MAX_SEGMENTS_PER_FILE:
             self._fail(f"<file> has more than {MAX_SEGMENTS_PER_FILE} segments")
-        self._segment_attrs = (self._integer_attr(attrs, "number"), self._integer_attr(attrs, "bytes"))
+        self._segment_attrs = (
+            self._integer_attr(attrs, "number"),
+            self._integer_attr(attrs, "bytes"),
+        )
 
     def _integer_attr(self, attrs: dict[str, str], key: str) -> int:
         value = attrs.get(key)

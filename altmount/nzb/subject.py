@@ -26,9 +26,11 @@ _BRACKETED = re.compile(r"\[([^\[\]]*\.[A-Za-z0-9]{1,6})\]")
 _COUNTER = re.compile(r"[\[(]\s*\d+\s*/\s*\d+\s*[\])]")
 _YENC = re.compile(r"\byEnc\b.*$", re.IGNORECASE)
 _REPLY = re.compile(r"^\s*(?:re|fwd?)\s*:\s*", re.IGNORECASE)
-# A run of name characters ending in a 1-6 character extension; spaces allowed
-# because many names have them ("My Movie 2020.mkv").
-_BASIC = re.compile(r"([\w\-+()'&!,.\[\] ]*?[\w\-+()'&!,\]]\.[A-Za-z0-9]{1,6})(?![\w.])")
+# Runs of characters a file name may hold (spaces too: "My Movie 2020.mkv"),
+# and an extension that ends a name (then a space or the end of the run).
+# Two linear scans instead of one lazy regex, which is quadratic on long subjects.
+_NAME_RUN = re.compile(r"[\w\-+()'&!,.\[\] ]+")
+_EXTENSION_END = re.compile(r"\.[A-Za-z0-9]{1,6}(?= |$)")
 # Control characters, and lone surrogates that UTF-8 cannot encode.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -47,8 +49,9 @@ def filename_from_subject(subject: str) -> str:
         if name:
             return name
     rest = _COUNTER.sub(" ", _YENC.sub("", _REPLY.sub("", subject)))
-    for candidate in reversed(_BASIC.findall(rest)):
-        name = safe_basename(candidate.strip(" -"))
+    for run in reversed(_NAME_RUN.findall(rest)):
+        ends = [match.end() for match in _EXTENSION_END.finditer(run)]
+        name = safe_basename(run[: ends[-1]].strip(" -")) if ends else ""
         if name:
             return name
     return ""

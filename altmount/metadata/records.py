@@ -1,0 +1,261 @@
+"""Metadata records of virtual files and their compact binary encoding (no I/O).
+
+A `FileRecord` says where each byte of a virtual file lives: segment i (an
+article) contributes the file bytes `offsets[i]:offsets[i+1]`, taken from its
+decoded data starting at `skips[i]`. Plain posted files have `skips == 0`;
+members of stored archives start inside a segment, so the first segment of a
+member skips the archive header bytes.
+
+Encoding (version 1, little-endian):
+
+    header   <B B 2x I q d   version, status code, segment count n, size, mtime
+    arrays   offsets (n+1) int64, skips n int64, part_begins n int64
+    blobs    5 x (<I length + bytes): path, release, password,
+             groups joined by NUL, message-ids joined by NUL
+
+The 24-byte header keeps the arrays 8-byte aligned so decoding maps them with
+`numpy.frombuffer` without copying.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from altmount.errors import MetadataError
+
+__all__ = [
+    "RECORD_VERSION",
+    "STATUSES",
+    "SegmentTable",
+    "FileRecord",
+    "encode_record",
+    "decode_record",
+]
+
+RECORD_VERSION = 1
+#: File health: every article found / some missing but repairable / unreadable.
+STATUSES = ("ok", "degraded", "corrupted")
+
+_HEADER = struct.Struct("<BB2xIqd")
+_LENGTH = struct.Struct("<I")
+_INT64 = np.dtype("<i8")
+
+Int64Array = npt.NDArray[np.int64]
+
+
+def _frozen_array(values: Iterable[int] | Int64Array, name: str) -> Int64Array:
+    """A read-only 1-D int64 array; caller-owned writable arrays are copied."""
+    try:
+        array = np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MetadataError(f"segment table {name} is not a sequence of int64: {exc}") from None
+    if array.ndim != 1:
+        raise MetadataError(f"segment table {name} must be one-dimensional")
+    if array.flags.writeable:
+        array = array.copy()
+        array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SegmentTable:
+    """Where the bytes of one virtual file come from, segment by segment.
+
+    `offsets[i]` is the file offset where segment i's contribution starts and
+    `offsets[n]` the file size; `skips[i]` is where that contribution starts
+    inside segment i's decoded data; `part_begins[i]` is the 0-based yEnc part
+    begin expected in the article (checked at stream time). Arrays are
+    read-only int64.
+    """
+
+    message_ids: tuple[str, ...]
+    offsets: Int64Array
+    skips: Int64Array
+    part_begins: Int64Array
+    groups: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message_ids", tuple(self.message_ids))
+        object.__setattr__(self, "groups", tuple(self.groups))
+        for name in ("offsets", "skips", "part_begins"):
+            object.__setattr__(self, name, _frozen_array(getattr(self, name), name))
+        n = len(self.message_ids)
+        if len(self.offsets) != n + 1 or len(self.skips) != n or len(self.part_begins) != n:
+            raise MetadataError(
+                f"segment table lengths disagree: {n} message-ids, {len(self.offsets)} offsets "
+                f"(need n+1), {len(self.skips)} skips, {len(self.part_begins)} part begins"
+            )
+        if self.offsets[0] != 0 or (n and bool(np.any(np.diff(self.offsets) < 0))):
+            raise MetadataError("segment table offsets must start at 0 and never decrease")
+        if n and (self.skips.min() < 0 or self.part_begins.min() < 0):
+            raise MetadataError("segment table skips and part begins must be >= 0")
+        for text in (*self.message_ids, *self.groups):
+            if not text or "\x00" in text:
+                raise MetadataError(f"empty or NUL-bearing message-id or group: {text!r}")
+
+    @classmethod
+    def uniform(
+        cls,
+        message_ids: Sequence[str],
+        part_size: int,
+        file_size: int,
+        groups: Sequence[str] = (),
+    ) -> SegmentTable:
+        """The table of a plain posted file: every part `part_size` bytes but the last."""
+        n = len(message_ids)
+        if part_size <= 0 or file_size < 0 or n != math.ceil(file_size / part_size):
+            raise MetadataError(
+                f"{n} segments of {part_size} bytes cannot make a file of {file_size} bytes"
+            )
+        begins = np.arange(n, dtype=np.int64) * part_size
+        offsets = np.append(begins, np.int64(file_size))
+        return cls(
+            message_ids=tuple(message_ids),
+            offsets=offsets,
+            skips=np.zeros(n, dtype=np.int64),
+            part_begins=begins,
+            groups=tuple(groups),
+        )
+
+    def __len__(self) -> int:
+        return len(self.message_ids)
+
+    @property
+    def size(self) -> int:
+        """Total bytes of the file the table describes."""
+        return int(self.offsets[-1])
+
+    def segment_at(self, offset: int) -> int:
+        """Index of the segment holding file byte `offset` (0 <= offset < size)."""
+        if not 0 <= offset < self.size:
+            raise MetadataError(f"offset {offset} outside a file of {self.size} bytes")
+        # side="right" skips segments that contribute zero bytes.
+        return int(np.searchsorted(self.offsets, offset, side="right")) - 1
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SegmentTable):
+            return NotImplemented
+        return (
+            self.message_ids == other.message_ids
+            and self.groups == other.groups
+            and np.array_equal(self.offsets, other.offsets)
+            and np.array_equal(self.skips, other.skips)
+            and np.array_equal(self.part_begins, other.part_begins)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.message_ids, self.size))
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One file of the virtual tree: where it is, how big, how healthy, its segments."""
+
+    path: str
+    size: int
+    mtime: float
+    status: str
+    segments: SegmentTable
+    release: str
+    password: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or "\x00" in self.path:
+            raise MetadataError(f"file record path {self.path!r} is not an absolute path")
+        if self.status not in STATUSES:
+            raise MetadataError(f"file record status {self.status!r} is not one of {STATUSES}")
+        if self.size != self.segments.size:
+            raise MetadataError(
+                f"file record {self.path}: size {self.size} but segments cover {self.segments.size}"
+            )
+
+
+def encode_record(record: FileRecord) -> bytes:
+    """Pack `record` into the version-1 binary form."""
+    table = record.segments
+    header = _HEADER.pack(
+        RECORD_VERSION,
+        STATUSES.index(record.status),
+        len(table),
+        record.size,
+        record.mtime,
+    )
+    blobs = (
+        record.path.encode("utf-8"),
+        record.release.encode("utf-8"),
+        record.password.encode("utf-8"),
+        "\x00".join(table.groups).encode("utf-8"),
+        "\x00".join(table.message_ids).encode("utf-8"),
+    )
+    parts = [
+        header,
+        table.offsets.astype(_INT64, copy=False).tobytes(),
+        table.skips.astype(_INT64, copy=False).tobytes(),
+        table.part_begins.astype(_INT64, copy=False).tobytes(),
+    ]
+    for blob in blobs:
+        parts += (_LENGTH.pack(len(blob)), blob)
+    return b"".join(parts)
+
+
+def decode_record(data: bytes) -> FileRecord:
+    """Unpack a record made by `encode_record`; MetadataError if corrupt or unknown."""
+    if len(data) < _HEADER.size:
+        raise MetadataError(f"metadata record truncated: {len(data)} bytes")
+    version, status_code, n, size, mtime = _HEADER.unpack_from(data)
+    if version != RECORD_VERSION:
+        raise MetadataError(
+            f"metadata record version {version} is not supported (expected {RECORD_VERSION}); "
+            "re-import the release or upgrade altmount"
+        )
+    if status_code >= len(STATUSES):
+        raise MetadataError(f"metadata record has unknown status code {status_code}")
+    position = _HEADER.size
+    arrays = []
+    for count in (n + 1, n, n):
+        end = position + 8 * count
+        if end > len(data):
+            raise MetadataError("metadata record truncated in its segment arrays")
+        arrays.append(np.frombuffer(data, dtype=_INT64, count=count, offset=position))
+        position = end
+    blobs = []
+    for _ in range(5):
+        if position + _LENGTH.size > len(data):
+            raise MetadataError("metadata record truncated in its strings")
+        (length,) = _LENGTH.unpack_from(data, position)
+        position += _LENGTH.size
+        if position + length > len(data):
+            raise MetadataError("metadata record truncated in its strings")
+        blobs.append(bytes(data[position : position + length]))
+        position += length
+    if position != len(data):
+        raise MetadataError(f"metadata record has {len(data) - position} trailing bytes")
+    try:
+        path, release, password, groups, ids = (blob.decode("utf-8") for blob in blobs)
+    except UnicodeDecodeError as exc:
+        raise MetadataError(f"metadata record has invalid UTF-8: {exc}") from None
+    message_ids = tuple(ids.split("\x00")) if n else ()
+    if len(message_ids) != n:
+        raise MetadataError(f"metadata record has {len(message_ids)} message-ids for {n} segments")
+    table = SegmentTable(
+        message_ids=message_ids,
+        offsets=arrays[0],
+        skips=arrays[1],
+        part_begins=arrays[2],
+        groups=tuple(groups.split("\x00")) if groups else (),
+    )
+    return FileRecord(
+        path=path,
+        size=size,
+        mtime=mtime,
+        status=STATUSES[status_code],
+        segments=table,
+        release=release,
+        password=password,
+    )

@@ -1,0 +1,1 @@
+"""Serving byte ranges: HTTP range selection, segment fetching, backpressured streaming."""

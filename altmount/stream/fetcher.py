@@ -1,0 +1,174 @@
+"""Fetch one segment of a virtual file: download slot, article body, decode, verify.
+
+`SegmentFetcher` is shared by every stream of the process. It bounds the segment
+downloads in progress (`streaming.max_download_workers`) with one FIFO queue, so
+many clients share the providers fairly and a client that goes away leaves the
+queue at once (a cancelled fetch cancels its queue entry or its download). Bodies
+come from the provider router, are decoded in the decode thread pool (sabyenc3
+releases the GIL), and are checked against the segment table before any byte of
+them reaches a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
+from twisted.internet.threads import deferToThreadPool
+
+from altmount.errors import CrcMismatch, StreamError
+
+__all__ = ["BodySource", "FetcherStats", "SegmentFetcher"]
+
+
+class BodySource(Protocol):
+    """What the fetcher needs of the provider router: raw article bodies by message-id."""
+
+    def body(
+        self, message_id: str, priority: int = 0, exclude: frozenset[str] = frozenset()
+    ) -> Deferred[bytes]: ...
+
+
+class _Decoded(Protocol):
+    data: bytes
+    begin: int
+    crc_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FetcherStats:
+    """A snapshot of the fetcher's counters (for the API and /metrics)."""
+
+    active: int  #: segment downloads (and their decodes) in progress
+    queued: int  #: fetches waiting for a download slot
+    bytes_fetched: int  #: raw article bytes received from providers
+    bytes_decoded: int  #: decoded bytes handed to streams
+    segments: int  #: segments fetched, decoded and verified
+    crc_retries: int  #: refetches after a CRC mismatch
+    failures: int  #: fetches that ended in an error (cancellations not counted)
+
+
+class SegmentFetcher:
+    """Download, decode and verify segments, at most `max_download_workers` at a time.
+
+    `decode_pool` is a started `twisted.python.threadpool.ThreadPool` (the engine
+    owns its life cycle); `decode` defaults to `altmount._core.decode_article`.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        router: BodySource,
+        decode_pool: Any,
+        max_download_workers: int,
+        *,
+        decode: Callable[[bytes], _Decoded] | None = None,
+    ) -> None:
+        if decode is None:
+            # Imported here, not at module level, so that the implementation choice
+            # (Cython or ALTMOUNT_PURE twin) is made by whoever builds the engine.
+            from altmount._core import decode_article as decode
+        self._reactor = reactor
+        self._router = router
+        self._pool = decode_pool
+        self._decode = decode
+        self._slots = DeferredSemaphore(max_download_workers)
+        self._active = 0
+        self._bytes_fetched = 0
+        self._bytes_decoded = 0
+        self._segments = 0
+        self._crc_retries = 0
+        self._failures = 0
+
+    @property
+    def active(self) -> int:
+        """Segment downloads (with their decodes) in progress now."""
+        return self._active
+
+    @property
+    def queued(self) -> int:
+        """Fetches waiting for a download slot now."""
+        return len(self._slots.waiting)
+
+    def stats(self) -> FetcherStats:
+        """The counters as one immutable snapshot."""
+        return FetcherStats(
+            self._active,
+            self.queued,
+            self._bytes_fetched,
+            self._bytes_decoded,
+            self._segments,
+            self._crc_retries,
+            self._failures,
+        )
+
+    def fetch(self, table: Any, index: int, priority: int = 0, *, path: str = "") -> Deferred:
+        """Fire with the decoded data of segment `index` of `table` (bytes-like).
+
+        `path` names the file in error messages. Cancelling the Deferred leaves the
+        queue or abandons the download at once. Errors: StreamError (CRC mismatch
+        twice, data that does not fit the segment table), the router's NNTPError
+        subclasses, YencError.
+        """
+        return Deferred.fromCoroutine(self._fetch(table, index, priority, path))
+
+    async def _fetch(self, table: Any, index: int, priority: int, path: str) -> bytes:
+        message_id = table.message_ids[index]
+        await self._slots.acquire()
+        self._active += 1
+        try:
+            decoded = await self._download(message_id, priority)
+            if not decoded.crc_ok:
+                # A corrupt copy is often a transfer or provider glitch: ask once more.
+                self._crc_retries += 1
+                decoded = await self._download(message_id, priority)
+                if not decoded.crc_ok:
+                    raise StreamError(
+                        f"CRC mismatch in segment {index} (<{message_id}>) of {path}"
+                    )
+            self._verify(table, index, decoded, path)
+        except CancelledError:
+            raise
+        except Exception:
+            self._failures += 1
+            raise
+        finally:
+            self._active -= 1
+            self._slots.release()
+        self._segments += 1
+        self._bytes_decoded += len(decoded.data)
+        return decoded.data
+
+    async def _download(self, message_id: str, priority: int) -> _Decoded:
+        body = await self._router.body(message_id, priority)
+        self._bytes_fetched += len(body)
+        try:
+            return await deferToThreadPool(self._reactor, self._pool, self._decode, body)
+        except CrcMismatch as exc:
+            return _BadCrc(exc.decoded)
+
+    @staticmethod
+    def _verify(table: Any, index: int, decoded: _Decoded, path: str) -> None:
+        expected_begin = int(table.part_begins[index])
+        if decoded.begin != expected_begin:
+            raise StreamError(
+                f"segment {index} (<{table.message_ids[index]}>) of {path} starts at byte "
+                f"{decoded.begin} of the posted file, expected {expected_begin}"
+            )
+        needed = int(table.skips[index]) + int(table.offsets[index + 1] - table.offsets[index])
+        if len(decoded.data) < needed:
+            raise StreamError(
+                f"segment {index} (<{table.message_ids[index]}>) of {path} decoded to "
+                f"{len(decoded.data)} bytes, the segment table needs {needed}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _BadCrc:
+    """A decode that raised CrcMismatch instead of returning crc_ok=False."""
+
+    data: bytes
+    begin: int = -1
+    crc_ok: bool = False

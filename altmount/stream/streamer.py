@@ -1,0 +1,242 @@
+"""Serve one byte range of a virtual file to an HTTP response, with read-ahead and backpressure.
+
+`RangeStreamer` is a Twisted push producer. It plans which segments cover the
+range, keeps a window of segment fetches in flight ahead of the write position,
+and writes each segment's slice as soon as it and every segment before it have
+arrived. The response's transport pauses it when the client reads slowly, so a
+slow client stops the fetching instead of growing buffers; a client that goes
+away cancels every pending fetch.
+
+Memory bound: the decoded segments held (in flight or waiting to be written)
+never exceed `max_buffer` bytes, except that one segment is always allowed so a
+segment larger than the bound still streams. In-flight segments are counted at
+their minimum decoded size (skip + contribution) until they arrive.
+
+Copies: Twisted's TCP transport accepts only `bytes` (a memoryview raises
+TypeError in `FileDescriptor.write` when the response has a Content-Length), so a
+segment used whole is written as the decoded object itself (no copy, the
+transport keeps a reference) and a partial one (the first and last of a range,
+archive members) is copied once into a new `bytes` of just the slice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from altmount._core import plan_range
+
+__all__ = ["SegmentSource", "RangeStreamer"]
+
+log = logging.getLogger(__name__)
+
+
+class SegmentSource(Protocol):
+    """What the streamer needs of the fetcher: one decoded segment, cancellable."""
+
+    def fetch(self, table: Any, index: int, priority: int = 0, *, path: str = "") -> Deferred: ...
+
+
+@implementer(IPushProducer)
+class RangeStreamer:
+    """Write file bytes [start, end) of `record` to `consumer`, fetching segments ahead.
+
+    `read_ahead`: file bytes to keep requested ahead of the write position (at
+    least two segments); `max_buffer`: most decoded bytes held for this stream.
+    `start()` returns a Deferred firing with the number of bytes written, or
+    failing with the fetch error, or with CancelledError after `stopProducing`.
+    """
+
+    def __init__(
+        self,
+        fetcher: SegmentSource,
+        record: Any,
+        start: int,
+        end: int,
+        consumer: IConsumer,
+        *,
+        read_ahead: int,
+        max_buffer: int,
+        priority: int = 0,
+    ) -> None:
+        table = record.segments
+        plan = plan_range(table.offsets, table.skips, start, end)
+        self._fetcher = fetcher
+        self._record = record
+        self._consumer = consumer
+        self._read_ahead = read_ahead
+        self._max_buffer = max_buffer
+        self._priority = priority
+        self._first = int(plan.first)
+        self._src_start: list[int] = [int(v) for v in plan.src_start]
+        self._length: list[int] = [int(v) for v in plan.length]
+        self._count = len(self._length)
+        self._next_issue = 0  # plan position of the next segment to request
+        self._next_write = 0  # plan position of the next segment to write
+        self._pending: dict[int, Deferred] = {}
+        self._ready: dict[int, Any] = {}
+        self._held: dict[int, int] = {}  # plan position -> decoded bytes accounted
+        self._held_total = 0
+        self._ahead_bytes = 0  # file bytes requested but not yet written
+        self._paused = False
+        self._finished = False
+        self._pumping = False
+        self._pump_again = False
+        self.stopped = False  #: stopProducing was called: the consumer is gone
+        self.bytes_written = 0
+        self._done: Deferred[int] = Deferred()
+
+    @property
+    def held_bytes(self) -> int:
+        """Decoded bytes in flight or waiting to be written (the bounded quantity)."""
+        return self._held_total
+
+    @property
+    def in_flight(self) -> int:
+        """Segment fetches in flight now."""
+        return len(self._pending)
+
+    def start(self) -> Deferred[int]:
+        """Begin fetching and writing; the Deferred fires when the range is written."""
+        if self._count == 0:
+            self._finish(0)
+        else:
+            self._pump()
+        return self._done
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        """Stop writing and stop requesting segments; in-flight fetches still land."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """Write what has arrived and refill the read-ahead window."""
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """The consumer is gone: cancel every pending fetch now."""
+        self.stopped = True
+        self._finish(Failure(CancelledError(f"client stopped reading {self._record.path}")))
+
+    # internals
+
+    def _pump(self) -> None:
+        """Write what can be written, then request what may be requested, until stable.
+
+        Fetch results can arrive synchronously (inside `_issue`) and writes can
+        pause or stop us synchronously, so the loop is guarded against re-entry.
+        """
+        if self._pumping:
+            self._pump_again = True
+            return
+        self._pumping = True
+        try:
+            self._pump_again = True
+            while self._pump_again and not self._finished:
+                self._pump_again = False
+                self._write_ready()
+                self._fill_window()
+        finally:
+            self._pumping = False
+
+    def _write_ready(self) -> None:
+        while not self._paused and not self._finished and self._next_write in self._ready:
+            position = self._next_write
+            data = self._ready.pop(position)
+            offset, length = self._src_start[position], self._length[position]
+            if offset == 0 and length == len(data) and type(data) is bytes:
+                chunk = data
+            else:
+                chunk = bytes(memoryview(data)[offset : offset + length])
+            del data
+            self._held_total -= self._held.pop(position)
+            self._ahead_bytes -= length
+            self._next_write += 1
+            self.bytes_written += length
+            if length:
+                self._consumer.write(chunk)
+            if self._next_write == self._count:
+                self._finish(self.bytes_written)
+
+    def _fill_window(self) -> None:
+        while not self._paused and not self._finished and self._next_issue < self._count:
+            ahead = self._next_issue - self._next_write
+            if ahead >= 2 and self._ahead_bytes >= self._read_ahead:
+                return
+            position = self._next_issue
+            if self._length[position] == 0:
+                # An empty segment inside the range (the planner keeps them): nothing to fetch.
+                self._next_issue += 1
+                self._held[position] = 0
+                self._ready[position] = b""
+                continue
+            estimate = self._estimate(position)
+            if ahead > 0 and self._held_total + estimate > self._max_buffer:
+                return
+            self._issue(position, estimate)
+
+    def _estimate(self, position: int) -> int:
+        """Least decoded size of a segment: its skip plus its contribution to the file."""
+        table = self._record.segments
+        index = self._first + position
+        return int(table.skips[index]) + int(table.offsets[index + 1] - table.offsets[index])
+
+    def _issue(self, position: int, estimate: int) -> None:
+        self._next_issue += 1
+        self._held[position] = estimate
+        self._held_total += estimate
+        self._ahead_bytes += self._length[position]
+        index = self._first + position
+        fetch = self._fetcher.fetch(
+            self._record.segments, index, self._priority, path=self._record.path
+        )
+        self._pending[position] = fetch
+        fetch.addCallbacks(
+            self._arrived, self._failed, callbackArgs=(position,), errbackArgs=(position,)
+        )
+
+    def _arrived(self, data: Any, position: int) -> None:
+        self._pending.pop(position, None)
+        if self._finished:
+            return
+        self._held_total += len(data) - self._held[position]
+        self._held[position] = len(data)
+        self._ready[position] = data
+        self._pump()
+
+    def _failed(self, failure: Failure, position: int) -> None:
+        self._pending.pop(position, None)
+        if self._finished:
+            return  # our own cancellation after stop or an earlier failure
+        index = self._first + position
+        log.error(
+            "stream of %s stopped: segment %d (<%s>): %s",
+            self._record.path,
+            index,
+            self._record.segments.message_ids[index],
+            failure.getErrorMessage(),
+        )
+        self._finish(failure)
+
+    def _finish(self, result: int | Failure) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        pending = list(self._pending.values())
+        self._pending.clear()
+        self._ready.clear()
+        self._held.clear()
+        self._held_total = 0
+        for fetch in pending:
+            fetch.cancel()
+        if isinstance(result, Failure):
+            self._done.errback(result)
+        else:
+            self._done.callback(result)

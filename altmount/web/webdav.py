@@ -1,0 +1,330 @@
+"""The WebDAV resource (RFC 4918 class 1, read-mostly): the virtual tree over HTTP.
+
+GET/HEAD serve files with ranges (bytes come from Usenet through the segment
+fetcher, streamed with backpressure); PROPFIND lists; DELETE and MOVE change
+metadata only. Errors reach the client as a status and one short line of text,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import logging
+import mimetypes
+import posixpath
+import re
+from typing import Any
+
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from altmount.config import StreamingConfig
+from altmount.errors import AltmountError, MetadataError, RangeNotSatisfiable, RequestError
+from altmount.stream.fetcher import SegmentFetcher
+from altmount.stream.httprange import make_etag, select_range
+from altmount.stream.streamer import RangeStreamer
+from altmount.web.davxml import (
+    MAX_BODY_BYTES,
+    DavResource,
+    finite_depth_error,
+    multistatus,
+    parse_propfind,
+)
+from altmount.web.paths import RequestPath, href_for, join_path, parse_request_path
+
+__all__ = ["ALLOWED_METHODS", "WebDAVResource", "content_type_for"]
+
+log = logging.getLogger(__name__)
+
+ALLOWED_METHODS = (b"OPTIONS", b"PROPFIND", b"GET", b"HEAD", b"DELETE", b"MOVE")
+_ALLOW = b", ".join(ALLOWED_METHODS)
+_XML = b'application/xml; charset="utf-8"'
+_TEXT = b"text/plain; charset=utf-8"
+#: Media types the system tables often lack or get wrong; players pick decoders by them.
+_CONTENT_TYPES = {
+    ".mkv": "video/x-matroska",
+    ".mk3d": "video/x-matroska",
+    ".mka": "audio/x-matroska",
+    ".webm": "video/webm",
+    ".mp4": "video/mp4",
+    ".m4v": "video/x-m4v",
+    ".m4a": "audio/mp4",
+    ".ts": "video/mp2t",
+    ".m2ts": "video/mp2t",
+    ".avi": "video/x-msvideo",
+    ".wmv": "video/x-ms-wmv",
+    ".flac": "audio/flac",
+    ".opus": "audio/ogg",
+    ".ogg": "audio/ogg",
+    ".srt": "application/x-subrip",
+    ".ass": "text/x-ssa",
+    ".nfo": "text/plain",
+    ".iso": "application/x-iso9660-image",
+}
+_URL = re.compile(rb"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
+
+
+def content_type_for(name: str) -> str:
+    """The Content-Type of a file name: our media table, then mimetypes, else octet-stream."""
+    extension = posixpath.splitext(name)[1].lower()
+    if extension in _CONTENT_TYPES:
+        return _CONTENT_TYPES[extension]
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def _http_date(mtime: float) -> bytes:
+    return email.utils.formatdate(mtime, usegmt=True).encode("ascii")
+
+
+class WebDAVResource(Resource):
+    """Serves the virtual tree: `store` is a MetadataStore, `fetcher` a SegmentFetcher."""
+
+    isLeaf = True
+
+    def __init__(self, store: Any, fetcher: SegmentFetcher, streaming: StreamingConfig) -> None:
+        super().__init__()
+        self._store = store
+        self._fetcher = fetcher
+        self._streaming = streaming
+
+    def render(self, request: Request) -> bytes | int:
+        """Dispatch by method; map our errors to a status and one line of text."""
+        if request.method not in ALLOWED_METHODS:
+            request.setHeader(b"Allow", _ALLOW)
+            return _plain(request, 405, f"method {request.method.decode('latin-1')} not allowed")
+        try:
+            return super().render(request)
+        except MetadataError as exc:
+            log.error("%s %s: metadata store error: %s", request.method.decode(), request.uri, exc)
+            return _plain(request, 500, f"metadata store error: {exc}")
+        except AltmountError as exc:
+            return _plain(request, exc.http_status, str(exc))
+
+    # OPTIONS
+
+    def render_OPTIONS(self, request: Request) -> bytes:
+        """Advertise class 1 WebDAV (no locks) and the methods we answer."""
+        request.setHeader(b"DAV", b"1")
+        request.setHeader(b"Allow", _ALLOW)
+        request.setHeader(b"MS-Author-Via", b"DAV")
+        return b""
+
+    # GET / HEAD
+
+    def render_GET(self, request: Request) -> bytes | int:
+        """A file (whole or a range, streamed) or an HTML listing of a directory."""
+        return self._get(request, head=False)
+
+    def render_HEAD(self, request: Request) -> bytes | int:
+        """The headers GET would send; fetches nothing."""
+        return self._get(request, head=True)
+
+    def _get(self, request: Request, head: bool) -> bytes | int:
+        target = parse_request_path(request.path)
+        record = self._store.get_file(target.path)
+        if record is not None:
+            return self._serve_file(request, record, head)
+        entry = self._store.stat(target.path)
+        if entry is None or not entry.is_dir:
+            return _plain(request, 404, f"{target.path}: no such file or directory")
+        body = self._listing(target)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        return b"" if head else body
+
+    def _serve_file(self, request: Request, record: Any, head: bool) -> bytes | int:
+        size = record.size
+        etag = make_etag(size, record.mtime)
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"ETag", etag.encode("ascii"))
+        request.setHeader(b"Last-Modified", _http_date(record.mtime))
+        request.setHeader(b"Content-Type", content_type_for(record.path).encode("ascii"))
+        try:
+            span = select_range(
+                request.getHeader(b"range"), request.getHeader(b"if-range"), size, etag,
+                record.mtime,
+            )
+        except RangeNotSatisfiable:
+            request.setResponseCode(416)
+            request.setHeader(b"Content-Range", b"bytes */%d" % size)
+            request.setHeader(b"Content-Type", _TEXT)
+            return b""
+        start, end = span if span is not None else (0, size)
+        if span is not None:
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (start, end - 1, size))
+        request.setHeader(b"Content-Length", b"%d" % (end - start))
+        if head or start == end:
+            return b""
+        _Delivery(request, record, start, end, self._fetcher, self._streaming).begin()
+        return NOT_DONE_YET
+
+    def _listing(self, target: RequestPath) -> bytes:
+        entries = sorted(self._store.listdir(target.path),
+                         key=lambda e: (not e.is_dir, e.name.lower()))
+        title = html.escape(target.path)
+        rows = []
+        if target.path != "/":
+            parent = posixpath.dirname(target.path.rstrip("/")) or "/"
+            rows.append(f'<li><a href="{href_for(parent, True, target.prefix)}">../</a></li>')
+        for entry in entries:
+            href = href_for(join_path(target.path, entry.name), entry.is_dir, target.prefix)
+            label = html.escape(entry.name + ("/" if entry.is_dir else ""))
+            size = "" if entry.is_dir else f" ({entry.size} bytes)"
+            rows.append(f'<li><a href="{html.escape(href)}">{label}</a>{size}</li>')
+        page = (
+            f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>"
+            f"<body><h1>{title}</h1><ul>\n" + "\n".join(rows) + "\n</ul></body></html>\n"
+        )
+        return page.encode("utf-8")
+
+    # PROPFIND
+
+    def render_PROPFIND(self, request: Request) -> bytes:
+        """Properties of a resource (Depth 0) or of a collection and its members (Depth 1)."""
+        target = parse_request_path(request.path)
+        depth = (request.getHeader(b"depth") or b"infinity").strip().lower()
+        if depth == b"infinity":
+            # RFC 4918 9.1: a server may refuse infinite depth, with this precondition.
+            request.setResponseCode(403)
+            request.setHeader(b"Content-Type", _XML)
+            return finite_depth_error()
+        if depth not in (b"0", b"1"):
+            raise RequestError("Depth must be 0, 1 or infinity")
+        body = request.content.read(MAX_BODY_BYTES + 1) if request.content is not None else b""
+        wanted = parse_propfind(body)
+        entry = self._store.stat(target.path)
+        if entry is None:
+            return _plain(request, 404, f"{target.path}: no such file or directory")
+        resources = [self._dav_resource(target.path, entry, target.prefix)]
+        if depth == b"1" and entry.is_dir:
+            for child in self._store.listdir(target.path):
+                path = join_path(target.path, child.name)
+                resources.append(self._dav_resource(path, child, target.prefix))
+        request.setResponseCode(207)
+        request.setHeader(b"Content-Type", _XML)
+        return multistatus(resources, wanted)
+
+    @staticmethod
+    def _dav_resource(path: str, entry: Any, prefix: str) -> DavResource:
+        if entry.is_dir:
+            return DavResource(href_for(path, True, prefix), entry.name, True, entry.mtime)
+        return DavResource(
+            href_for(path, False, prefix), entry.name, False, entry.mtime, size=entry.size,
+            content_type=content_type_for(entry.name), etag=make_etag(entry.size, entry.mtime),
+        )
+
+    # DELETE / MOVE (metadata only)
+
+    def render_DELETE(self, request: Request) -> bytes:
+        """Forget a file or a whole directory; no Usenet article is touched."""
+        target = parse_request_path(request.path)
+        if target.path == "/":
+            raise RequestError("the root collection cannot be deleted", 403)
+        _require_infinite_depth(request)
+        if self._store.stat(target.path) is None:
+            return _plain(request, 404, f"{target.path}: no such file or directory")
+        self._store.delete(target.path)
+        request.setResponseCode(204)
+        return b""
+
+    def render_MOVE(self, request: Request) -> bytes:
+        """Rename a file or directory (RFC 4918 9.9): 201 new, 204 replaced, 412 kept."""
+        source = parse_request_path(request.path).path
+        destination = self._destination(request)
+        overwrite = (request.getHeader(b"overwrite") or b"T").strip().upper()
+        if overwrite not in (b"T", b"F"):
+            raise RequestError("Overwrite must be T or F")
+        _require_infinite_depth(request)
+        if source == "/":
+            raise RequestError("the root collection cannot be moved", 403)
+        if self._store.stat(source) is None:
+            return _plain(request, 404, f"{source}: no such file or directory")
+        if destination == source or destination.startswith(source.rstrip("/") + "/"):
+            raise RequestError("destination is the source or inside it", 403)
+        parent = self._store.stat(posixpath.dirname(destination) or "/")
+        if parent is None or not parent.is_dir:
+            raise RequestError(f"{posixpath.dirname(destination)}: no such directory", 409)
+        existing = self._store.stat(destination)
+        if existing is not None:
+            if overwrite == b"F":
+                raise RequestError(f"{destination} exists and Overwrite is F", 412)
+            self._store.delete(destination)
+        self._store.move(source, destination)
+        request.setResponseCode(204 if existing is not None else 201)
+        return b""
+
+    def _destination(self, request: Request) -> str:
+        value = request.getHeader(b"destination")
+        if not value:
+            raise RequestError("MOVE needs a Destination header")
+        match = _URL.match(value.strip())
+        if match is not None:
+            host = (request.getHeader(b"host") or b"").strip().lower()
+            if match.group(1).lower() != host:
+                raise RequestError("Destination is on another server", 502)
+        return parse_request_path(value.strip()).path
+
+
+def _require_infinite_depth(request: Request) -> None:
+    """RFC 4918 9.6.1, 9.9.2: DELETE and MOVE of a collection act on all of it."""
+    depth = request.getHeader(b"depth")
+    if depth is not None and depth.strip().lower() != b"infinity":
+        raise RequestError("Depth must be infinity (or absent) for DELETE and MOVE")
+
+
+def _plain(request: Request, status: int, message: str) -> bytes:
+    """Answer `status` with one line of text (and no range headers of a file answer)."""
+    request.setResponseCode(status)
+    for header in (b"content-range", b"etag", b"last-modified", b"accept-ranges"):
+        request.responseHeaders.removeHeader(header)
+    request.setHeader(b"Content-Type", _TEXT)
+    body = (message + "\n").encode("utf-8")
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
+class _Delivery:
+    """One streamed response: ties a RangeStreamer to a request and its fate."""
+
+    def __init__(self, request: Request, record: Any, start: int, end: int,
+                 fetcher: SegmentFetcher, streaming: StreamingConfig) -> None:
+        self._request = request
+        self._gone = False
+        self._streamer = RangeStreamer(
+            fetcher, record, start, end, request,
+            read_ahead=streaming.streaming_chunk_size, max_buffer=streaming.max_range_size,
+        )
+
+    def begin(self) -> None:
+        self._request.registerProducer(self._streamer, True)
+        self._request.notifyFinish().addErrback(self._client_gone)
+        self._streamer.start().addCallbacks(self._done, self._failed)
+
+    def _client_gone(self, _reason: Failure) -> None:
+        self._gone = True
+        self._streamer.stopProducing()
+
+    def _done(self, _written: int) -> None:
+        if self._gone:
+            return
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def _failed(self, failure: Failure) -> None:
+        if self._gone or self._streamer.stopped:
+            return  # the client went away; nobody is left to answer
+        request = self._request
+        request.unregisterProducer()
+        if request.startedWriting:
+            # The status line and Content-Length are out: all we can do is end the
+            # connection early, so the client sees a short body, never wrong bytes.
+            request.loseConnection()
+            return
+        error = failure.value
+        status = error.http_status if isinstance(error, AltmountError) else 502
+        request.write(_plain(request, status, failure.getErrorMessage()))
+        request.finish()

@@ -1,0 +1,112 @@
+"""The raw ceiling: fetch and decode a list of articles as fast as a minimal client can.
+
+Deliberately independent of altmount's NNTP stack: N plain sockets, a fixed
+pipeline depth per connection, `\\r\\n.\\r\\n` framing, sabyenc3 decode inline.
+Whatever altmount adds on top (HTTP, read-ahead, thread hand-offs, range
+assembly) shows as the gap between its throughput and this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import selectors
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import sabyenc3
+
+TERMINATOR = b"\r\n.\r\n"
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    buffer: bytearray
+    pending: deque
+    searched: int = 0
+    greeted: bool = False
+
+
+def raw_fetch(host: str, port: int, message_ids: list[str], connections: int = 20,
+              depth: int = 4) -> dict[str, float]:
+    """Fetch and decode every article once; return bytes, seconds and MB/s."""
+    todo = deque(message_ids)
+    sel = selectors.DefaultSelector()
+    conns = []
+    for _ in range(min(connections, len(message_ids))):
+        sock = socket.create_connection((host, port))
+        sock.setblocking(False)
+        conn = _Conn(sock, bytearray(), deque())
+        sel.register(sock, selectors.EVENT_READ, conn)
+        conns.append(conn)
+    decoded_bytes = 0
+    done = 0
+    started = time.perf_counter()
+
+    def refill(conn: _Conn) -> None:
+        out = []
+        while todo and len(conn.pending) < depth:
+            mid = todo.popleft()
+            conn.pending.append(mid)
+            out.append(f"BODY <{mid}>\r\n".encode())
+        if out:
+            conn.sock.sendall(b"".join(out))
+
+    while done < len(message_ids):
+        for key, _ in sel.select(timeout=30):
+            conn = key.data
+            chunk = conn.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            conn.buffer += chunk
+            while True:
+                if not conn.greeted:
+                    end = conn.buffer.find(b"\r\n")
+                    if end < 0:
+                        break
+                    del conn.buffer[: end + 2]
+                    conn.greeted = True
+                    refill(conn)
+                    continue
+                if not conn.pending:
+                    break
+                end = conn.buffer.find(TERMINATOR, max(0, conn.searched - 4))
+                if end < 0:
+                    conn.searched = len(conn.buffer)
+                    break
+                status_end = conn.buffer.find(b"\r\n")
+                if conn.buffer[:3] != b"222":
+                    raise RuntimeError(f"unexpected response {bytes(conn.buffer[:40])!r}")
+                body = bytes(conn.buffer[status_end + 2 : end + 2])
+                del conn.buffer[: end + 5]
+                conn.searched = 0
+                conn.pending.popleft()
+                data, _name, _crc_ok = sabyenc3.decode_usenet_chunks([body])
+                decoded_bytes += len(data)
+                done += 1
+                refill(conn)
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        conn.sock.close()
+    return {"bytes": decoded_bytes, "seconds": elapsed, "mb_s": decoded_bytes / elapsed / 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("nzb")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--connections", type=int, default=20)
+    args = parser.parse_args()
+    from altmount.nzb import parse_nzb
+
+    with open(args.nzb, "rb") as fh:
+        nzb = parse_nzb(fh.read())
+    ids = [s.message_id for f in nzb.files for s in f.segments]
+    print(raw_fetch(args.host, args.port, ids, args.connections))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""ProviderPool against the fake server on an in-memory network with a fake clock."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from altmount.config import NNTPConfig, ProviderConfig
+from altmount.errors import (
+    ArticleNotFound,
+    NNTPConnectionLost,
+    ProviderAuthError,
+    ProviderUnavailable,
+)
+from altmount.nntp.pool import ProviderPool
+from altmount.nntp.stats import ProviderStats
+from altmount.testing.nntpserver import Faults, MemoryNetReactor, NNTPServerFactory
+
+ARTICLES = {f"a{i}@test": f"body {i}\r\n".encode() * 50 for i in range(120)}
+NNTP = NNTPConfig(connect_timeout_seconds=2, request_timeout_seconds=5,
+                  idle_timeout_seconds=60, max_retries=3)
+
+
+def _setup(max_connections=3, depth=2, faults=None, nntp=NNTP, **provider):
+    reactor = MemoryNetReactor()
+    server = NNTPServerFactory(reactor, ARTICLES, faults, seed=1)
+    reactor.servers["news.test"] = server
+    config = ProviderConfig(name="news", host="news.test", tls=False,
+                            max_connections=max_connections, inflight_requests=depth, **provider)
+    pool = ProviderPool(reactor, config, nntp, ProviderStats("news", reactor.seconds))
+    return reactor, server, pool
+
+
+def _collect(deferreds):
+    results: list = [None] * len(deferreds)
+    for index, d in enumerate(deferreds):
+        d.addBoth(lambda result, i=index: results.__setitem__(i, result))
+    return results
+
+
+def test_never_more_than_max_connections():
+    """100 concurrent requests with a limit of 3: at no step more than 3 connections."""
+    reactor, server, pool = _setup(max_connections=3)
+    ids = list(ARTICLES)[:100]
+    results = _collect([pool.body(m) for m in ids])
+    assert pool.connections_connecting == 3
+    while reactor.step():
+        assert pool.connections_open + pool.connections_connecting <= 3
+        assert reactor.open_connections + len(reactor.pending) <= 3
+        assert server.current_connections <= 3
+    assert results == [ARTICLES[m] for m in ids]
+    assert server.peak_connections == 3 and server.connections_total == 3
+
+
+def test_lazy_connect_fills_pipeline_first():
+    """Requests that fit one connection's pipeline open only one connection."""
+    reactor, server, pool = _setup(max_connections=5, depth=4)
+    results = _collect([pool.body(m) for m in list(ARTICLES)[:4]])
+    reactor.pump()
+    assert server.connections_total == 1 and all(isinstance(r, bytes) for r in results)
+    assert pool.connections_open == 1 and pool.connections_idle == 1
+
+
+def test_backoff_after_connect_failure():
+    """Refused connects back off 0.5 s, 1 s, 2 s; queued requests wait, then succeed."""
+    reactor, server, pool = _setup(nntp=NNTPConfig(connect_timeout_seconds=10,
+                                                   request_timeout_seconds=30))
+    reactor.refused.add("news.test")
+    results = _collect([pool.body("a1@test")])
+    reactor.pump()
+    assert pool.stats.errors["connect"] == 1
+    for failures, backoff in ((2, 0.5), (3, 1.0), (4, 2.0)):
+        reactor.advance(backoff - 0.01)
+        reactor.pump()
+        assert pool.stats.errors["connect"] == failures - 1
+        reactor.advance(0.01)
+        reactor.pump()
+        assert pool.stats.errors["connect"] == failures
+    assert results == [None]
+    reactor.refused.clear()
+    reactor.advance(4)
+    reactor.pump()
+    assert results == [ARTICLES["a1@test"]]
+    reactor.advance(0.5)
+    reactor.pump()
+    assert server.connections_total == 1
+
+
+def test_queued_requests_expire_while_unreachable():
+    """With no connection possible, queued requests fail after connect+request timeout."""
+    reactor, _, pool = _setup()
+    reactor.refused.add("news.test")
+    results = _collect([pool.body("a1@test")])
+    reactor.pump()
+    for _ in range(65):
+        reactor.advance(0.1)
+        reactor.pump()
+    assert results == [None]
+    reactor.advance(0.6)
+    reactor.pump()
+    assert results[0].check(ProviderUnavailable) and "refused" in str(results[0].value)
+
+
+def test_auth_failure_disables_provider_once(caplog):
+    """481 at login disables the provider with one warning; later requests fail at once."""
+    reactor, server, pool = _setup(faults=Faults(auth_fail=True), username="u", password="p")
+    caplog.set_level(logging.WARNING, logger="altmount.nntp.pool")
+    results = _collect([pool.body(m) for m in list(ARTICLES)[:20]])
+    reactor.pump()
+    assert all(r.check(ProviderAuthError) for r in results)
+    assert not pool.enabled and pool.disabled_reason.startswith("provider news: 481")
+    assert len([r for r in caplog.records if "disabled" in r.getMessage()]) == 1
+    late = _collect([pool.body("a1@test")])
+    assert late[0].check(ProviderAuthError)
+    reactor.advance(60)
+    reactor.pump()
+    assert server.connections_total == 3 and pool.stats.errors["auth"] >= 1
+
+
+def test_disconnect_mid_body_is_retried():
+    """Bodies cut off by disconnects are retried on new connections and arrive whole."""
+    reactor, server, pool = _setup(faults=Faults(disconnect_rate=0.3),
+                                   nntp=NNTPConfig(max_retries=10))
+    ids = list(ARTICLES)[:30]
+    results = _collect([pool.body(m) for m in ids])
+    reactor.pump()
+    assert results == [ARTICLES[m] for m in ids]
+    assert pool.stats.errors["connection_lost"] > 0 and server.peak_connections <= 3
+
+
+def test_retries_exhausted_fail_with_last_error():
+    """A body that always breaks fails after max_retries retries with the last error."""
+    reactor, server, pool = _setup(max_connections=1, depth=1,
+                                   faults=Faults(disconnect_rate=1.0))
+    results = _collect([pool.body("a1@test")])
+    reactor.pump()
+    assert results[0].check(NNTPConnectionLost)
+    assert server.commands["BODY"] == 1 + NNTP.max_retries
+
+
+def test_timeout_reissues_on_a_new_connection():
+    """A stalled request times out, the connection is dropped, the retry succeeds."""
+    faults = Faults(stall_rate=1.0)
+    reactor, server, pool = _setup(max_connections=1, faults=faults)
+    results = _collect([pool.body("a1@test"), pool.body("a2@test")])
+    reactor.pump()
+    faults.stall_rate = 0.0
+    reactor.advance(5.1)
+    reactor.pump()
+    assert results == [ARTICLES["a1@test"], ARTICLES["a2@test"]]
+    assert pool.stats.errors["timeout"] == 1 and server.connections_total == 2
+
+
+def test_missing_article_not_retried():
+    """430 fails with ArticleNotFound at once and counts as missing."""
+    reactor, server, pool = _setup(faults=Faults(missing={"a1@test"}))
+    results = _collect([pool.body("a1@test"), pool.stat("a1@test"), pool.stat("a2@test")])
+    reactor.pump()
+    assert results[0].check(ArticleNotFound) and results[1:] == [False, True]
+    assert pool.stats.articles_missing == 2 and server.commands["BODY"] == 1
+
+
+def test_priority_lower_first():
+    """Queued requests run lowest priority value first, FIFO within a priority."""
+    reactor, _, pool = _setup(max_connections=1, depth=1)
+    order = []
+    for message_id, priority in (("a1@test", 5), ("a2@test", 0), ("a3@test", 5), ("a4@test", 0)):
+        pool.body(message_id, priority).addCallback(lambda _, m=message_id: order.append(m))
+    reactor.pump()
+    assert order == ["a2@test", "a4@test", "a1@test", "a3@test"]
+
+
+def test_idle_connections_closed():
+    """Connections idle for idle_timeout are closed with QUIT."""
+    reactor, server, pool = _setup()
+    _collect([pool.body("a1@test")])
+    reactor.pump()
+    reactor.advance(59)
+    reactor.pump()
+    assert pool.connections_open == 1
+    reactor.advance(1.1)
+    reactor.pump()
+    assert pool.connections_open == 0 and server.current_connections == 0
+    assert server.commands["QUIT"] == 1
+
+
+def test_stats_count_articles_and_bytes():
+    """Articles, bytes and connection counts reach the stats."""
+    reactor, _, pool = _setup()
+    ids = list(ARTICLES)[:10]
+    _collect([pool.body(m) for m in ids])
+    reactor.pump()
+    stats = pool.stats
+    assert stats.articles == 10 and stats.bytes == sum(len(ARTICLES[m]) for m in ids)
+    assert stats.peak_connections <= 3 and stats.current_connections == pool.connections_open
+    assert stats.avg_speed > 0
+
+
+def test_cancelled_request_is_skipped():
+    """A request cancelled while queued is never sent."""
+    reactor, server, pool = _setup(max_connections=1, depth=1)
+    first, second = pool.body("a1@test"), pool.body("a2@test")
+    second.addErrback(lambda f: None)
+    second.cancel()
+    reactor.pump()
+    assert first.called and server.commands["BODY"] == 1
+
+
+def test_close_quits_connections_and_fails_queue():
+    """close() fails queued requests and QUITs open connections."""
+    reactor, server, pool = _setup(max_connections=1, depth=1)
+    _collect([pool.body("a1@test")])
+    reactor.pump()
+    queued = _collect([pool.body("a2@test")])
+    closed = pool.close()
+    assert queued[0] is None or queued[0].check(ProviderUnavailable)
+    reactor.pump()
+    assert closed.called and server.current_connections == 0
+    assert not pool.enabled
+
+
+def test_disabled_in_config():
+    """A provider disabled in the configuration refuses requests."""
+    _, _, pool = _setup(enabled=False)
+    results = _collect([pool.body("a1@test")])
+    assert results[0].check(ProviderUnavailable) and "configuration" in pool.disabled_reason
+
+
+@pytest.mark.parametrize("depth", [1, 4])
+def test_requests_spread_over_connections(depth):
+    """Requests go to the least busy connection, so every connection gets work."""
+    reactor, server, pool = _setup(max_connections=3, depth=depth)
+    _collect([pool.body(m) for m in list(ARTICLES)[: 3 * depth]])
+    assert pool.connections_connecting == 3
+    reactor.pump()
+    assert server.connections_total == 3

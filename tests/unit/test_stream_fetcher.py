@@ -1,0 +1,241 @@
+"""SegmentFetcher: the shared download queue, decode, CRC retry and table checks."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+
+from altmount.errors import ArticleNotFound, CrcMismatch, StreamError
+from altmount.metadata import SegmentTable
+from altmount.stream.fetcher import SegmentFetcher
+from altmount.testing.articles import post_release
+
+PART = 1000
+DATA = bytes(range(256)) * 15  # 3840 bytes: 4 parts, the last one short
+RELEASE = post_release({"f.bin": DATA}, article_size=PART)
+IDS = RELEASE.files[0].message_ids
+TABLE = SegmentTable.uniform(IDS, PART, len(DATA))
+
+
+class InlineReactor:
+    """Runs callFromThread calls at once (the decode 'thread' is the caller)."""
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class InlinePool:
+    """A ThreadPool stand-in that runs the work synchronously."""
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        try:
+            result = f(*args, **kwargs)
+        except Exception as exc:
+            on_result(False, exc)
+        else:
+            on_result(True, result)
+
+
+class ManualRouter:
+    """Hands out a Deferred per body() call; the test fires them."""
+
+    def __init__(self, articles=RELEASE.articles):
+        self.articles = articles
+        self.calls: list[tuple[str, Deferred]] = []
+        self.cancelled: list[str] = []
+
+    def body(self, message_id, priority=0, exclude=frozenset()):
+        d = Deferred(lambda _: self.cancelled.append(message_id))
+        self.calls.append((message_id, d))
+        return d
+
+    def answer(self, position):
+        message_id, d = self.calls[position]
+        d.callback(self.articles[message_id])
+
+
+class InstantRouter:
+    """Answers every body() at once from memory."""
+
+    def __init__(self, articles=RELEASE.articles):
+        self.articles = articles
+        self.calls = 0
+
+    def body(self, message_id, priority=0, exclude=frozenset()):
+        self.calls += 1
+        if message_id not in self.articles:
+            return fail(ArticleNotFound(message_id))
+        return succeed(self.articles[message_id])
+
+
+def make(router, workers=2, decode=None):
+    return SegmentFetcher(InlineReactor(), router, InlinePool(), workers, decode=decode)
+
+
+def real_decode(body):
+    from altmount import _core
+
+    return _core.decode_article(body)
+
+
+def test_fetch_returns_decoded_segment():
+    """Each segment decodes to its slice of the posted file."""
+    fetcher = make(InstantRouter())
+    for index in range(len(IDS)):
+        result = []
+        fetcher.fetch(TABLE, index, path="/f.bin").addCallback(result.append)
+        assert bytes(result[0]) == DATA[index * PART : (index + 1) * PART]
+    stats = fetcher.stats()
+    assert stats.segments == 4 and stats.bytes_decoded == len(DATA)
+    assert stats.bytes_fetched == sum(len(RELEASE.articles[i]) for i in IDS)
+    assert stats.active == 0 and stats.queued == 0 and stats.failures == 0
+
+
+def test_at_most_max_workers_download_at_once():
+    """With 2 workers, 4 fetches run 2 at a time in FIFO order."""
+    router = ManualRouter()
+    fetcher = make(router, workers=2)
+    results = [[] for _ in IDS]
+    for index in range(len(IDS)):
+        fetcher.fetch(TABLE, index).addCallback(results[index].append)
+    assert [mid for mid, _ in router.calls] == list(IDS[:2])
+    assert (fetcher.active, fetcher.queued) == (2, 2)
+    router.answer(0)
+    assert [mid for mid, _ in router.calls] == list(IDS[:3])
+    assert (fetcher.active, fetcher.queued) == (2, 1)
+    for position in (1, 2, 3):
+        router.answer(position)
+    assert (fetcher.active, fetcher.queued) == (0, 0)
+    assert b"".join(bytes(r[0]) for r in results) == DATA
+
+
+def test_cancelled_waiter_leaves_queue():
+    """Cancelling a queued fetch removes it at once; its article is never asked for."""
+    router = ManualRouter()
+    fetcher = make(router, workers=1)
+    first = fetcher.fetch(TABLE, 0)
+    second = fetcher.fetch(TABLE, 1)
+    assert fetcher.queued == 1
+    second.cancel()
+    assert fetcher.queued == 0
+    failures = []
+    second.addErrback(failures.append)
+    assert failures[0].check(CancelledError)
+    router.answer(0)
+    assert first.called
+    assert [mid for mid, _ in router.calls] == [IDS[0]]
+
+
+def test_cancelled_download_frees_its_slot():
+    """Cancelling an active fetch cancels the body request and lets the next one start."""
+    router = ManualRouter()
+    fetcher = make(router, workers=1)
+    first = fetcher.fetch(TABLE, 0)
+    fetcher.fetch(TABLE, 1)
+    first.addErrback(lambda f: f.trap(CancelledError))
+    first.cancel()
+    assert router.cancelled == [IDS[0]]
+    assert (fetcher.active, fetcher.queued) == (1, 0)
+    assert router.calls[-1][0] == IDS[1]
+    assert fetcher.stats().failures == 0
+
+
+def flaky_decode(bad_times):
+    """A decode that reports a CRC mismatch for the first `bad_times` calls."""
+    state = {"left": bad_times}
+
+    def decode(body):
+        decoded = real_decode(body)
+        if state["left"] > 0:
+            state["left"] -= 1
+            return SimpleNamespace(data=decoded.data, begin=decoded.begin, crc_ok=False)
+        return decoded
+
+    return decode
+
+
+def test_crc_mismatch_is_refetched_once():
+    """One bad CRC triggers one refetch; the good copy is returned."""
+    router = InstantRouter()
+    fetcher = make(router, decode=flaky_decode(1))
+    result = []
+    fetcher.fetch(TABLE, 2, path="/f.bin").addCallback(result.append)
+    assert bytes(result[0]) == DATA[2 * PART : 3 * PART]
+    assert router.calls == 2
+    assert fetcher.stats().crc_retries == 1
+
+
+def test_crc_mismatch_twice_is_stream_error():
+    """Two bad CRCs in a row fail with a message naming segment, message-id and file."""
+    fetcher = make(InstantRouter(), decode=flaky_decode(2))
+    failures = []
+    fetcher.fetch(TABLE, 1, path="/movies/f.bin").addErrback(failures.append)
+    error = failures[0].value
+    assert isinstance(error, StreamError)
+    assert str(error) == f"CRC mismatch in segment 1 (<{IDS[1]}>) of /movies/f.bin"
+    assert fetcher.stats().failures == 1 and fetcher.active == 0
+
+
+def test_crc_mismatch_raised_by_decoder_counts_as_bad_crc():
+    """A decoder raising CrcMismatch is treated like crc_ok=False (refetched once)."""
+    calls = []
+
+    def decode(body):
+        calls.append(body)
+        if len(calls) == 1:
+            raise CrcMismatch("crc", b"junk")
+        return real_decode(body)
+
+    result = []
+    make(InstantRouter(), decode=decode).fetch(TABLE, 0).addCallback(result.append)
+    assert bytes(result[0]) == DATA[:PART]
+    assert len(calls) == 2
+
+
+def test_wrong_part_begin_is_stream_error():
+    """A segment whose yEnc begin differs from the table is refused, naming both."""
+    table = dataclasses.replace(TABLE, part_begins=[0, 1000, 2001, 3000])
+    failures = []
+    make(InstantRouter()).fetch(table, 2, path="/f.bin").addErrback(failures.append)
+    message = str(failures[0].value)
+    assert isinstance(failures[0].value, StreamError)
+    assert "segment 2" in message and "/f.bin" in message and "2001" in message
+
+
+def test_short_segment_is_stream_error():
+    """Decoded data shorter than skip + contribution is refused."""
+    table = dataclasses.replace(TABLE, skips=[0, 0, 0, 1])
+    failures = []
+    make(InstantRouter()).fetch(table, 3, path="/f.bin").addErrback(failures.append)
+    assert isinstance(failures[0].value, StreamError)
+    assert "needs 841" in str(failures[0].value)
+
+
+def test_router_errors_pass_through():
+    """ArticleNotFound from the router reaches the caller unchanged and frees the slot."""
+    router = InstantRouter(articles={})
+    fetcher = make(router, workers=1)
+    failures = []
+    fetcher.fetch(TABLE, 0).addErrback(failures.append)
+    assert failures[0].check(ArticleNotFound)
+    assert fetcher.active == 0 and fetcher.stats().failures == 1
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_counters_return_to_zero_after_mixed_outcomes(workers):
+    """After successes, failures and cancellations nothing is left active or queued."""
+    router = ManualRouter()
+    fetcher = make(router, workers=workers)
+    fetches = [fetcher.fetch(TABLE, index % len(IDS)) for index in range(8)]
+    for d in fetches:
+        d.addErrback(lambda f: None)
+    fetches[5].cancel()
+    fetches[0].cancel()
+    while any(not d.called for _, d in router.calls):
+        position = next(i for i, (_, d) in enumerate(router.calls) if not d.called)
+        router.answer(position)
+    assert all(d.called for d in fetches)
+    assert (fetcher.active, fetcher.queued) == (0, 0)
