@@ -7,7 +7,7 @@ How tests that need Twisted run (pytest-twisted is not installed):
   `MemoryReactorClock`. For anything that talks NNTP, build the code under test on
   `altmount.testing.nntpserver.MemoryNetReactor`: its connectTCP/connectSSL reach
   in-memory fake servers (`reactor.servers[host] = NNTPServerFactory(...)`),
-  `reactor.pump()` moves bytes until quiet and `reactor.advance(s)` moves time.
+  `reactor.flush()` moves bytes until quiet and `reactor.advance(s)` moves time.
 - Integration tests that need a real reactor (127.0.0.1, ephemeral ports) are
   `twisted.trial.unittest.TestCase` classes whose test methods return Deferreds
   (`@defer.inlineCallbacks`). pytest runs them as unittest cases; trial spins the

@@ -39,9 +39,7 @@ def missing_field(keyword: str, field: str) -> YencError:
 def bad_number(keyword: str, field: str, raw: bytes, hexadecimal: bool = False) -> YencError:
     """A numeric header field does not parse (decimal, or 1-8 hex digits for CRCs)."""
     kind = "a CRC32 of 1-8 hex digits" if hexadecimal else "a decimal number"
-    return YencError(
-        f"malformed {keyword} header: {field}={raw.decode('latin-1')!r} is not {kind}"
-    )
+    return YencError(f"malformed {keyword} header: {field}={raw.decode('latin-1')!r} is not {kind}")
 
 
 def truncated() -> YencError:
@@ -99,9 +97,7 @@ def piece_count(given: int, first: int, last: int) -> StreamError:
 
 def short_piece(index: int, have: int, need: int) -> StreamError:
     """A decoded segment is shorter than the slice the plan takes from it."""
-    return StreamError(
-        f"segment {index}: decoded data has {have} bytes but the range needs {need}"
-    )
+    return StreamError(f"segment {index}: decoded data has {have} bytes but the range needs {need}")
 
 
 def small_output(have: int, need: int) -> StreamError:

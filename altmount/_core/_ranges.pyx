@@ -101,9 +101,10 @@ def assemble_range(out, pieces, plan):
                 raise msg.short_piece(plan.first + k, views[k].len, src_start[k] + length[k])
         with nogil:
             for k in range(count):
-                memcpy(<char*>target.buf + pos, <const char*>views[k].buf + src_start[k],
-                       length[k])
-                pos += length[k]
+                if length[k]:
+                    memcpy(<char*>target.buf + pos, <const char*>views[k].buf + src_start[k],
+                           length[k])
+                    pos += length[k]
         return pos
     finally:
         for k in range(acquired):

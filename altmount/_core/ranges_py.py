@@ -23,9 +23,7 @@ __all__ = ["plan_range", "assemble_range"]
 Buffer = bytes | bytearray | memoryview
 
 
-def plan_range(
-    offsets: npt.ArrayLike, skips: npt.ArrayLike, start: int, end: int
-) -> RangePlan:
+def plan_range(offsets: npt.ArrayLike, skips: npt.ArrayLike, start: int, end: int) -> RangePlan:
     """Plan file bytes ``[start, end)``: which segments, which slice of each.
 
     Raises `RangeNotSatisfiable` when the range is empty or leaves the file, and
@@ -47,8 +45,9 @@ def plan_range(
     last = int(np.searchsorted(off, end - 1, side="right"))
     seg_start = off[first:last]
     lo = np.maximum(seg_start, start)
-    length = np.minimum(off[first + 1 : last + 1], end) - lo
-    return RangePlan(first, last, sk[first:last] + (lo - seg_start), length)
+    length = (np.minimum(off[first + 1 : last + 1], end) - lo).astype(np.int64, copy=False)
+    src_start = (sk[first:last] + (lo - seg_start)).astype(np.int64, copy=False)
+    return RangePlan(first, last, src_start, length)
 
 
 def assemble_range(out: bytearray | memoryview, pieces: Sequence[Buffer], plan: RangePlan) -> int:

@@ -248,6 +248,4 @@ def _parse_frame(raw: bytes) -> _Frame:
         data_end -= 1
     if data_end > data_start and raw[data_end - 1] == _CR:
         data_end -= 1
-    return _Frame(
-        name, part or 0, total, begin, end, ypart, yend_size, crc, data_start, data_end
-    )
+    return _Frame(name, part or 0, total, begin, end, ypart, yend_size, crc, data_start, data_end)

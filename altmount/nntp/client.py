@@ -182,15 +182,19 @@ class NNTPClientProtocol(Protocol):
             elif response.code == NNTPStatus.SERVICE_UNAVAILABLE:
                 self._shutdown(NNTPConnectionLost(f"provider {self._name}: {response.text}"))
             else:
-                self._shutdown(NNTPProtocolError(
-                    f"provider {self._name}: unsolicited response {response.code} {response.text}"
-                ))
+                self._shutdown(
+                    NNTPProtocolError(
+                        f"provider {self._name}: unsolicited response {response.code} {response.text}"
+                    )
+                )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Fail whatever was still in flight so that the pool can retry it."""
-        self._shutdown(NNTPConnectionLost(
-            f"provider {self._name}: connection lost ({reason.getErrorMessage()})"
-        ))
+        self._shutdown(
+            NNTPConnectionLost(
+                f"provider {self._name}: connection lost ({reason.getErrorMessage()})"
+            )
+        )
         self.disconnected.callback(None)
 
     # -- login -------------------------------------------------------------------
@@ -206,22 +210,26 @@ class NNTPClientProtocol(Protocol):
                 return
             # 400 and 502 at the greeting usually mean "too many connections" or a
             # temporary block: worth a retry after backoff, not disabling the provider.
-            self._shutdown(ProviderUnavailable(
-                f"provider {self._name}: server refused the connection: {code} {text}"
-            ))
+            self._shutdown(
+                ProviderUnavailable(
+                    f"provider {self._name}: server refused the connection: {code} {text}"
+                )
+            )
             return
         if code == NNTPStatus.AUTH_ACCEPTED:
             self._logged_in()
         elif code == NNTPStatus.PASSWORD_REQUIRED and self._state is _State.AUTH_USER:
             self._write_login(_State.AUTH_PASS, self._provider.password)
         elif code in _AUTH_REFUSED:
-            self._shutdown(ProviderAuthError(
-                f"provider {self._name}: {code} authentication failed: {text}"
-            ))
+            self._shutdown(
+                ProviderAuthError(f"provider {self._name}: {code} authentication failed: {text}")
+            )
         else:
-            self._shutdown(NNTPProtocolError(
-                f"provider {self._name}: unexpected answer to AUTHINFO: {code} {text}"
-            ))
+            self._shutdown(
+                NNTPProtocolError(
+                    f"provider {self._name}: unexpected answer to AUTHINFO: {code} {text}"
+                )
+            )
 
     def _write_login(self, state: _State, value: str) -> None:
         # Credentials may hold spaces, so they bypass encode_command's one-word rule.
@@ -272,12 +280,14 @@ class NNTPClientProtocol(Protocol):
         self._timer = None
         if self._sent:
             head = self._sent.popleft()
-            head.deferred.errback(NNTPTimeout(
-                f"provider {self._name}: no answer within {self._timeout:g} s"
-            ))
-        self._shutdown(NNTPConnectionLost(
-            f"provider {self._name}: connection dropped after a request timed out"
-        ))
+            head.deferred.errback(
+                NNTPTimeout(f"provider {self._name}: no answer within {self._timeout:g} s")
+            )
+        self._shutdown(
+            NNTPConnectionLost(
+                f"provider {self._name}: connection dropped after a request timed out"
+            )
+        )
 
     def _answer(self, response: Response) -> None:
         request = self._sent.popleft()
@@ -376,10 +386,12 @@ class _NNTPClientFactory(ClientFactory):
         """TCP (or TLS) connect failed before any protocol existed."""
         if not self.ready.called:
             provider = self._provider
-            self.ready.errback(ProviderUnavailable(
-                f"provider {provider.name or provider.host}: cannot connect to "
-                f"{provider.host}:{provider.port}: {reason.getErrorMessage()}"
-            ))
+            self.ready.errback(
+                ProviderUnavailable(
+                    f"provider {provider.name or provider.host}: cannot connect to "
+                    f"{provider.host}:{provider.port}: {reason.getErrorMessage()}"
+                )
+            )
 
 
 def tls_options(provider: ProviderConfig) -> Any:
@@ -416,12 +428,17 @@ def connect(
                 factory.ready.errback(error)
 
     def cancel(result: defer.Deferred[NNTPClientProtocol]) -> None:
-        give_up(ProviderUnavailable(f"provider {provider.name or provider.host}: connect cancelled"))
+        give_up(
+            ProviderUnavailable(f"provider {provider.name or provider.host}: connect cancelled")
+        )
 
     result: defer.Deferred[NNTPClientProtocol] = defer.Deferred(cancel)
-    timer = reactor.callLater(timeout, lambda: give_up(NNTPTimeout(
-        f"provider {provider.name or provider.host}: no login within {timeout:g} s"
-    )))
+    timer = reactor.callLater(
+        timeout,
+        lambda: give_up(
+            NNTPTimeout(f"provider {provider.name or provider.host}: no login within {timeout:g} s")
+        ),
+    )
 
     def settle(outcome: Any) -> Any:
         if timer.active():

@@ -218,8 +218,10 @@ class ProviderPool:
             idle.cancel()
         answer = conn.body(job.message_id) if job.kind == "body" else conn.stat(job.message_id)
         answer.addCallbacks(
-            self._job_done, self._job_failed,
-            callbackArgs=(job, conn), errbackArgs=(job, conn),
+            self._job_done,
+            self._job_failed,
+            callbackArgs=(job, conn),
+            errbackArgs=(job, conn),
         )
 
     def _job_done(self, result: Any, job: _Job, conn: NNTPClientProtocol) -> None:
@@ -318,8 +320,10 @@ class ProviderPool:
             attempt = defer.maybeDeferred(connect, self._reactor, self._provider, self._nntp)
             self._attempts.add(attempt)
             attempt.addCallbacks(
-                self._connected, self._connect_failed,
-                callbackArgs=(attempt,), errbackArgs=(attempt,),
+                self._connected,
+                self._connect_failed,
+                callbackArgs=(attempt,),
+                errbackArgs=(attempt,),
             )
 
     def _connected(self, conn: NNTPClientProtocol, attempt: defer.Deferred[Any]) -> None:

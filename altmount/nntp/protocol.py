@@ -99,18 +99,37 @@ class ResponseParser:
     bytes as they arrive. A response with nothing expected (a server's unsolicited
     "400 idle timeout" before it hangs up) is returned as a single-line response.
     Any framing violation raises `NNTPProtocolError`; after that the parser is dead.
+
+    A body is kept as the list of received chunks and joined once at its end: one
+    copy per body. Appending to one growing buffer instead costs a reallocation and
+    copy of everything so far each time the buffer outgrows its allocation.
+    Each chunk is searched once for the terminator; the last four bytes before it
+    are kept to find a terminator split across two chunks.
     """
 
-    __slots__ = ("_buffer", "_expected", "_body_code", "_body_text", "_scanned", "_error")
+    __slots__ = (
+        "_line",
+        "_expected",
+        "_body_code",
+        "_body_text",
+        "_chunks",
+        "_seen",
+        "_tail",
+        "_error",
+    )
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._line = bytearray()  # a status line still waiting for its CRLF
         self._expected: deque[frozenset[int]] = deque()
-        # While inside a data block: its status; the buffer then starts with the CRLF
-        # that ended the status line, so an empty block is found by the same search.
+        # While inside a data block: its status, the chunks so far, and how many
+        # bytes have been seen counting the CRLF that ended the status line (the
+        # "line start" before the first body line, which lets an empty block match
+        # the same CRLF.CRLF search), and the last four of them.
         self._body_code: int | None = None
         self._body_text = ""
-        self._scanned = 0
+        self._chunks: list[bytes] = []
+        self._seen = 0
+        self._tail = b""
         self._error: NNTPProtocolError | None = None
 
     def expect(self, multiline_on: frozenset[int] = _NO_BODY) -> None:
@@ -126,62 +145,88 @@ class ResponseParser:
         """Add received bytes; return the responses they complete, in order."""
         if self._error is not None:
             raise self._error
-        self._buffer += data
         events: list[Response] = []
+        pos, size = 0, len(data)
         try:
-            while True:
-                event = self._next_body() if self._body_code is not None else self._next_status()
-                if event is None:
-                    return events
-                events.append(event)
+            while pos < size:
+                if self._body_code is not None:
+                    pos = self._feed_body(data, pos, events)
+                else:
+                    pos = self._feed_status(data, pos, events)
         except NNTPProtocolError as exc:
             self._error = exc
-            self._buffer.clear()
+            self._line.clear()
+            self._chunks.clear()
             raise
+        return events
 
-    def _next_status(self) -> Response | None:
-        buffer = self._buffer
-        end = buffer.find(b"\r\n", 0, MAX_STATUS_LINE + 2)
-        if end < 0:
-            if len(buffer) > MAX_STATUS_LINE + 1:  # +1: a lone CR may be the CRLF's first half
-                raise NNTPProtocolError(
-                    f"status line longer than {MAX_STATUS_LINE} bytes without CRLF"
-                )
-            return None
-        line = bytes(buffer[:end])
-        if len(line) < 3 or not line[:3].isdigit() or line[:1] not in b"12345" or (
-            len(line) > 3 and line[3:4] != b" "
+    def _feed_status(self, data: bytes, pos: int, events: list[Response]) -> int:
+        """Consume a status line from data[pos:]; return where the rest starts."""
+        line = self._line
+        if line.endswith(b"\r") and data[pos] == 0x0A:  # CRLF split across feeds
+            text, pos = bytes(line[:-1]), pos + 1
+        else:
+            end = data.find(b"\r\n", pos, pos + MAX_STATUS_LINE + 2 - len(line))
+            if end < 0:
+                if len(line) + len(data) - pos > MAX_STATUS_LINE + 1:  # +1: CR of a CRLF
+                    raise NNTPProtocolError(
+                        f"status line longer than {MAX_STATUS_LINE} bytes without CRLF"
+                    )
+                line += data[pos:]
+                return len(data)
+            text, pos = bytes(line) + data[pos:end], end + 2
+        line.clear()
+        response = self._status(text)
+        if response is not None:
+            events.append(response)
+        return pos
+
+    def _status(self, line: bytes) -> Response | None:
+        if (
+            len(line) < 3
+            or not line[:3].isdigit()
+            or line[:1] not in b"12345"
+            or (len(line) > 3 and line[3:4] != b" ")
         ):
             raise NNTPProtocolError(f"not an NNTP status line: {line[:80]!r}")
         code = int(line[:3])
         text = line[4:].decode("utf-8", "replace")
         multiline_on = self._expected.popleft() if self._expected else _NO_BODY
-        if code in multiline_on:
-            del buffer[:end]  # keep the CRLF: it is the line start before the first body line
-            self._body_code = code
-            self._body_text = text
-            self._scanned = 0
-            return self._next_body()
-        del buffer[: end + 2]
-        return Response(code, text)
+        if code not in multiline_on:
+            return Response(code, text)
+        self._body_code, self._body_text = code, text
+        self._seen, self._tail = 2, b"\r\n"
+        return None
 
-    def _next_body(self) -> Response | None:
-        buffer = self._buffer
-        # Resume where the last search stopped, backing up so a terminator split
-        # across two feeds is still found; never rescan the whole body.
-        at = buffer.find(_TERMINATOR, max(0, self._scanned - len(_TERMINATOR) + 1))
-        if at < 0:
-            if len(buffer) - 2 > MAX_BODY_SIZE:
-                raise NNTPProtocolError(f"data block larger than {MAX_BODY_SIZE} bytes")
-            self._scanned = len(buffer)
-            return None
-        with memoryview(buffer) as view:
-            body = bytes(view[2 : at + 2])
-        del buffer[: at + len(_TERMINATOR)]
-        code, text = self._body_code, self._body_text
+    def _feed_body(self, data: bytes, pos: int, events: list[Response]) -> int:
+        """Consume body bytes from data[pos:]; return where the rest starts."""
+        tail, seen = self._tail, self._seen
+        # Offsets below count from the status line's CRLF ("seen" coordinates).
+        split = (tail + data[pos : pos + 4]).find(_TERMINATOR)
+        if 0 <= split < len(tail):
+            at = seen - len(tail) + split
+        else:
+            found = data.find(_TERMINATOR, pos)
+            if found < 0:
+                rest = data[pos:] if pos else data
+                self._chunks.append(rest)
+                self._seen = seen + len(rest)
+                self._tail = (tail + rest[-4:])[-4:]
+                if self._seen - 2 > MAX_BODY_SIZE:
+                    raise NNTPProtocolError(f"data block larger than {MAX_BODY_SIZE} bytes")
+                return len(data)
+            at = seen + found - pos
+        # The body runs to the CRLF that starts the terminator: `at` body bytes.
+        from_data = at - (seen - 2)
+        if from_data >= 0:
+            self._chunks.append(data[pos : pos + from_data])
+            body = b"".join(self._chunks)
+        else:  # the body ended inside the previous chunk
+            body = b"".join(self._chunks)[:at]
+        events.append(Response(self._body_code or 0, self._body_text, body))
         self._body_code = None
-        assert code is not None
-        return Response(code, text, body)
+        self._chunks = []
+        return pos + at + len(_TERMINATOR) - seen
 
 
 def message_id_arg(message_id: str) -> str:

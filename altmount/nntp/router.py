@@ -106,8 +106,8 @@ class ProviderRouter:
             errors.append(failure.value)
             return next_or_give_up()
 
-        request = pool.body(message_id, priority) if kind == "body" else pool.stat(
-            message_id, priority
+        request = (
+            pool.body(message_id, priority) if kind == "body" else pool.stat(message_id, priority)
         )
         return request.addCallbacks(answered, failed)
 
@@ -117,6 +117,4 @@ class ProviderRouter:
             for p in self._pools
         ]
         detail = "; ".join(reasons) if reasons else "none configured"
-        return NoProvidersAvailable(
-            f"no NNTP provider left to ask for <{message_id}> ({detail})"
-        )
+        return NoProvidersAvailable(f"no NNTP provider left to ask for <{message_id}> ({detail})")

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 
-from altmount.errors import CrcMismatch, StreamError
+from altmount.errors import StreamError
 
 __all__ = ["BodySource", "FetcherStats", "SegmentFetcher"]
 
@@ -32,9 +32,16 @@ class BodySource(Protocol):
 
 
 class _Decoded(Protocol):
-    data: bytes
-    begin: int
-    crc_ok: bool
+    """What the fetcher reads of a DecodedArticle."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def begin(self) -> int: ...
+
+    @property
+    def crc_ok(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +76,13 @@ class SegmentFetcher:
         if decode is None:
             # Imported here, not at module level, so that the implementation choice
             # (Cython or ALTMOUNT_PURE twin) is made by whoever builds the engine.
-            from altmount._core import decode_article as decode
+            from altmount._core import decode_article
+
+            decode = decode_article
         self._reactor = reactor
         self._router = router
         self._pool = decode_pool
-        self._decode = decode
+        self._decode: Callable[[bytes], _Decoded] = decode
         self._slots = DeferredSemaphore(max_download_workers)
         self._active = 0
         self._bytes_fetched = 0
@@ -125,9 +134,7 @@ class SegmentFetcher:
                 self._crc_retries += 1
                 decoded = await self._download(message_id, priority)
                 if not decoded.crc_ok:
-                    raise StreamError(
-                        f"CRC mismatch in segment {index} (<{message_id}>) of {path}"
-                    )
+                    raise StreamError(f"CRC mismatch in segment {index} (<{message_id}>) of {path}")
             self._verify(table, index, decoded, path)
         except CancelledError:
             raise
@@ -144,10 +151,7 @@ class SegmentFetcher:
     async def _download(self, message_id: str, priority: int) -> _Decoded:
         body = await self._router.body(message_id, priority)
         self._bytes_fetched += len(body)
-        try:
-            return await deferToThreadPool(self._reactor, self._pool, self._decode, body)
-        except CrcMismatch as exc:
-            return _BadCrc(exc.decoded)
+        return await deferToThreadPool(self._reactor, self._pool, self._decode, body)
 
     @staticmethod
     def _verify(table: Any, index: int, decoded: _Decoded, path: str) -> None:
@@ -163,12 +167,3 @@ class SegmentFetcher:
                 f"segment {index} (<{table.message_ids[index]}>) of {path} decoded to "
                 f"{len(decoded.data)} bytes, the segment table needs {needed}"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class _BadCrc:
-    """A decode that raised CrcMismatch instead of returning crc_ok=False."""
-
-    data: bytes
-    begin: int = -1
-    crc_ok: bool = False

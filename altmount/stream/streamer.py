@@ -25,15 +25,21 @@ import logging
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from altmount._core import plan_range
 
-__all__ = ["SegmentSource", "RangeStreamer"]
+__all__ = ["ByteConsumer", "SegmentSource", "RangeStreamer"]
 
 log = logging.getLogger(__name__)
+
+
+class ByteConsumer(Protocol):
+    """The consumer side we use: a twisted.web Request or any IConsumer."""
+
+    def write(self, data: bytes) -> None: ...
 
 
 class SegmentSource(Protocol):
@@ -58,7 +64,7 @@ class RangeStreamer:
         record: Any,
         start: int,
         end: int,
-        consumer: IConsumer,
+        consumer: ByteConsumer,
         *,
         read_ahead: int,
         max_buffer: int,
@@ -176,6 +182,7 @@ class RangeStreamer:
                 self._next_issue += 1
                 self._held[position] = 0
                 self._ready[position] = b""
+                self._pump_again = True
                 continue
             estimate = self._estimate(position)
             if ahead > 0 and self._held_total + estimate > self._max_buffer:

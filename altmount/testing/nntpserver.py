@@ -251,7 +251,9 @@ class NNTPServerProtocol(Protocol):
         if verb == "AUTHINFO":
             return self._authinfo(arg), "continue"
         if verb == "CAPABILITIES":
-            return [b"101 capabilities\r\nVERSION 2\r\nREADER\r\nAUTHINFO USER\r\n.\r\n"], "continue"
+            return [
+                b"101 capabilities\r\nVERSION 2\r\nREADER\r\nAUTHINFO USER\r\n.\r\n"
+            ], "continue"
         if verb == "MODE" and arg.upper() == "READER":
             return [b"201 posting prohibited\r\n"], "continue"
         if verb == "DATE":
@@ -372,7 +374,7 @@ class _PendingConnector:
 class MemoryNetReactor(MemoryReactorClock):
     """A `MemoryReactorClock` whose outgoing TCP/TLS connections reach in-memory servers.
 
-    `servers` maps a host name to a server factory; `pump()` completes pending
+    `servers` maps a host name to a server factory; `flush()` completes pending
     connections and moves bytes both ways until nothing moves. Hosts in `refused`
     (or not in `servers`) refuse connections. TLS options are recorded, not used.
     """
@@ -385,15 +387,28 @@ class MemoryNetReactor(MemoryReactorClock):
         self.made: list[_PendingConnector] = []
         self._pumps: list[iosim.IOPump] = []
 
-    def connectTCP(self, host: str, port: int, factory: ClientFactory,
-                   timeout: float = 30, bindAddress: Any = None) -> _PendingConnector:
+    def connectTCP(
+        self,
+        host: str,
+        port: int,
+        factory: ClientFactory,
+        timeout: float = 30,
+        bindAddress: Any = None,
+    ) -> _PendingConnector:
         """Record a plain connection attempt."""
         connector = _PendingConnector(host, port, factory, None)
         self.pending.append(connector)
         return connector
 
-    def connectSSL(self, host: str, port: int, factory: ClientFactory, contextFactory: Any,
-                   timeout: float = 30, bindAddress: Any = None) -> _PendingConnector:
+    def connectSSL(
+        self,
+        host: str,
+        port: int,
+        factory: ClientFactory,
+        contextFactory: Any,
+        timeout: float = 30,
+        bindAddress: Any = None,
+    ) -> _PendingConnector:
         """Record a TLS connection attempt (the in-memory link itself is not encrypted)."""
         connector = _PendingConnector(host, port, factory, contextFactory)
         self.pending.append(connector)
@@ -404,7 +419,7 @@ class MemoryNetReactor(MemoryReactorClock):
         """Connections made and not yet closed on both sides."""
         return len(self._pumps)
 
-    def pump(self, rounds: int = 10_000) -> None:
+    def flush(self, rounds: int = 10_000) -> None:
         """Connect what is pending and deliver bytes until the network is quiet."""
         for _ in range(rounds):
             if not self.step():
@@ -441,8 +456,14 @@ class MemoryNetReactor(MemoryReactorClock):
             served = server.buildProtocol(None)
             assert client is not None and served is not None
             self.made.append(connector)
-            self._pumps.append(iosim.connect(
-                served, iosim.makeFakeServer(served), client, iosim.makeFakeClient(client),
-                greet=False, clock=self,
-            ))
+            self._pumps.append(
+                iosim.connect(
+                    served,
+                    iosim.makeFakeServer(served),
+                    client,
+                    iosim.makeFakeClient(client),
+                    greet=False,
+                    clock=self,
+                )
+            )
         return bool(pending)

@@ -194,6 +194,6 @@ def multistatus(resources: Iterable[DavResource], request: PropfindRequest) -> b
 
 def finite_depth_error() -> bytes:
     """The 403 body refusing `Depth: infinity` (RFC 4918 9.1, precondition propfind-finite-depth)."""
-    return (
-        _XML_HEAD + '<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>\n'
-    ).encode("utf-8")
+    return (_XML_HEAD + '<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>\n').encode(
+        "utf-8"
+    )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -114,7 +115,7 @@ class _QuietSite(Site):
     noisy = False
     displayTracebacks = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """Access logging is done by _TimedRequest when debug is on."""
 
 

@@ -98,7 +98,12 @@ class WebDAVResource(Resource):
         try:
             return super().render(request)
         except MetadataError as exc:
-            log.error("%s %s: metadata store error: %s", request.method.decode(), request.uri, exc)
+            log.error(
+                "%s %s: metadata store error: %s",
+                request.method.decode("latin-1"),
+                request.uri,
+                exc,
+            )
             return _plain(request, 500, f"metadata store error: {exc}")
         except AltmountError as exc:
             return _plain(request, exc.http_status, str(exc))
@@ -144,7 +149,10 @@ class WebDAVResource(Resource):
         request.setHeader(b"Content-Type", content_type_for(record.path).encode("ascii"))
         try:
             span = select_range(
-                request.getHeader(b"range"), request.getHeader(b"if-range"), size, etag,
+                request.getHeader(b"range"),
+                request.getHeader(b"if-range"),
+                size,
+                etag,
                 record.mtime,
             )
         except RangeNotSatisfiable:
@@ -163,8 +171,9 @@ class WebDAVResource(Resource):
         return NOT_DONE_YET
 
     def _listing(self, target: RequestPath) -> bytes:
-        entries = sorted(self._store.listdir(target.path),
-                         key=lambda e: (not e.is_dir, e.name.lower()))
+        entries = sorted(
+            self._store.listdir(target.path), key=lambda e: (not e.is_dir, e.name.lower())
+        )
         title = html.escape(target.path)
         rows = []
         if target.path != "/":
@@ -176,7 +185,7 @@ class WebDAVResource(Resource):
             size = "" if entry.is_dir else f" ({entry.size} bytes)"
             rows.append(f'<li><a href="{html.escape(href)}">{label}</a>{size}</li>')
         page = (
-            f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>"
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>'
             f"<body><h1>{title}</h1><ul>\n" + "\n".join(rows) + "\n</ul></body></html>\n"
         )
         return page.encode("utf-8")
@@ -213,8 +222,13 @@ class WebDAVResource(Resource):
         if entry.is_dir:
             return DavResource(href_for(path, True, prefix), entry.name, True, entry.mtime)
         return DavResource(
-            href_for(path, False, prefix), entry.name, False, entry.mtime, size=entry.size,
-            content_type=content_type_for(entry.name), etag=make_etag(entry.size, entry.mtime),
+            href_for(path, False, prefix),
+            entry.name,
+            False,
+            entry.mtime,
+            size=entry.size,
+            content_type=content_type_for(entry.name),
+            etag=make_etag(entry.size, entry.mtime),
         )
 
     # DELETE / MOVE (metadata only)
@@ -284,19 +298,31 @@ def _plain(request: Request, status: int, message: str) -> bytes:
     request.setHeader(b"Content-Type", _TEXT)
     body = (message + "\n").encode("utf-8")
     request.setHeader(b"Content-Length", b"%d" % len(body))
-    return body
+    return b"" if request.method == b"HEAD" else body
 
 
 class _Delivery:
     """One streamed response: ties a RangeStreamer to a request and its fate."""
 
-    def __init__(self, request: Request, record: Any, start: int, end: int,
-                 fetcher: SegmentFetcher, streaming: StreamingConfig) -> None:
+    def __init__(
+        self,
+        request: Request,
+        record: Any,
+        start: int,
+        end: int,
+        fetcher: SegmentFetcher,
+        streaming: StreamingConfig,
+    ) -> None:
         self._request = request
         self._gone = False
         self._streamer = RangeStreamer(
-            fetcher, record, start, end, request,
-            read_ahead=streaming.streaming_chunk_size, max_buffer=streaming.max_range_size,
+            fetcher,
+            record,
+            start,
+            end,
+            request,
+            read_ahead=streaming.streaming_chunk_size,
+            max_buffer=streaming.max_range_size,
         )
 
     def begin(self) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from twisted.internet import defer, reactor, ssl
 from service_identity.exceptions import CertificateError
+from twisted.internet import defer, reactor, ssl
 from twisted.trial import unittest
 
 from altmount.config import NNTPConfig, ProviderConfig
@@ -22,11 +22,13 @@ from altmount.nntp.stats import ProviderStats
 from altmount.testing.articles import post_release
 from altmount.testing.nntpserver import Faults, NNTPServerFactory, listen
 
-RELEASE = post_release({"movie.mkv": random.Random(3).randbytes(30 * 100_000)},
-                       article_size=100_000)
+RELEASE = post_release(
+    {"movie.mkv": random.Random(3).randbytes(30 * 100_000)}, article_size=100_000
+)
 IDS = list(RELEASE.articles)
-NNTP = NNTPConfig(connect_timeout_seconds=5, request_timeout_seconds=5, idle_timeout_seconds=30,
-                  max_retries=5)
+NNTP = NNTPConfig(
+    connect_timeout_seconds=5, request_timeout_seconds=5, idle_timeout_seconds=30, max_retries=5
+)
 
 
 class NNTPIntegration(unittest.TestCase):
@@ -110,8 +112,9 @@ class NNTPIntegration(unittest.TestCase):
     @defer.inlineCallbacks
     def test_login_with_right_credentials(self):
         """With the right credentials the body arrives."""
-        pool = self.pool(self.serve(username="user", password="right"),
-                         username="user", password="right")
+        pool = self.pool(
+            self.serve(username="user", password="right"), username="user", password="right"
+        )
         body = yield pool.body(IDS[0])
         self.assertEqual(body, RELEASE.articles[IDS[0]])
 
@@ -149,8 +152,9 @@ class NNTPOverTLS(unittest.TestCase):
         self.port = listening.getHost().port
 
     def pool(self, insecure: bool) -> ProviderPool:
-        config = ProviderConfig(name="tls", host="127.0.0.1", port=self.port, tls=True,
-                                insecure_tls=insecure)
+        config = ProviderConfig(
+            name="tls", host="127.0.0.1", port=self.port, tls=True, insecure_tls=insecure
+        )
         nntp = NNTPConfig(connect_timeout_seconds=1, request_timeout_seconds=1)
         pool = ProviderPool(reactor, config, nntp, ProviderStats("tls", reactor.seconds))
         self.addCleanup(self.server.when_idle)

@@ -20,8 +20,9 @@ from altmount.errors import (
 )
 from altmount.nntp.client import NNTPClientProtocol, connect
 
-PROVIDER = ProviderConfig(name="news.test", host="news.test", port=119, tls=False,
-                          inflight_requests=3)
+PROVIDER = ProviderConfig(
+    name="news.test", host="news.test", port=119, tls=False, inflight_requests=3
+)
 NNTP = NNTPConfig(request_timeout_seconds=5, connect_timeout_seconds=2)
 
 

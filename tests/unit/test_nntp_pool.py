@@ -18,16 +18,23 @@ from altmount.nntp.stats import ProviderStats
 from altmount.testing.nntpserver import Faults, MemoryNetReactor, NNTPServerFactory
 
 ARTICLES = {f"a{i}@test": f"body {i}\r\n".encode() * 50 for i in range(120)}
-NNTP = NNTPConfig(connect_timeout_seconds=2, request_timeout_seconds=5,
-                  idle_timeout_seconds=60, max_retries=3)
+NNTP = NNTPConfig(
+    connect_timeout_seconds=2, request_timeout_seconds=5, idle_timeout_seconds=60, max_retries=3
+)
 
 
 def _setup(max_connections=3, depth=2, faults=None, nntp=NNTP, **provider):
     reactor = MemoryNetReactor()
     server = NNTPServerFactory(reactor, ARTICLES, faults, seed=1)
     reactor.servers["news.test"] = server
-    config = ProviderConfig(name="news", host="news.test", tls=False,
-                            max_connections=max_connections, inflight_requests=depth, **provider)
+    config = ProviderConfig(
+        name="news",
+        host="news.test",
+        tls=False,
+        max_connections=max_connections,
+        inflight_requests=depth,
+        **provider,
+    )
     pool = ProviderPool(reactor, config, nntp, ProviderStats("news", reactor.seconds))
     return reactor, server, pool
 
@@ -57,33 +64,34 @@ def test_lazy_connect_fills_pipeline_first():
     """Requests that fit one connection's pipeline open only one connection."""
     reactor, server, pool = _setup(max_connections=5, depth=4)
     results = _collect([pool.body(m) for m in list(ARTICLES)[:4]])
-    reactor.pump()
+    reactor.flush()
     assert server.connections_total == 1 and all(isinstance(r, bytes) for r in results)
     assert pool.connections_open == 1 and pool.connections_idle == 1
 
 
 def test_backoff_after_connect_failure():
     """Refused connects back off 0.5 s, 1 s, 2 s; queued requests wait, then succeed."""
-    reactor, server, pool = _setup(nntp=NNTPConfig(connect_timeout_seconds=10,
-                                                   request_timeout_seconds=30))
+    reactor, server, pool = _setup(
+        nntp=NNTPConfig(connect_timeout_seconds=10, request_timeout_seconds=30)
+    )
     reactor.refused.add("news.test")
     results = _collect([pool.body("a1@test")])
-    reactor.pump()
+    reactor.flush()
     assert pool.stats.errors["connect"] == 1
     for failures, backoff in ((2, 0.5), (3, 1.0), (4, 2.0)):
         reactor.advance(backoff - 0.01)
-        reactor.pump()
+        reactor.flush()
         assert pool.stats.errors["connect"] == failures - 1
         reactor.advance(0.01)
-        reactor.pump()
+        reactor.flush()
         assert pool.stats.errors["connect"] == failures
     assert results == [None]
     reactor.refused.clear()
     reactor.advance(4)
-    reactor.pump()
+    reactor.flush()
     assert results == [ARTICLES["a1@test"]]
     reactor.advance(0.5)
-    reactor.pump()
+    reactor.flush()
     assert server.connections_total == 1
 
 
@@ -92,13 +100,13 @@ def test_queued_requests_expire_while_unreachable():
     reactor, _, pool = _setup()
     reactor.refused.add("news.test")
     results = _collect([pool.body("a1@test")])
-    reactor.pump()
+    reactor.flush()
     for _ in range(65):
         reactor.advance(0.1)
-        reactor.pump()
+        reactor.flush()
     assert results == [None]
     reactor.advance(0.6)
-    reactor.pump()
+    reactor.flush()
     assert results[0].check(ProviderUnavailable) and "refused" in str(results[0].value)
 
 
@@ -107,34 +115,34 @@ def test_auth_failure_disables_provider_once(caplog):
     reactor, server, pool = _setup(faults=Faults(auth_fail=True), username="u", password="p")
     caplog.set_level(logging.WARNING, logger="altmount.nntp.pool")
     results = _collect([pool.body(m) for m in list(ARTICLES)[:20]])
-    reactor.pump()
+    reactor.flush()
     assert all(r.check(ProviderAuthError) for r in results)
     assert not pool.enabled and pool.disabled_reason.startswith("provider news: 481")
     assert len([r for r in caplog.records if "disabled" in r.getMessage()]) == 1
     late = _collect([pool.body("a1@test")])
     assert late[0].check(ProviderAuthError)
     reactor.advance(60)
-    reactor.pump()
+    reactor.flush()
     assert server.connections_total == 3 and pool.stats.errors["auth"] >= 1
 
 
 def test_disconnect_mid_body_is_retried():
     """Bodies cut off by disconnects are retried on new connections and arrive whole."""
-    reactor, server, pool = _setup(faults=Faults(disconnect_rate=0.3),
-                                   nntp=NNTPConfig(max_retries=10))
+    reactor, server, pool = _setup(
+        faults=Faults(disconnect_rate=0.3), nntp=NNTPConfig(max_retries=10)
+    )
     ids = list(ARTICLES)[:30]
     results = _collect([pool.body(m) for m in ids])
-    reactor.pump()
+    reactor.flush()
     assert results == [ARTICLES[m] for m in ids]
     assert pool.stats.errors["connection_lost"] > 0 and server.peak_connections <= 3
 
 
 def test_retries_exhausted_fail_with_last_error():
     """A body that always breaks fails after max_retries retries with the last error."""
-    reactor, server, pool = _setup(max_connections=1, depth=1,
-                                   faults=Faults(disconnect_rate=1.0))
+    reactor, server, pool = _setup(max_connections=1, depth=1, faults=Faults(disconnect_rate=1.0))
     results = _collect([pool.body("a1@test")])
-    reactor.pump()
+    reactor.flush()
     assert results[0].check(NNTPConnectionLost)
     assert server.commands["BODY"] == 1 + NNTP.max_retries
 
@@ -144,10 +152,10 @@ def test_timeout_reissues_on_a_new_connection():
     faults = Faults(stall_rate=1.0)
     reactor, server, pool = _setup(max_connections=1, faults=faults)
     results = _collect([pool.body("a1@test"), pool.body("a2@test")])
-    reactor.pump()
+    reactor.flush()
     faults.stall_rate = 0.0
     reactor.advance(5.1)
-    reactor.pump()
+    reactor.flush()
     assert results == [ARTICLES["a1@test"], ARTICLES["a2@test"]]
     assert pool.stats.errors["timeout"] == 1 and server.connections_total == 2
 
@@ -156,7 +164,7 @@ def test_missing_article_not_retried():
     """430 fails with ArticleNotFound at once and counts as missing."""
     reactor, server, pool = _setup(faults=Faults(missing={"a1@test"}))
     results = _collect([pool.body("a1@test"), pool.stat("a1@test"), pool.stat("a2@test")])
-    reactor.pump()
+    reactor.flush()
     assert results[0].check(ArticleNotFound) and results[1:] == [False, True]
     assert pool.stats.articles_missing == 2 and server.commands["BODY"] == 1
 
@@ -167,7 +175,7 @@ def test_priority_lower_first():
     order = []
     for message_id, priority in (("a1@test", 5), ("a2@test", 0), ("a3@test", 5), ("a4@test", 0)):
         pool.body(message_id, priority).addCallback(lambda _, m=message_id: order.append(m))
-    reactor.pump()
+    reactor.flush()
     assert order == ["a2@test", "a4@test", "a1@test", "a3@test"]
 
 
@@ -175,12 +183,12 @@ def test_idle_connections_closed():
     """Connections idle for idle_timeout are closed with QUIT."""
     reactor, server, pool = _setup()
     _collect([pool.body("a1@test")])
-    reactor.pump()
+    reactor.flush()
     reactor.advance(59)
-    reactor.pump()
+    reactor.flush()
     assert pool.connections_open == 1
     reactor.advance(1.1)
-    reactor.pump()
+    reactor.flush()
     assert pool.connections_open == 0 and server.current_connections == 0
     assert server.commands["QUIT"] == 1
 
@@ -190,7 +198,7 @@ def test_stats_count_articles_and_bytes():
     reactor, _, pool = _setup()
     ids = list(ARTICLES)[:10]
     _collect([pool.body(m) for m in ids])
-    reactor.pump()
+    reactor.flush()
     stats = pool.stats
     assert stats.articles == 10 and stats.bytes == sum(len(ARTICLES[m]) for m in ids)
     assert stats.peak_connections <= 3 and stats.current_connections == pool.connections_open
@@ -203,7 +211,7 @@ def test_cancelled_request_is_skipped():
     first, second = pool.body("a1@test"), pool.body("a2@test")
     second.addErrback(lambda f: None)
     second.cancel()
-    reactor.pump()
+    reactor.flush()
     assert first.called and server.commands["BODY"] == 1
 
 
@@ -211,11 +219,11 @@ def test_close_quits_connections_and_fails_queue():
     """close() fails queued requests and QUITs open connections."""
     reactor, server, pool = _setup(max_connections=1, depth=1)
     _collect([pool.body("a1@test")])
-    reactor.pump()
+    reactor.flush()
     queued = _collect([pool.body("a2@test")])
     closed = pool.close()
     assert queued[0] is None or queued[0].check(ProviderUnavailable)
-    reactor.pump()
+    reactor.flush()
     assert closed.called and server.current_connections == 0
     assert not pool.enabled
 
@@ -233,5 +241,5 @@ def test_requests_spread_over_connections(depth):
     reactor, server, pool = _setup(max_connections=3, depth=depth)
     _collect([pool.body(m) for m in list(ARTICLES)[: 3 * depth]])
     assert pool.connections_connecting == 3
-    reactor.pump()
+    reactor.flush()
     assert server.connections_total == 3

@@ -119,7 +119,9 @@ def test_pending_counts_expected_and_open_bodies():
     assert parser.pending == 2
 
 
-@pytest.mark.parametrize("line", [b"abc hello\r\n", b"20 short\r\n", b"2000 long\r\n", b"999 x\r\n"])
+@pytest.mark.parametrize(
+    "line", [b"abc hello\r\n", b"20 short\r\n", b"2000 long\r\n", b"999 x\r\n"]
+)
 def test_garbage_status_line(line):
     """A status line that is not three digits (1-5 first) is a protocol error."""
     parser = ResponseParser()
@@ -181,8 +183,9 @@ def test_encode_command_rejects_long_lines():
         encode_command("BODY", "<" + "x" * 600 + ">")
 
 
-_lines = st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
-                  max_size=8)
+_lines = st.lists(
+    st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")), max_size=8
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -20,8 +20,14 @@ def _network(*specs):
     for name, missing, backup in specs:
         servers[name] = NNTPServerFactory(reactor, ARTICLES, Faults(missing=set(missing)))
         reactor.servers[name] = servers[name]
-        config = ProviderConfig(name=name, host=name, tls=False, max_connections=2,
-                                inflight_requests=2, is_backup_provider=backup)
+        config = ProviderConfig(
+            name=name,
+            host=name,
+            tls=False,
+            max_connections=2,
+            inflight_requests=2,
+            is_backup_provider=backup,
+        )
         pools.append(ProviderPool(reactor, config, NNTP, ProviderStats(name, reactor.seconds)))
     return reactor, servers, ProviderRouter(pools)
 
@@ -29,7 +35,7 @@ def _network(*specs):
 def _result(reactor, deferred):
     box = []
     deferred.addBoth(box.append)
-    reactor.pump()
+    reactor.flush()
     return box[0]
 
 
@@ -37,7 +43,8 @@ def test_failover_primary_then_primary_then_backup():
     """430 on both primaries falls over to the backup, asking each once."""
     everything = list(ARTICLES)
     reactor, servers, router = _network(
-        ("a", everything, False), ("b", everything, False), ("backup", [], True))
+        ("a", everything, False), ("b", everything, False), ("backup", [], True)
+    )
     assert _result(reactor, router.body("r1@test")) == ARTICLES["r1@test"]
     assert [servers[n].commands["BODY"] for n in ("a", "b", "backup")] == [1, 1, 1]
 
@@ -45,7 +52,8 @@ def test_failover_primary_then_primary_then_backup():
 def test_second_primary_before_backup():
     """A 430 on one primary is answered by the other primary; the backup is not asked."""
     reactor, servers, router = _network(
-        ("a", ["r2@test"], False), ("b", [], False), ("backup", [], True))
+        ("a", ["r2@test"], False), ("b", [], False), ("backup", [], True)
+    )
     assert _result(reactor, router.body("r2@test")) == ARTICLES["r2@test"]
     assert servers["backup"].commands["BODY"] == 0
 
@@ -67,7 +75,7 @@ def test_connection_failure_falls_over():
     router.body("r5@test").addBoth(box.append)
     for _ in range(40):
         reactor.advance(0.1)
-        reactor.pump()
+        reactor.flush()
     assert box == [ARTICLES["r5@test"]] and servers["b"].commands["BODY"] == 1
 
 
@@ -79,7 +87,7 @@ def test_last_real_error_wins_over_430():
     router.body("r6@test").addBoth(box.append)
     for _ in range(40):
         reactor.advance(0.1)
-        reactor.pump()
+        reactor.flush()
     assert box[0].check(ProviderUnavailable)
 
 
@@ -101,7 +109,7 @@ def test_load_shared_between_primaries():
     """The least loaded primary gets the next request."""
     reactor, servers, router = _network(("a", [], False), ("b", [], False), ("c", [], True))
     results = [router.body(m) for m in list(ARTICLES)[:8]]
-    reactor.pump()
+    reactor.flush()
     assert all(d.called for d in results)
     assert servers["a"].commands["BODY"] == 4 and servers["b"].commands["BODY"] == 4
     assert servers["c"].commands["BODY"] == 0
@@ -112,6 +120,6 @@ def test_close_closes_every_pool():
     reactor, servers, router = _network(("a", [], False), ("b", [], True))
     _result(reactor, router.body("r9@test"))
     closed = router.close()
-    reactor.pump()
+    reactor.flush()
     assert closed.called and not any(p.enabled for p in router.providers)
     assert servers["a"].current_connections == 0

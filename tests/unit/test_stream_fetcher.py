@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 
-from altmount.errors import ArticleNotFound, CrcMismatch, StreamError
+from altmount.errors import ArticleNotFound, StreamError
 from altmount.metadata import SegmentTable
 from altmount.stream.fetcher import SegmentFetcher
 from altmount.testing.articles import post_release
@@ -177,22 +177,6 @@ def test_crc_mismatch_twice_is_stream_error():
     assert isinstance(error, StreamError)
     assert str(error) == f"CRC mismatch in segment 1 (<{IDS[1]}>) of /movies/f.bin"
     assert fetcher.stats().failures == 1 and fetcher.active == 0
-
-
-def test_crc_mismatch_raised_by_decoder_counts_as_bad_crc():
-    """A decoder raising CrcMismatch is treated like crc_ok=False (refetched once)."""
-    calls = []
-
-    def decode(body):
-        calls.append(body)
-        if len(calls) == 1:
-            raise CrcMismatch("crc", b"junk")
-        return real_decode(body)
-
-    result = []
-    make(InstantRouter(), decode=decode).fetch(TABLE, 0).addCallback(result.append)
-    assert bytes(result[0]) == DATA[:PART]
-    assert len(calls) == 2
 
 
 def test_wrong_part_begin_is_stream_error():

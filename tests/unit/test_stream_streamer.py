@@ -79,8 +79,9 @@ UNIFORM = make_file([100] * 10, [0] * 10, [0] * 10)
 
 def stream(record, fetcher, start, end, consumer=None, read_ahead=250, max_buffer=10_000):
     consumer = consumer or RecordingConsumer()
-    streamer = RangeStreamer(fetcher, record, start, end, consumer,
-                             read_ahead=read_ahead, max_buffer=max_buffer)
+    streamer = RangeStreamer(
+        fetcher, record, start, end, consumer, read_ahead=read_ahead, max_buffer=max_buffer
+    )
     consumer.registerProducer(streamer, True)
     outcome = []
     streamer.start().addBoth(outcome.append)
@@ -133,8 +134,7 @@ def test_memory_bound_limits_in_flight():
     """Held decoded bytes never exceed max_buffer, so the window shrinks to fit it."""
     record, data, decoded = make_file([100] * 10, [0] * 10, [60] * 10)
     fetcher = FakeFetcher(decoded)
-    streamer, consumer, _ = stream(record, fetcher, 0, len(data), read_ahead=10_000,
-                                   max_buffer=350)
+    streamer, consumer, _ = stream(record, fetcher, 0, len(data), read_ahead=10_000, max_buffer=350)
     assert fetcher.requested == [0, 1, 2]  # 3 x 100 estimated; a 4th would pass 350
     fetcher.answer(1)  # arrives at 160 bytes: 100 + 160 + 100 = 360 held > estimate
     assert streamer.held_bytes == 360
@@ -218,16 +218,21 @@ def test_fetch_error_logs_and_fails(caplog):
 
 
 def test_empty_contributions_and_skips():
-    """Segments that contribute nothing or start after a skip are sliced correctly."""
+    """Empty segments are skipped, not fetched; skipped prefixes are sliced off."""
     record, data, decoded = make_file([0, 30, 0, 70, 5], [3, 7, 0, 11, 2], [4, 0, 9, 1, 0])
-    _, consumer, outcome = stream(record, FakeFetcher(decoded, instant=True), 0, 105)
+    fetcher = FakeFetcher(decoded, instant=True)
+    _, consumer, outcome = stream(record, fetcher, 0, 105)
     assert consumer.value() == data and outcome == [105]
+    assert fetcher.requested == [1, 3, 4]  # empty segments are never fetched
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 300), st.integers(0, 50), st.integers(0, 50)),
-             min_size=1, max_size=12),
+    st.lists(
+        st.tuples(st.integers(0, 300), st.integers(0, 50), st.integers(0, 50)),
+        min_size=1,
+        max_size=12,
+    ),
     st.data(),
 )
 def test_random_ranges_exact_bytes(segments, draw):
@@ -236,16 +241,18 @@ def test_random_ranges_exact_bytes(segments, draw):
     size = sum(contributions)
     if size == 0:
         return
-    record, data, decoded = make_file(contributions, [s for _, s, _ in segments],
-                                      [t for _, _, t in segments])
+    record, data, decoded = make_file(
+        contributions, [s for _, s, _ in segments], [t for _, _, t in segments]
+    )
     start = draw.draw(st.integers(0, size - 1))
     end = draw.draw(st.integers(start + 1, size))
     max_buffer = draw.draw(st.integers(1, 2000))
     read_ahead = draw.draw(st.integers(1, 1000))
     seed = draw.draw(st.integers(0, 2**16))
     fetcher = FakeFetcher(decoded)
-    streamer, consumer, outcome = stream(record, fetcher, start, end,
-                                         read_ahead=read_ahead, max_buffer=max_buffer)
+    streamer, consumer, outcome = stream(
+        record, fetcher, start, end, read_ahead=read_ahead, max_buffer=max_buffer
+    )
     rng = random.Random(seed)
     slack = max(len(d) for d in decoded) + sum(t for _, _, t in segments)
     while not outcome:
@@ -274,7 +281,12 @@ def test_random_ranges_with_instant_fetches(seed):
     for _ in range(20):
         start = rng.randrange(record.size)
         end = rng.randint(start + 1, record.size)
-        _, consumer, outcome = stream(record, FakeFetcher(decoded, instant=True), start, end,
-                                      read_ahead=rng.randint(1, 20_000))
+        _, consumer, outcome = stream(
+            record,
+            FakeFetcher(decoded, instant=True),
+            start,
+            end,
+            read_ahead=rng.randint(1, 20_000),
+        )
         assert consumer.value() == data[start:end]
         assert outcome == [end - start]

@@ -22,8 +22,9 @@ PROP_BODY = (
     b"<D:prop><D:getcontentlength/><D:resourcetype/><Z:color/><bare xmlns=''/></D:prop>"
     b"</D:propfind>"
 )
-FILE = DavResource("/a%20b.mkv", "a b.mkv", False, 0.0, size=10, content_type="video/x-matroska",
-                   etag='"a-0"')
+FILE = DavResource(
+    "/a%20b.mkv", "a b.mkv", False, 0.0, size=10, content_type="video/x-matroska", etag='"a-0"'
+)
 DIR = DavResource("/dir/", "dir", True, 86400.0)
 
 
@@ -109,7 +110,9 @@ def test_prop_request_splits_found_and_missing():
     (response,) = root.findall(f"{D}response")
     assert set(props(response, "200 OK")) == {f"{D}resourcetype"}
     assert set(props(response, "404 Not Found")) == {
-        f"{D}getcontentlength", "{urn:z}color", "bare",
+        f"{D}getcontentlength",
+        "{urn:z}color",
+        "bare",
     }
 
 

@@ -26,8 +26,13 @@ def record(path: str, size: int = 1000, mtime: float = 1_700_000_000.0) -> FileR
 @pytest.fixture
 def store(tmp_path):
     with MetadataStore(tmp_path / "meta", map_size=64 << 20) as store:
-        store.put_files([record(MOVIE), record("/complete/tv/show.s01e01.mp4", 5),
-                         record("/complete/movies/notes & <x>.nfo", 7)])
+        store.put_files(
+            [
+                record(MOVIE),
+                record("/complete/tv/show.s01e01.mp4", 5),
+                record("/complete/movies/notes & <x>.nfo", 7),
+            ]
+        )
         yield store
 
 
@@ -59,8 +64,14 @@ def test_options_advertises_dav():
     assert header(request, b"dav") == b"1"
     assert header(request, b"ms-author-via") == b"DAV"
     allow = header(request, b"allow").decode()
-    assert {m.strip() for m in allow.split(",")} == {"OPTIONS", "PROPFIND", "GET", "HEAD",
-                                                     "DELETE", "MOVE"}
+    assert {m.strip() for m in allow.split(",")} == {
+        "OPTIONS",
+        "PROPFIND",
+        "GET",
+        "HEAD",
+        "DELETE",
+        "MOVE",
+    }
     assert body == b""
 
 
@@ -100,8 +111,11 @@ def test_propfind_depth_1_lists_children(resource):
     """Depth 1 on a collection answers it and its members; collections end with '/'."""
     request, body = propfind(resource, b"/complete/movies", b"1")
     hrefs = [r.findtext(f"{D}href") for r in ET.fromstring(body).findall(f"{D}response")]
-    assert hrefs == ["/complete/movies/", "/complete/movies/A%20Movie%20%282020%29/",
-                     "/complete/movies/notes%20%26%20%3Cx%3E.nfo"]
+    assert hrefs == [
+        "/complete/movies/",
+        "/complete/movies/A%20Movie%20%282020%29/",
+        "/complete/movies/notes%20%26%20%3Cx%3E.nfo",
+    ]
 
 
 def test_propfind_depth_1_on_root(resource):
@@ -129,8 +143,9 @@ def test_propfind_bad_depth_and_bad_body_are_400(resource):
 
 def test_propfind_named_props_with_unknown(resource):
     """Requested unknown properties come back in a 404 propstat."""
-    body = (b'<propfind xmlns="DAV:" xmlns:Z="urn:z"><prop><getcontentlength/><Z:x/></prop>'
-            b"</propfind>")
+    body = (
+        b'<propfind xmlns="DAV:" xmlns:Z="urn:z"><prop><getcontentlength/><Z:x/></prop></propfind>'
+    )
     request, result = propfind(resource, b"/complete/tv/show.s01e01.mp4", b"0", body)
     statuses = [p.findtext(f"{D}status") for p in ET.fromstring(result).iter(f"{D}propstat")]
     assert statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"]
@@ -170,10 +185,15 @@ def test_delete_root_and_finite_depth_refused(resource):
 
 def test_move_to_new_name_is_201(resource, store):
     """MOVE to a new path (absolute URL, same host) renames: 201."""
-    request, _ = call(resource, b"MOVE", b"/complete/tv/show.s01e01.mp4", {
-        b"destination": b"http://dav.local:8080/webdav/complete/tv/renamed%20show.mp4",
-        b"host": b"dav.local:8080",
-    })
+    request, _ = call(
+        resource,
+        b"MOVE",
+        b"/complete/tv/show.s01e01.mp4",
+        {
+            b"destination": b"http://dav.local:8080/webdav/complete/tv/renamed%20show.mp4",
+            b"host": b"dav.local:8080",
+        },
+    )
     assert request.responseCode == 201
     assert store.get_file("/complete/tv/renamed show.mp4").size == 5
     assert store.stat("/complete/tv/show.s01e01.mp4") is None
@@ -224,8 +244,9 @@ def test_get_directory_lists_html(resource):
 
 def test_head_file_sends_headers_and_fetches_nothing(resource):
     """HEAD of a file sets length, type, ETag and ranges support and returns no body."""
-    request, body = call(resource, b"HEAD", b"/complete/tv/show.s01e01.mp4",
-                         {b"range": b"bytes=1-2"})
+    request, body = call(
+        resource, b"HEAD", b"/complete/tv/show.s01e01.mp4", {b"range": b"bytes=1-2"}
+    )
     assert body == b""
     assert request.responseCode == 206
     assert header(request, b"content-length") == b"2"
@@ -236,8 +257,7 @@ def test_head_file_sends_headers_and_fetches_nothing(resource):
 
 def test_get_unsatisfiable_range_is_416(resource):
     """A range past the end is 416 with Content-Range bytes */size."""
-    request, body = call(resource, b"GET", b"/complete/tv/show.s01e01.mp4",
-                         {b"range": b"bytes=5-"})
+    request, body = call(resource, b"GET", b"/complete/tv/show.s01e01.mp4", {b"range": b"bytes=5-"})
     assert request.responseCode == 416
     assert header(request, b"content-range") == b"bytes */5"
 
@@ -263,9 +283,14 @@ def test_metadata_error_is_500_without_traceback():
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("a.MKV", "video/x-matroska"), ("a.mp4", "video/mp4"), ("a.m2ts", "video/mp2t"),
-     ("a.srt", "application/x-subrip"), ("a.txt", "text/plain"),
-     ("noext", "application/octet-stream")],
+    [
+        ("a.MKV", "video/x-matroska"),
+        ("a.mp4", "video/mp4"),
+        ("a.m2ts", "video/mp2t"),
+        ("a.srt", "application/x-subrip"),
+        ("a.txt", "text/plain"),
+        ("noext", "application/octet-stream"),
+    ],
 )
 def test_content_types(name, expected):
     """Media types come from our table first, then mimetypes, else octet-stream."""
