@@ -42,6 +42,9 @@ from altmount.nntp.protocol import (
 
 __all__ = ["NNTPClientProtocol", "connect", "tls_options"]
 
+#: Bytes asked of the socket per read; see connectionMade.
+RECV_BUFFER_SIZE = 1 << 20
+
 _AUTH_REFUSED = frozenset(
     {NNTPStatus.AUTH_FAILED, NNTPStatus.AUTH_OUT_OF_SEQUENCE, NNTPStatus.PERMISSION_DENIED}
 )
@@ -163,6 +166,10 @@ class NNTPClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         """Wait for the greeting (RFC 3977 5.1)."""
+        # Twisted reads 64 KiB per wake-up by default: eleven reactor round trips
+        # per 716,800-byte article. Larger reads cut the per-byte Python overhead.
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = RECV_BUFFER_SIZE
         self._parser.expect(_NO_BODY)
 
     def dataReceived(self, data: bytes) -> None:
