@@ -112,6 +112,15 @@ class ImportConfig:
         0, "missing segments tolerated before an import fails, percent", min=0, max=100)
     failed_item_retention_hours: float = _opt(24, "failed queue items kept this long (0: forever)",
                                               min=0)
+    history_retention_days: float = _opt(30, "completed items kept in history this long (0: forever)",
+                                         min=0)
+    max_attempts: int = _opt(3, "tries of one item before it fails for good (transient errors)",
+                             min=1, max=100)
+    rename_to_nzb_name: bool = _opt(False, "name a release's single media file after the NZB")
+    watch_dir: str = _opt("", "folder watched for .nzb files (empty: off); sub-folder = category",
+                          path=True)
+    watch_interval_seconds: float = _opt(2, "how often the watch folder is scanned, in seconds",
+                                         min=0.1, max=3600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +162,12 @@ class CategoryConfig:
 class SABnzbdConfig:
     enabled: bool = _opt(False, "serve the SABnzbd-compatible API at /sabnzbd/api")
     complete_dir: str = _opt("/complete", "virtual directory that holds imported releases")
+    mount_dir: str = _opt("", "where clients mount the WebDAV root (history 'storage'); "
+                          "empty: paths relative to the WebDAV root")
+    addurl_allow_private: bool = _opt(False, "let addurl fetch from private/loopback addresses")
+    addurl_max_mb: int = _opt(64, "largest NZB addurl downloads, in MB", min=1, max=1024)
+    addurl_timeout_seconds: float = _opt(30, "addurl download time limit, in seconds",
+                                         min=1, max=600)
     categories: list[CategoryConfig] = _opt(
         [CategoryConfig("Default", 0, 0, "complete"), CategoryConfig("movies", 1, 0, "movies"),
          CategoryConfig("tv", 2, 0, "tv")],

@@ -152,3 +152,19 @@ class RequestError(AltmountError):
     def __init__(self, message: str, http_status: int = 400) -> None:
         super().__init__(message)
         self.http_status = http_status
+
+
+class QueueError(AltmountError):
+    """An invalid queue operation: an illegal state change or a bad request about an item."""
+
+    http_status = 409
+
+
+class QueueItemNotFound(QueueError):
+    """No queue item has that id."""
+
+    http_status = 404
+
+
+class Par2Error(AltmountError):
+    """A PAR2 file is malformed (bad magic, packet length or checksum)."""

@@ -40,6 +40,8 @@ class Server:
         self.http_port = None
         self._demo_port = None
         self._demo_release = None
+        self._probes: list[defer.Deferred] = []
+        self._stopping = False
 
     @defer.inlineCallbacks
     def start(self):
@@ -58,15 +60,20 @@ class Server:
                                                 interface=self.config.webdav.bind_address)
         host = self.http_port.getHost()
         log.info("serving WebDAV on http://%s:%d/ (also under /webdav/)", host.host, host.port)
-        for provider in self.config.providers:
-            if provider.enabled:
-                self._probe(provider)
+        self._probes = [self._probe(p) for p in self.config.providers if p.enabled]
         if self._demo_release is not None:
             yield self._import_demo()
         return self.http_port
 
-    def _probe(self, provider) -> None:
+    @property
+    def probed(self) -> defer.Deferred:
+        """Fires once every startup provider probe has answered, failed or been cancelled."""
+        return defer.DeferredList(self._probes, consumeErrors=True).addCallback(lambda _: None)
+
+    def _probe(self, provider) -> defer.Deferred:
         def warn(failure):
+            if self._stopping:
+                return  # cancelled by stop(): not a finding about the provider
             log.warning("provider %s (%s:%d) is not usable now: %s; starting anyway, "
                         "serving what other providers have", provider.name, provider.host,
                         provider.port, failure.getErrorMessage())
@@ -75,7 +82,7 @@ class Server:
             log.info("provider %s (%s:%d) reachable, %.0f ms round trip", provider.name,
                      provider.host, provider.port, rtt_ms)
 
-        probe_provider(self.reactor, provider, self.config.nntp).addCallbacks(ok, warn)
+        return probe_provider(self.reactor, provider, self.config.nntp).addCallbacks(ok, warn)
 
     @defer.inlineCallbacks
     def _import_demo(self):
@@ -90,7 +97,11 @@ class Server:
 
     @defer.inlineCallbacks
     def stop(self):
-        """Stop listening and close the engine."""
+        """Stop listening, abandon unfinished provider probes and close the engine."""
+        self._stopping = True
+        for probe in self._probes:
+            probe.cancel()
+        yield self.probed
         if self.http_port is not None:
             yield self.http_port.stopListening()
         if self.engine is not None:
