@@ -27,6 +27,9 @@ __all__ = [
     "ImportFailed",
     "StreamError",
     "RequestError",
+    "QueueError",
+    "QueueItemNotFound",
+    "Par2Error",
 ]
 
 
