@@ -54,7 +54,7 @@ def main():
         bodies = yield defer.gatherResults([sem.run(one, m) for m in pending])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         total = sum(map(len, bodies))
-        assert all(b == release.articles[m] for b, m in zip(bodies, ids)), "mismatch"
+        assert all(b == release.articles[m] for b, m in zip(bodies, ids, strict=True)), "mismatch"
         result.update(wall=wall, cpu=cpu, total=total)
         yield pool.close()
         reactor.stop()
@@ -68,8 +68,5 @@ def main():
           f"= {result['cpu'] / gib:.2f} CPU s/GiB ({result['cpu'] / result['wall'] * 100:.0f}% of a core)")
 
 
-import cProfile, os
-if os.environ.get("PROFILE"):
-    cProfile.run("main()", "/tmp/nntpbench/prof")
-else:
+if __name__ == "__main__":
     main()

@@ -17,7 +17,6 @@ import time
 from urllib.parse import quote
 
 import yaml
-
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
