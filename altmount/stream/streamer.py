@@ -93,6 +93,9 @@ class RangeStreamer:
         self._finished = False
         self._pumping = False
         self._pump_again = False
+        # The earliest segment that failed: bytes before it are still written,
+        # so a client gets every good byte up to the hole, then a short body.
+        self._failure: tuple[int, Failure] | None = None
         self.stopped = False  #: stopProducing was called: the consumer is gone
         self.bytes_written = 0
         self._done: Deferred[int] = Deferred()
@@ -148,6 +151,9 @@ class RangeStreamer:
             while self._pump_again and not self._finished:
                 self._pump_again = False
                 self._write_ready()
+                if self._failure is not None and self._next_write == self._failure[0]:
+                    self._fail_now(*self._failure)
+                    return
                 self._fill_window()
         finally:
             self._pumping = False
@@ -172,7 +178,8 @@ class RangeStreamer:
                 self._finish(self.bytes_written)
 
     def _fill_window(self) -> None:
-        while not self._paused and not self._finished and self._next_issue < self._count:
+        while (not self._paused and not self._finished and self._failure is None
+               and self._next_issue < self._count):
             ahead = self._next_issue - self._next_write
             if ahead >= 2 and self._ahead_bytes >= self._read_ahead:
                 return
@@ -220,8 +227,14 @@ class RangeStreamer:
 
     def _failed(self, failure: Failure, position: int) -> None:
         self._pending.pop(position, None)
-        if self._finished:
-            return  # our own cancellation after stop or an earlier failure
+        if self._finished or (self._failure is not None and position > self._failure[0]):
+            return  # our own cancellation after stop or after an earlier failure
+        self._failure = (position, failure)
+        for later in [p for p in self._pending if p > position]:
+            self._pending.pop(later).cancel()
+        self._pump()
+
+    def _fail_now(self, position: int, failure: Failure) -> None:
         index = self._first + position
         log.error(
             "stream of %s stopped: segment %d (<%s>): %s",

@@ -201,20 +201,36 @@ def test_stop_cancels_every_pending_fetch():
 
 
 def test_fetch_error_logs_and_fails(caplog):
-    """A failed segment logs file, index, message-id and error, cancels the rest, and fails."""
+    """A failed segment logs file, index, message-id and error, cancels later ones, and fails."""
     record, data, decoded = UNIFORM
     fetcher = FakeFetcher(decoded)
     streamer, consumer, outcome = stream(record, fetcher, 0, len(data), read_ahead=250)
     fetcher.answer(0)
     with caplog.at_level(logging.ERROR, logger="altmount.stream.streamer"):
         fetcher.fail(2, ArticleNotFound("seg2@test"))
+        assert sorted(fetcher.cancelled) == [3]
+        assert outcome == []
+        fetcher.answer(1)
     assert outcome[0].check(ArticleNotFound)
-    assert sorted(fetcher.cancelled) == [1, 3]
     (line,) = [r.getMessage() for r in caplog.records]
     assert "/dir/file.mkv" in line and "segment 2" in line and "<seg2@test>" in line
     assert "not found" in line
-    assert consumer.value() == data[:100]
     assert not streamer.stopped
+
+
+def test_bytes_before_a_failed_segment_are_written():
+    """Segments before the hole still reach the client; nothing after it is fetched."""
+    record, data, decoded = UNIFORM
+    fetcher = FakeFetcher(decoded)
+    streamer, consumer, outcome = stream(record, fetcher, 0, len(data), read_ahead=250)
+    fetcher.fail(2, ArticleNotFound("seg2@test"))
+    fetcher.answer(1)
+    assert consumer.value() == b"" and outcome == []
+    fetcher.answer(0)
+    assert consumer.value() == data[:200]
+    assert outcome[0].check(ArticleNotFound)
+    assert fetcher.requested == [0, 1, 2]
+    assert streamer.in_flight == 0 and streamer.held_bytes == 0
 
 
 def test_empty_contributions_and_skips():
