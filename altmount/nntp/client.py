@@ -374,6 +374,8 @@ class NNTPClientProtocol(Protocol):
 class _NNTPClientFactory(ClientFactory):
     """Builds the one protocol of one `connect` call and reports a failed connect."""
 
+    noisy = False  # one factory per connection: "Starting factory" lines would flood the log
+
     def __init__(self, reactor: IReactorTime, provider: ProviderConfig, nntp: NNTPConfig) -> None:
         self._reactor = reactor
         self._provider = provider

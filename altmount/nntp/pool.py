@@ -159,6 +159,13 @@ class ProviderPool:
         """Whether the provider has the article."""
         return self._submit("stat", message_id, priority)
 
+    def date(self, priority: int = 0) -> defer.Deferred[float]:
+        """Time a DATE round trip on a pooled connection; fires with it in milliseconds.
+
+        Going through the pool keeps a health probe inside `max_connections`.
+        """
+        return self._submit("date", "", priority)
+
     def close(self) -> defer.Deferred[None]:
         """Fail queued requests, QUIT every connection; fires when all are closed."""
         self._closing = True
@@ -216,7 +223,12 @@ class ProviderPool:
         idle = self._idle.pop(conn, None)
         if idle is not None and idle.active():
             idle.cancel()
-        answer = conn.body(job.message_id) if job.kind == "body" else conn.stat(job.message_id)
+        if job.kind == "body":
+            answer = conn.body(job.message_id)
+        elif job.kind == "stat":
+            answer = conn.stat(job.message_id)
+        else:
+            answer = conn.date().addCallback(lambda _: conn.last_rtt_ms)
         answer.addCallbacks(
             self._job_done,
             self._job_failed,
@@ -229,7 +241,7 @@ class ProviderPool:
             self.stats.record_article(len(result), conn.last_rtt_ms)
         else:
             self.stats.last_rtt_ms = conn.last_rtt_ms
-            if not result:
+            if job.kind == "stat" and not result:
                 self.stats.record_missing()
         if not job.deferred.called:
             job.deferred.callback(result)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import os
 import random
+import shutil
+import tempfile
 import time
 from urllib.parse import quote
 
@@ -104,7 +107,10 @@ class EndToEnd(unittest.TestCase):
     @defer.inlineCallbacks
     def start(self, providers: list[dict], *, request_timeout: float = 5, workers: int = 8):
         """Start the server over `providers`; fires once the startup probes are done."""
-        metadata = self.mktemp()
+        # Not self.mktemp(): under pytest that would write into the current directory.
+        folder = tempfile.mkdtemp(prefix="altmount-e2e-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        metadata = os.path.join(folder, "metadata")
         text = yaml.safe_dump(
             {
                 "webdav": {"port": 8080, "bind_address": "127.0.0.1"},

@@ -243,3 +243,14 @@ def test_requests_spread_over_connections(depth):
     assert pool.connections_connecting == 3
     reactor.flush()
     assert server.connections_total == 3
+
+
+def test_date_probe_uses_a_pooled_connection():
+    """A DATE probe runs on the pool's connections, so it never exceeds max_connections."""
+    reactor, server, pool = _setup(max_connections=1, depth=1)
+    results = _collect([pool.body(m) for m in list(ARTICLES)[:3]] + [pool.date()])
+    reactor.flush()
+    assert server.peak_connections == 1 and server.connections_total == 1
+    assert isinstance(results[-1], float) and results[-1] >= 0
+    assert server.commands.get("DATE") == 1
+    assert pool.stats.articles_missing == 0

@@ -88,6 +88,9 @@ def config(debug=False, user="usenet", password="pw"):
 
 
 def connect(site):
+    # No idle timeout: it would be a timer on the global reactor that outlives this test
+    # (a StringTransport never closes) and fails the next trial test as a dirty reactor.
+    site.timeOut = None
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport()
     protocol.makeConnection(transport)
