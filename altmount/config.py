@@ -54,7 +54,7 @@ def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None 
     meta = {"doc": doc, "min": min, "max": max, "choices": choices, "path": path}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
-    if dataclasses.is_dataclass(default):
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
         return field(default_factory=lambda: dataclasses.replace(default), metadata=meta)
     return field(default=default, metadata=meta)
 
@@ -255,9 +255,9 @@ class _Loader:
         for key, f in fields.items():
             if key in raw:
                 values[f.name] = self.value(hints[f.name], f, raw[key], _join(path, key))
-            elif dataclasses.is_dataclass(hints[f.name]):
+            elif _is_section(hints[f.name]):
                 values[f.name] = self.section(hints[f.name], {}, _join(path, key))
-            elif f.metadata.get("path") and f.default:
+            elif f.metadata.get("path") and isinstance(f.default, str) and f.default:
                 values[f.name] = str((self.base_dir / f.default).resolve())
         try:
             return cls(**values)
@@ -266,7 +266,7 @@ class _Loader:
 
     def value(self, hint: Any, f: dataclasses.Field, raw: Any, path: str) -> Any:
         origin = typing.get_origin(hint)
-        if dataclasses.is_dataclass(hint):
+        if _is_section(hint):
             return self.section(hint, raw, path)
         if origin is list:
             (item,) = typing.get_args(hint)
@@ -274,8 +274,8 @@ class _Loader:
                 return []
             if not isinstance(raw, list):
                 self.errors.append(f"{path}: expected a list, got {_kind(raw)}")
-                return f.default_factory()  # type: ignore[misc]
-            if dataclasses.is_dataclass(item):
+                return []
+            if _is_section(item):
                 return [self.section(item, v, f"{path}[{i}]") for i, v in enumerate(raw)]
             return [self.scalar(item, f, v, f"{path}[{i}]") for i, v in enumerate(raw)]
         return self.scalar(hint, f, raw, path)
@@ -313,6 +313,11 @@ class _Loader:
                 value = str((self.base_dir / value).resolve())
             return value.lower() if choices else value
         raise ConfigError(f"{path}: unsupported schema type {hint!r}")  # pragma: no cover
+
+
+def _is_section(hint: Any) -> typing.TypeGuard[type]:
+    """True for a dataclass type (a config section), as opposed to a scalar or list type."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def _join(path: str, key: str) -> str:
@@ -412,7 +417,7 @@ def iter_documented_keys(cls: type = Config, prefix: str = "") -> typing.Iterato
         hint = hints[f.name]
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
         yield key, f.metadata.get("doc", "")
-        if dataclasses.is_dataclass(item):
+        if _is_section(item):
             sub = f"{key}[]" if typing.get_origin(hint) is list else key
             yield from iter_documented_keys(item, sub)
 
