@@ -26,7 +26,7 @@ GROUP=alt.binaries.test
 AUTH_READERS_CONF=$NEWSETC/readers-altmount.conf
 AUTH_PASSWD_FILE=$NEWSETC/altmount-newsusers
 # Debian packages the suite needs next to INN2 (real clients of the WebDAV server).
-PACKAGES=(inn2 ffmpeg curl rclone fuse3 openssl)
+PACKAGES=(inn2 ffmpeg curl rclone fuse3 openssl par2)
 
 log() { printf 'inn2-setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -20,6 +20,7 @@ from twisted.web.server import Request, Site
 from altmount.config import Config
 from altmount.stream.fetcher import SegmentFetcher
 from altmount.web.auth import Unauthorized, auth_required, credentials_ok
+from altmount.web.multipart import BodyLimitedRequest
 from altmount.web.webdav import WebDAVResource
 
 __all__ = ["RESERVED", "build_site"]
@@ -76,7 +77,7 @@ class _Root(Resource):
         return self._webdav
 
 
-class _TimedRequest(Request):
+class _TimedRequest(BodyLimitedRequest):
     """A request that logs method, path, status, body bytes and milliseconds when done."""
 
     clock: Callable[[], float] = time.monotonic
@@ -139,4 +140,5 @@ def build_site(
     root = _Root(config, webdav, extra)
     if config.webdav.debug:
         return _QuietSite(root, requestFactory=_TimedRequest)
-    return _QuietSite(root)
+    # Every request is body-capped: Twisted would otherwise buffer any upload whole.
+    return _QuietSite(root, requestFactory=BodyLimitedRequest)

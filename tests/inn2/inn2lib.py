@@ -219,8 +219,13 @@ def provider(
     }
 
 
-def write_config(directory: Path, providers: list[dict[str, object]]) -> Path:
-    """An altmount config in `directory` (its metadata and database there too)."""
+def write_config(
+    directory: Path, providers: list[dict[str, object]], extra: dict[str, object] | None = None
+) -> Path:
+    """An altmount config in `directory` (its metadata and database there too).
+
+    `extra` adds or replaces top-level sections (e.g. `sabnzbd`, `api`).
+    """
     config = {
         "webdav": {
             "port": free_port(),
@@ -233,6 +238,7 @@ def write_config(directory: Path, providers: list[dict[str, object]]) -> Path:
         "demo": {"enabled": False},
         "log": {"level": "info"},
         "providers": providers,
+        **(extra or {}),
     }
     path = directory / "altmount.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -1,8 +1,9 @@
 """The `altmount` command line as a user runs it: subprocesses, exit codes, one-line errors.
 
-`config check` on good and bad files; `altmount import` against fake NNTP servers run
-by `benchmarks/fakeserver.py` in their own processes; `altmount serve` over the same
-metadata store while a second import runs; startup with an unreachable provider and
+`config check` on good and bad files; `altmount import --wait` against fake NNTP servers
+run by `benchmarks/fakeserver.py` in their own processes (imported in the CLI process when
+no server runs); `altmount serve` over the same metadata store and queue database while
+a second `import --wait` is enqueued and picked up by the server; startup with an unreachable provider and
 with an unusable metadata directory. Every child process is killed at teardown.
 """
 
@@ -208,9 +209,12 @@ def test_import_then_serve_while_another_import_runs(tmp_path, spawn):
     first_port, first_nzb, first_md5 = fake_nntp(spawn, tmp_path / "one", seed=1, name="bench.mkv")
     second_port, second_nzb, _ = fake_nntp(spawn, tmp_path / "two", seed=2, name="other.mkv")
     config = write_config(
-        tmp_path / "altmount.yaml", [provider("one", first_port), provider("two", second_port)]
+        tmp_path / "altmount.yaml",
+        [provider("one", first_port), provider("two", second_port)],
+        # The second import is enqueued while serve runs; serve finds it at its next poll.
+        **{"import": {"queue_processing_interval_seconds": 0.5}},
     )
-    done = altmount("import", str(first_nzb), "--config", str(config))
+    done = altmount("import", str(first_nzb), "--config", str(config), "--wait")
     assert done.returncode == 0, done.stderr
     path = "/complete/complete/bench/bench.mkv"
     assert done.stdout == f"{path}\t{FILE_SIZE}\n"
@@ -223,7 +227,16 @@ def test_import_then_serve_while_another_import_runs(tmp_path, spawn):
     )
     wait_for(lambda: live(web_port), "/live", server)
     importing = spawn(
-        [*ALTMOUNT, "import", str(second_nzb), "--config", str(config), "--category", "tv"],
+        [
+            *ALTMOUNT,
+            "import",
+            str(second_nzb),
+            "--config",
+            str(config),
+            "--category",
+            "tv",
+            "--wait",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -281,7 +294,7 @@ def test_import_malformed_nzb(tmp_path):
         "</file></nzb>\n"
     )
     config = write_config(tmp_path / "altmount.yaml", [provider("news", free_port())])
-    done = altmount("import", str(nzb), "--config", str(config))
+    done = altmount("import", str(nzb), "--config", str(config), "--wait")
     assert done.returncode == 1
     assert done.stdout == ""
     failures = [line for line in done.stderr.splitlines() if line.startswith("import failed: ")]

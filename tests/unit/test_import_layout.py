@@ -116,3 +116,9 @@ def test_table_from_parts_gap_is_an_error():
     parts = [PartHeader("f", 250, 0, 100), PartHeader("f", 250, 180, 250)]
     with pytest.raises(ImportFailed, match="bytes 100-180 are in no article"):
         table_from_parts("f", ["a", "c"], parts)
+
+
+def test_safe_name_keeps_the_extension_of_a_long_name():
+    """A 10 KB name is cut in its stem so it keeps its extension."""
+    name = safe_name("x" * 10_000 + ".mkv", "f")
+    assert name == "x" * 251 + ".mkv"
