@@ -1,4 +1,4 @@
-"""The `altmount` command line: serve, import, config check.
+"""The `altmount` command line: serve, import (enqueue), db optimize, apikey, config check.
 
 Each command loads the config, sets up logging and runs the reactor only as
 long as it needs to. Errors reach the user as one line, never a traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -24,8 +25,12 @@ EXIT_CONFIG = 2
 EXIT_FAILED = 1
 
 config_option = click.option(
-    "--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML config file (see config.example.yaml).")
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML config file (see config.example.yaml).",
+)
 
 
 def _load(config_path: Path) -> Config:
@@ -86,21 +91,72 @@ def serve(config_path: Path) -> None:
         sys.exit(EXIT_FAILED)
 
 
+PRIORITIES = {"force": 2, "high": 1, "normal": 0, "low": -1, "paused": -2}
+
+
 @cli.command(name="import")
 @click.argument("nzb", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @config_option
 @click.option("--category", default=None, help="Category (decides the folder); default: Default.")
-def import_(nzb: Path, config_path: Path, category: str | None) -> None:
-    """Import an NZB: learn its files from the providers and write their metadata."""
+@click.option(
+    "--priority",
+    type=click.Choice(list(PRIORITIES)),
+    default=None,
+    help="Queue priority; default: the category's. 'paused' adds it held.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the import and print its files (imports here if no server does).",
+)
+def import_(
+    nzb: Path, config_path: Path, category: str | None, priority: str | None, wait: bool
+) -> None:
+    """Add an NZB to the import queue (a running `altmount serve` picks it up)."""
     config = _load(config_path)
     setup_logging(config.log)
+    from altmount.nzb import parse_nzb
+    from altmount.queue import QueueStore
+    from altmount.queue.model import gunzip_nzb, resolve_priority
+
+    try:
+        data = gunzip_nzb(nzb.read_bytes())
+        parse_nzb(data)
+    except (OSError, AltmountError) as exc:
+        click.echo(f"import failed: {nzb.name}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    nzb_name = nzb.name[: -len(".gz")] if nzb.name.lower().endswith(".gz") else nzb.name
+    resolved = config.category(category)
+    level, paused = resolve_priority(
+        None if priority is None else PRIORITIES[priority], resolved.priority
+    )
+    store = QueueStore(config.database.path, max_attempts=config.import_.max_attempts)
+    item = store.enqueue(data, nzb_name, resolved.name, level, "cli", paused=paused)
+    if not wait:
+        store.close()
+        click.echo(item.nzo_id)
+        click.echo(
+            f"queued {nzb_name} as item {item.id} ({item.state}, category {item.category})",
+            err=True,
+        )
+        return
     _check_core()
+    _wait_for_import(config, store, item.id)
+
+
+def _wait_for_import(config: Config, store, item_id: int) -> None:
+    """Run the reactor until the item settles, importing here if no server does."""
     from twisted.internet import defer, task
 
     from altmount.engine import Engine
+    from altmount.queue import QueueService, State
+    from altmount.queue.service import default_worker_name
     from altmount.server import route_twisted_logs
 
     route_twisted_logs()
+    interval = config.import_.queue_processing_interval_seconds
+    # A server beats every poll interval; two missed beats (plus scheduling slack) mean none.
+    servers = store.live_workers(time.time(), 2 * interval + 1)
     outcome: dict[str, object] = {}
 
     @defer.inlineCallbacks
@@ -108,14 +164,43 @@ def import_(nzb: Path, config_path: Path, category: str | None) -> None:
         try:
             engine = Engine(reactor, config)
         except AltmountError as exc:
+            store.close()
             outcome["error"] = str(exc)
             return
+        queue = QueueService(
+            reactor, store, engine.importer, config, worker=default_worker_name() + ":cli"
+        )
+
+        def unclaimed(item):
+            if item.state == State.PENDING:
+                log.info(
+                    "no server took queue item %d within %.1f s; importing here",
+                    item_id,
+                    2 * interval,
+                )
+                queue.start()
+
+        if servers:
+            log.info("waiting for %s to import queue item %d", ", ".join(servers), item_id)
+            fallback = task.deferLater(reactor, 2 * interval, queue.get, item_id)
+            fallback.addCallback(unclaimed)
+            fallback.addErrback(lambda failure: failure.trap(defer.CancelledError))
+        else:
+            fallback = None
+            queue.start()
         try:
-            outcome["result"] = yield engine.importer.import_nzb(
-                nzb.read_bytes(), nzb.name, category=category)
+            item = yield queue.wait_for(item_id)
+            if item.state == State.COMPLETED:
+                outcome["item"] = item
+                outcome["files"] = list(engine.store.walk_files(item.target_path))
+            else:
+                outcome["error"] = item.error or f"the queue item was {item.state}"
         except AltmountError as exc:
             outcome["error"] = str(exc)
         finally:
+            if fallback is not None:
+                fallback.cancel()
+            yield queue.stop()
             yield engine.close()
 
     try:
@@ -126,10 +211,51 @@ def import_(nzb: Path, config_path: Path, category: str | None) -> None:
     if "error" in outcome:
         click.echo(f"import failed: {outcome['error']}", err=True)
         sys.exit(EXIT_FAILED)
-    result = outcome["result"]
-    for record in result.files:
+    item = outcome["item"]
+    files = outcome["files"]
+    for record in files:
         click.echo(f"{record.path}\t{record.size}")
-    click.echo(f"imported {len(result.files)} file(s) in {result.elapsed_ms:.0f} ms", err=True)
+    click.echo(
+        f"imported {len(files)} file(s) in {item.completed_at - item.created_at:.3f} s "
+        f"(queue item {item.id})",
+        err=True,
+    )
+
+
+@cli.group()
+def db() -> None:
+    """Maintain the queue database."""
+
+
+@db.command()
+@config_option
+def optimize(config_path: Path) -> None:
+    """VACUUM and ANALYZE the queue database (run it while nothing imports)."""
+    config = _load(config_path)
+    from altmount.queue import QueueStore
+
+    store = QueueStore(config.database.path)
+    before = store.path.stat().st_size
+    try:
+        store.optimize()
+    finally:
+        store.close()
+    after = store.path.stat().st_size
+    click.echo(f"optimized {store.path}: {before} → {after} bytes", err=True)
+
+
+@cli.command()
+@config_option
+def apikey(config_path: Path) -> None:
+    """Print the SABnzbd API key (api.key_override, else the one stored in the database)."""
+    config = _load(config_path)
+    from altmount.queue import QueueStore
+
+    store = QueueStore(config.database.path)
+    try:
+        click.echo(store.api_key(config.api.key_override))
+    finally:
+        store.close()
 
 
 @cli.group()

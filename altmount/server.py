@@ -1,4 +1,5 @@
-"""`altmount serve`: start the demo provider if asked, the engine and the HTTP site.
+"""`altmount serve`: start the demo provider if asked, the engine, the import queue
+(processor and watch folder) and the HTTP site.
 
 With a real provider unreachable the server still starts: it logs one warning
 per provider and serves what it can.
@@ -16,7 +17,10 @@ from altmount.config import Config
 from altmount.demo import DEMO_RELEASE, demo_provider, demo_release
 from altmount.engine import Engine
 from altmount.nntp.probe import probe_provider
+from altmount.queue import QueueService, QueueStore
+from altmount.queue.watch import WatchFolder
 from altmount.testing import nntpserver
+from altmount.web.api import build_api_resources
 from altmount.web.site import build_site
 
 __all__ = ["Server", "route_twisted_logs"]
@@ -26,17 +30,20 @@ log = logging.getLogger(__name__)
 
 def route_twisted_logs() -> None:
     """Send Twisted's own log events to the standard logging handlers."""
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False,
-                                     discardBuffer=True)
+    globalLogBeginner.beginLoggingTo(
+        [STDLibLogObserver()], redirectStandardIO=False, discardBuffer=True
+    )
 
 
 class Server:
-    """The running service: engine plus HTTP listener (plus the demo provider)."""
+    """The running service: engine, queue, HTTP listener (plus the demo provider)."""
 
     def __init__(self, reactor, config: Config) -> None:
         self.reactor = reactor
         self.config = config
         self.engine: Engine | None = None
+        self.queue: QueueService | None = None
+        self.watch: WatchFolder | None = None
         self.http_port = None
         self._demo_port = None
         self._demo_release = None
@@ -50,17 +57,37 @@ class Server:
         if self.config.demo.enabled:
             self._demo_release = demo_release(self.config.demo)
             self._demo_port, _ = nntpserver.listen(
-                self.reactor, self._demo_release.articles, port=self.config.demo.port)
+                self.reactor, self._demo_release.articles, port=self.config.demo.port
+            )
             port = self._demo_port.getHost().port
             providers.append(demo_provider(port))
             log.info("demo provider: serving a sample release on 127.0.0.1:%d", port)
         self.engine = Engine(self.reactor, dataclasses.replace(self.config, providers=providers))
-        site = build_site(self.config, self.engine.store, self.engine.fetcher)
-        self.http_port = self.reactor.listenTCP(self.config.webdav.port, site,
-                                                interface=self.config.webdav.bind_address)
+        store = QueueStore(self.config.database.path, max_attempts=self.config.import_.max_attempts)
+        self.queue = QueueService(self.reactor, store, self.engine.importer, self.config)
+        recovered = yield self.queue.recover()
+        if recovered:
+            log.warning(
+                "queue: %d item(s) were being imported when altmount last stopped; "
+                "they are queued again",
+                recovered,
+            )
+        site = build_site(
+            self.config,
+            self.engine.store,
+            self.engine.fetcher,
+            extra_resources=build_api_resources(self.config, self.queue, self.engine),
+        )
+        self.http_port = self.reactor.listenTCP(
+            self.config.webdav.port, site, interface=self.config.webdav.bind_address
+        )
         host = self.http_port.getHost()
         log.info("serving WebDAV on http://%s:%d/ (also under /webdav/)", host.host, host.port)
         self._probes = [self._probe(p) for p in self.config.providers if p.enabled]
+        self.queue.start()
+        if self.config.import_.watch_dir:
+            self.watch = WatchFolder(self.reactor, self.queue, self.config)
+            self.watch.start()
         if self._demo_release is not None:
             yield self._import_demo()
         return self.http_port
@@ -74,13 +101,23 @@ class Server:
         def warn(failure):
             if self._stopping:
                 return  # cancelled by stop(): not a finding about the provider
-            log.warning("provider %s (%s:%d) is not usable now: %s; starting anyway, "
-                        "serving what other providers have", provider.name, provider.host,
-                        provider.port, failure.getErrorMessage())
+            log.warning(
+                "provider %s (%s:%d) is not usable now: %s; starting anyway, "
+                "serving what other providers have",
+                provider.name,
+                provider.host,
+                provider.port,
+                failure.getErrorMessage(),
+            )
 
         def ok(rtt_ms):
-            log.info("provider %s (%s:%d) reachable, %.0f ms round trip", provider.name,
-                     provider.host, provider.port, rtt_ms)
+            log.info(
+                "provider %s (%s:%d) reachable, %.0f ms round trip",
+                provider.name,
+                provider.host,
+                provider.port,
+                rtt_ms,
+            )
 
         return probe_provider(self.reactor, provider, self.config.nntp).addCallbacks(ok, warn)
 
@@ -88,7 +125,8 @@ class Server:
     def _import_demo(self):
         try:
             result = yield self.engine.importer.import_nzb(
-                self._demo_release.nzb, f"{DEMO_RELEASE}.nzb", category="Default")
+                self._demo_release.nzb, f"{DEMO_RELEASE}.nzb", category="Default"
+            )
         except Exception:
             log.exception("demo release could not be imported")
             return
@@ -97,13 +135,18 @@ class Server:
 
     @defer.inlineCallbacks
     def stop(self):
-        """Stop listening, abandon unfinished provider probes and close the engine."""
+        """Stop listening, abandon unfinished provider probes, stop the watch folder and
+        the queue (running imports finish first) and close the engine."""
         self._stopping = True
         for probe in self._probes:
             probe.cancel()
         yield self.probed
         if self.http_port is not None:
             yield self.http_port.stopListening()
+        if self.watch is not None:
+            yield self.watch.stop()
+        if self.queue is not None:
+            yield self.queue.stop()
         if self.engine is not None:
             yield self.engine.close()
         if self._demo_port is not None:

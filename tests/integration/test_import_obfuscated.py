@@ -32,8 +32,10 @@ MKV = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska"
 def episodes(count: int, size: int) -> dict[str, bytes]:
     """`count` Matroska-looking files of about `size` bytes with real episode names."""
     rng = random.Random(count)
-    return {f"Show.S01E{i:02d}.1080p.mkv": MKV + rng.randbytes(size + i * 1001)
-            for i in range(1, count + 1)}
+    return {
+        f"Show.S01E{i:02d}.1080p.mkv": MKV + rng.randbytes(size + i * 1001)
+        for i in range(1, count + 1)
+    }
 
 
 def obfuscate_with_par2(files: dict[str, bytes]):
@@ -42,12 +44,14 @@ def obfuscate_with_par2(files: dict[str, bytes]):
     with tempfile.TemporaryDirectory() as folder:
         for name, data in files.items():
             (Path(folder) / name).write_bytes(data)
-        subprocess.run(["par2", "create", "-q", "-q", "-r10", "release.par2", *files],
-                       cwd=folder, check=True)
+        subprocess.run(
+            ["par2", "create", "-q", "-q", "-r10", "release.par2", *files], cwd=folder, check=True
+        )
         par2 = {p.name: p.read_bytes() for p in Path(folder).glob("*.par2")}
     posted = {rng.randbytes(16).hex(): data for data in [*files.values(), *par2.values()]}
-    subjects = {stem: f"[{i + 1}/{len(posted)}] - \"{stem}\" yEnc (1/1)"
-                for i, stem in enumerate(posted)}
+    subjects = {
+        stem: f'[{i + 1}/{len(posted)}] - "{stem}" yEnc (1/1)' for i, stem in enumerate(posted)
+    }
     return post_release(posted, article_size=ARTICLE, subjects=subjects), par2
 
 
@@ -73,13 +77,22 @@ class ImportOverSockets(unittest.TestCase):
         self.addCleanup(port.stopListening)
         self.factories.append(factory)
         root = self.mktemp()
-        text = yaml.safe_dump({
-            "metadata": {"root_path": root, "map_size_mb": 64},
-            "database": {"path": root + ".db"},
-            "import": {"segment_sample_percentage": 10},
-            "providers": [{"name": "fake", "host": "127.0.0.1", "tls": False,
-                           "port": port.getHost().port, "max_connections": 10}],
-        })
+        text = yaml.safe_dump(
+            {
+                "metadata": {"root_path": root, "map_size_mb": 64},
+                "database": {"path": root + ".db"},
+                "import": {"segment_sample_percentage": 10},
+                "providers": [
+                    {
+                        "name": "fake",
+                        "host": "127.0.0.1",
+                        "tls": False,
+                        "port": port.getHost().port,
+                        "max_connections": 10,
+                    }
+                ],
+            }
+        )
         config, _ = parse_config(text, base_dir=".")
         self.engine = Engine(reactor, config)
         return self.engine
@@ -109,8 +122,9 @@ class ImportOverSockets(unittest.TestCase):
     def test_dead_post_fails_fast(self):
         """A release no provider has fails after the first round, not after a timeout."""
         release = post_release(episodes(4, 200_000), article_size=ARTICLE)
-        engine = self.start(release.articles, Faults(latency=LATENCY,
-                                                     missing=set(release.articles)))
+        engine = self.start(
+            release.articles, Faults(latency=LATENCY, missing=set(release.articles))
+        )
         started = time.perf_counter()
         with self.assertRaises(ImportFailed) as raised:
             yield engine.importer.import_nzb(release.nzb, "Dead.nzb")

@@ -26,8 +26,10 @@ NZB_OPEN = b'<nzb xmlns="http://www.newzbin.com/DTD/2003/nzb">'
 
 def file_xml(subject: str, segments: str) -> bytes:
     """One <file> element with the given subject and <segment> elements."""
-    return (f'<file poster="p" date="1" subject="{subject}"><groups><group>a.b</group>'
-            f"</groups><segments>{segments}</segments></file>").encode()
+    return (
+        f'<file poster="p" date="1" subject="{subject}"><groups><group>a.b</group>'
+        f"</groups><segments>{segments}</segments></file>"
+    ).encode()
 
 
 def big_nzb(target_bytes: int) -> bytes:
@@ -37,37 +39,60 @@ def big_nzb(target_bytes: int) -> bytes:
     while len(files) * per_file * 95 < target_bytes:
         n = len(files)
         ids = tuple(f"part{i}.file{n}.0123456789abcdef@big.invalid" for i in range(per_file))
-        files.append(PostedFile(f"f{n}.mkv", b"", f'"f{n}.mkv" yEnc (1/{per_file})', ids,
-                                (700_000,) * per_file))
+        files.append(
+            PostedFile(
+                f"f{n}.mkv", b"", f'"f{n}.mkv" yEnc (1/{per_file})', ids, (700_000,) * per_file
+            )
+        )
     return build_nzb(files)
 
 
-BILLION_LAUGHS = HEAD + b"""<!DOCTYPE nzb [
+BILLION_LAUGHS = (
+    HEAD
+    + b"""<!DOCTYPE nzb [
  <!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
  <!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">
 ]><nzb><file subject="&d;"/></nzb>"""
-EXTERNAL_ENTITY = HEAD + (b'<!DOCTYPE nzb [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-                          b'<nzb><file subject="&x;"/></nzb>')
+)
+EXTERNAL_ENTITY = HEAD + (
+    b'<!DOCTYPE nzb [<!ENTITY x SYSTEM "file:///etc/passwd">]><nzb><file subject="&x;"/></nzb>'
+)
 
 FAILING = {
     "not-xml": (b"this is not an NZB at all", r"Bad\.nzb: NZB line 1, column \d+: syntax error"),
     "empty": (b"", "NZB is empty"),
     "truncated": (ONE.nzb[: len(ONE.nzb) // 2], r"NZB line \d+, column \d+"),
-    "zero-segments": (HEAD + NZB_OPEN + file_xml("a.mkv", "") + b"</nzb>",
-                      r"all 1 <file> elements have no segments"),
-    "nul-in-subject": (HEAD + NZB_OPEN + file_xml("a&#0;.mkv", '<segment bytes="1" number="1">'
-                                                  "x@y</segment>") + b"</nzb>",
-                       "reference to invalid character number"),
-    "10kb-subject": (HEAD + NZB_OPEN + file_xml("a" * 10_000 + ".mkv", '<segment bytes="1" '
-                                                'number="1">x@y</segment>') + b"</nzb>",
-                     "subject longer than 4096 bytes"),
+    "zero-segments": (
+        HEAD + NZB_OPEN + file_xml("a.mkv", "") + b"</nzb>",
+        r"all 1 <file> elements have no segments",
+    ),
+    "nul-in-subject": (
+        HEAD
+        + NZB_OPEN
+        + file_xml("a&#0;.mkv", '<segment bytes="1" number="1">x@y</segment>')
+        + b"</nzb>",
+        "reference to invalid character number",
+    ),
+    "10kb-subject": (
+        HEAD
+        + NZB_OPEN
+        + file_xml("a" * 10_000 + ".mkv", '<segment bytes="1" number="1">x@y</segment>')
+        + b"</nzb>",
+        "subject longer than 4096 bytes",
+    ),
     "entity-bomb": (BILLION_LAUGHS, r"declares XML entities \(<!ENTITY\); refused as unsafe"),
     "external-entity": (EXTERNAL_ENTITY, "refused as unsafe"),
-    "crlf-in-message-id": (HEAD + NZB_OPEN + file_xml("a.mkv", '<segment bytes="1" number="1">'
-                                                      "x@y&#13;&#10;QUIT</segment>") + b"</nzb>",
-                           "is not printable ASCII"),
-    "all-articles-missing": (ONE.nzb.replace(b"altmount.test", b"gone.invalid"),
-                             "dead post: articles of all 1 file.*missing on every provider"),
+    "crlf-in-message-id": (
+        HEAD
+        + NZB_OPEN
+        + file_xml("a.mkv", '<segment bytes="1" number="1">x@y&#13;&#10;QUIT</segment>')
+        + b"</nzb>",
+        "is not printable ASCII",
+    ),
+    "all-articles-missing": (
+        ONE.nzb.replace(b"altmount.test", b"gone.invalid"),
+        "dead post: articles of all 1 file.*missing on every provider",
+    ),
 }
 
 
@@ -139,8 +164,14 @@ def test_hostile_names_stay_inside_the_release_folder(tmp_path, subject, yenc_na
     data = media("mkv", 50_000, 3)
     release = post_release({"x.mkv": data}, article_size=20_000, subjects={"x.mkv": subject})
     articles = {
-        mid: yenc_article(data[i * 20_000 : (i + 1) * 20_000], name=yenc_name, part=i + 1,
-                          total_parts=3, begin=i * 20_000, file_size=len(data))
+        mid: yenc_article(
+            data[i * 20_000 : (i + 1) * 20_000],
+            name=yenc_name,
+            part=i + 1,
+            total_parts=3,
+            begin=i * 20_000,
+            file_size=len(data),
+        )
         for i, mid in enumerate(release.files[0].message_ids)
     }
     providers = Providers(articles)
@@ -155,8 +186,9 @@ def test_hostile_names_stay_inside_the_release_folder(tmp_path, subject, yenc_na
 def test_external_dtd_is_never_fetched(setup):
     """An external DTD and a reference to its entity stay inert: nothing fetched, name kept."""
     importer, store, providers, _ = setup
-    nzb = re.sub(rb"<!DOCTYPE[^>]*>", b'<!DOCTYPE nzb SYSTEM "http://127.0.0.1:9/evil.dtd">',
-                 ONE.nzb)
+    nzb = re.sub(
+        rb"<!DOCTYPE[^>]*>", b'<!DOCTYPE nzb SYSTEM "http://127.0.0.1:9/evil.dtd">', ONE.nzb
+    )
     nzb = re.sub(rb'subject="[^"]*"', b'subject="&x;"', nzb)
     result = attempt(providers, importer, nzb)
     assert [r.path.rsplit("/", 1)[1] for r in result.files] == ["a.mkv"]
@@ -166,9 +198,10 @@ def test_duplicate_segment_numbers_keep_the_first(setup):
     """A segment number listed twice keeps its first message-id; the file imports whole."""
     importer, store, providers, _ = setup
     second = ONE.files[0].message_ids[1]
-    nzb = ONE.nzb.replace(f">{second}</segment>".encode(),
-                          f">{second}</segment><segment bytes=\"9\" number=\"2\">"
-                          f"bogus@x</segment>".encode())
+    nzb = ONE.nzb.replace(
+        f">{second}</segment>".encode(),
+        f'>{second}</segment><segment bytes="9" number="2">bogus@x</segment>'.encode(),
+    )
     result = attempt(providers, importer, nzb)
     assert result.files[0].size == 50_000
     assert result.files[0].segments.message_ids == ONE.files[0].message_ids

@@ -86,8 +86,10 @@ def test_uniform_table_single_segment():
 
 def test_uniform_table_detects_uneven_parts():
     """A last part that does not sit where even cutting puts it asks for all headers."""
-    assert uniform_table("f", IDS, PartHeader("f", 350, 0, 100),
-                         PartHeader("f", 350, 290, 350)) is None
+    assert (
+        uniform_table("f", IDS, PartHeader("f", 350, 0, 100), PartHeader("f", 350, 290, 350))
+        is None
+    )
 
 
 def test_uniform_table_rejects_incomplete_nzb():
@@ -104,8 +106,11 @@ def test_uniform_table_rejects_mixed_files():
 
 def test_table_from_parts_sorts_and_checks_coverage():
     """Every header given: offsets follow the headers, whatever the NZB order."""
-    parts = [PartHeader("f", 250, 100, 180), PartHeader("f", 250, 0, 100),
-             PartHeader("f", 250, 180, 250)]
+    parts = [
+        PartHeader("f", 250, 100, 180),
+        PartHeader("f", 250, 0, 100),
+        PartHeader("f", 250, 180, 250),
+    ]
     table = table_from_parts("f", ["b", "a", "c"], parts)
     assert table.message_ids == ("a", "b", "c")
     assert np.array_equal(table.offsets, [0, 100, 180, 250])

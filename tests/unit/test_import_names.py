@@ -59,9 +59,18 @@ def test_sniff_unknown(head):
 
 @pytest.mark.parametrize(
     ("name", "known"),
-    [("a.mkv", True), ("A.MKV", True), ("x.part01.rar", True), ("x.r00", True),
-     ("x.7z.001", True), ("x.vol03+04.par2", True), ("a8f3e2c9d1b7", False),
-     ("abc.def123", False), ("trailing.", False), ("", False)],
+    [
+        ("a.mkv", True),
+        ("A.MKV", True),
+        ("x.part01.rar", True),
+        ("x.r00", True),
+        ("x.7z.001", True),
+        ("x.vol03+04.par2", True),
+        ("a8f3e2c9d1b7", False),
+        ("abc.def123", False),
+        ("trailing.", False),
+        ("", False),
+    ],
 )
 def test_has_known_extension(name, known):
     """Real release extensions are known; obfuscated stems are not."""
@@ -85,32 +94,58 @@ def posted(index: int, data: bytes, yenc: str = "", subject: str = "") -> Import
     """An ImportFile for `data` posted as one article."""
     nzb_file = NZBFile(subject, "p", 0, ("a.b",), (NZBSegment(1, 1, f"m{index}@x"),), subject)
     table = SegmentTable.uniform((f"m{index}@x",), len(data), len(data))
-    return ImportFile(index, yenc or subject, nzb_file, PartHeader(yenc, len(data), 0, len(data)),
-                      table, head_of(data, True))
+    return ImportFile(
+        index,
+        yenc or subject,
+        nzb_file,
+        PartHeader(yenc, len(data), 0, len(data)),
+        table,
+        head_of(data, True),
+    )
 
 
 def description(name: str, data: bytes) -> Par2File:
     """What a FileDesc packet records for `data`."""
-    return Par2File(name.encode()[:16].ljust(16), hashlib.md5(data).digest(),
-                    hashlib.md5(data[:16384]).digest(), len(data), name)
+    return Par2File(
+        name.encode()[:16].ljust(16),
+        hashlib.md5(data).digest(),
+        hashlib.md5(data[:16384]).digest(),
+        len(data),
+        name,
+    )
 
 
 def test_match_par2_by_hash_and_size():
     """Files match descriptions by 16 KiB MD5 and size; identical files get names in order."""
     a, b = b"a" * 20_000, b"b" * 500
     files = [posted(0, a), posted(1, b), posted(2, a), posted(3, b"unknown")]
-    par2 = Par2Set(b"s" * 16, None, (description("x/A.mkv", a), description("B.srt", b),
-                                     description("A2.mkv", a)), "", 0)
+    par2 = Par2Set(
+        b"s" * 16,
+        None,
+        (description("x/A.mkv", a), description("B.srt", b), description("A2.mkv", a)),
+        "",
+        0,
+    )
     assert match_par2(files, par2) == {0: "A.mkv", 1: "B.srt", 2: "A2.mkv"}
 
 
 def test_match_par2_by_unique_size_when_hash_unknown():
     """Without a 16 KiB hash a size that one file and one description share is the match."""
-    files = [dataclasses.replace(posted(i, data), head=Head(None, data[:1024]))
-             for i, data in enumerate([b"q" * 30_000, b"r" * 40_000, b"s" * 40_000])]
-    par2 = Par2Set(b"s" * 16, None, (description("Q.mkv", b"Q" * 30_000),
-                                     description("R.mkv", b"R" * 40_000),
-                                     description("S.mkv", b"S" * 40_000)), "", 0)
+    files = [
+        dataclasses.replace(posted(i, data), head=Head(None, data[:1024]))
+        for i, data in enumerate([b"q" * 30_000, b"r" * 40_000, b"s" * 40_000])
+    ]
+    par2 = Par2Set(
+        b"s" * 16,
+        None,
+        (
+            description("Q.mkv", b"Q" * 30_000),
+            description("R.mkv", b"R" * 40_000),
+            description("S.mkv", b"S" * 40_000),
+        ),
+        "",
+        0,
+    )
     assert match_par2(files, par2) == {0: "Q.mkv"}
 
 
@@ -133,11 +168,13 @@ def test_magic_extension_fits_the_name_limit():
 
 @pytest.mark.parametrize(
     ("name", "size", "largest", "sample"),
-    [("Movie.sample.mkv", 50 << 20, 8 << 30, True),
-     ("Movie-SAMPLE.mkv", 300 << 20, 8 << 30, True),
-     ("Movie.sample.mkv", 900 << 20, 8 << 30, False),
-     ("Movie.mkv", 10 << 20, 8 << 30, False),
-     ("sample.mkv", 10 << 20, 10 << 20, False)],
+    [
+        ("Movie.sample.mkv", 50 << 20, 8 << 30, True),
+        ("Movie-SAMPLE.mkv", 300 << 20, 8 << 30, True),
+        ("Movie.sample.mkv", 900 << 20, 8 << 30, False),
+        ("Movie.mkv", 10 << 20, 8 << 30, False),
+        ("sample.mkv", 10 << 20, 10 << 20, False),
+    ],
 )
 def test_is_sample(name, size, largest, sample):
     """Samples are named so and small (< 5% of the largest or < 150 MB); never the largest."""

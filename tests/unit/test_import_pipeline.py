@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import struct
 from collections import Counter
 
 import pytest
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
 from altmount import _core
@@ -87,8 +88,16 @@ def store(tmp_path):
         yield opened
 
 
-def run_import(store, release_or_articles, nzb, config=None, name="Some.Release.nzb",
-               category=None, missing=(), errors=None):
+def run_import(
+    store,
+    release_or_articles,
+    nzb,
+    config=None,
+    name="Some.Release.nzb",
+    category=None,
+    missing=(),
+    errors=None,
+):
     """Import `nzb`; return (ImportResult or Failure, round trips, Providers)."""
     articles = getattr(release_or_articles, "articles", release_or_articles)
     providers = Providers(articles, missing, errors)
@@ -109,18 +118,30 @@ def par2_index(files: dict[str, bytes], padding: int = 0) -> bytes:
     ids = [hashlib.md5(name.encode()).digest() for name in files]
     main = par2_packet(b"PAR 2.0\0Main\0\0\0\0", struct.pack("<QI", 4096, len(ids)) + b"".join(ids))
     descs = b"".join(
-        par2_packet(b"PAR 2.0\0FileDesc", struct.pack(
-            "<16s16s16sQ", file_id, hashlib.md5(data).digest(),
-            hashlib.md5(data[:16384]).digest(), len(data)) + name.encode())
-        for file_id, (name, data) in zip(ids, files.items(), strict=True))
+        par2_packet(
+            b"PAR 2.0\0FileDesc",
+            struct.pack(
+                "<16s16s16sQ",
+                file_id,
+                hashlib.md5(data).digest(),
+                hashlib.md5(data[:16384]).digest(),
+                len(data),
+            )
+            + name.encode(),
+        )
+        for file_id, (name, data) in zip(ids, files.items(), strict=True)
+    )
     filler = par2_packet(b"PAR 2.0\0IFSC\0\0\0\0", b"\0" * padding) if padding else b""
     return main + filler + descs + par2_packet(b"PAR 2.0\0Creator\0", b"test")
 
 
 def media(kind: str, size: int, seed: int) -> bytes:
     """`size` bytes starting with the magic number of a `kind` file."""
-    starts = {"mkv": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01matroska",
-              "mp4": b"\0\0\0\x20ftypisom\0\0\x02\0", "avi": b"RIFF\0\0\0\0AVI LIST"}
+    starts = {
+        "mkv": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01matroska",
+        "mp4": b"\0\0\0\x20ftypisom\0\0\x02\0",
+        "avi": b"RIFF\0\0\0\0AVI LIST",
+    }
     start = starts[kind]
     return start + random.Random(seed).randbytes(size - len(start))
 
@@ -133,14 +154,15 @@ def paths(result: ImportResult) -> list[str]:
 # -- plain releases -------------------------------------------------------------------
 
 
-def test_direct_release_of_ten_files_in_two_round_trips(store):
-    """Ten files: first/last articles in one round, STAT sample in one more, all stored."""
+def test_direct_release_of_ten_files_in_one_round_trip(store):
+    """Ten files: first/last articles and the STAT sample travel together in one round."""
     files = {f"Show.S01E{i:02d}.mkv": media("mkv", 60_000 + i * 977, i) for i in range(1, 11)}
     release = post_release(files, article_size=ARTICLE)
-    result, rounds, providers = run_import(store, release, release.nzb,
-                                           make_config(segment_sample_percentage=100))
+    result, rounds, providers = run_import(
+        store, release, release.nzb, make_config(segment_sample_percentage=100)
+    )
     assert isinstance(result, ImportResult), result
-    assert rounds == 2
+    assert rounds == 1
     assert paths(result) == sorted(files)
     assert result.release_dir == "/complete/complete/Some.Release"
     for record in result.files:
@@ -148,7 +170,15 @@ def test_direct_release_of_ten_files_in_two_round_trips(store):
         assert record.size == len(files[name])
         assert store.get_file(record.path) == record
     assert [name for name, _ in result.stage_ms] == [
-        "parse", "probe", "par2", "names", "select", "validate", "write"]
+        "parse",
+        "sample",
+        "probe",
+        "par2",
+        "names",
+        "select",
+        "validate",
+        "write",
+    ]
     assert providers.asked["body"] == 20
     # 100% sample: every segment but the first and last (read already) is STATted.
     assert providers.asked["stat"] == sum(len(f.message_ids) - 2 for f in release.files)
@@ -166,9 +196,12 @@ def test_uneven_parts_read_every_header(store):
     """A file cut into parts of uneven size costs one more round and gets exact offsets."""
     data = random.Random(3).randbytes(50_000)
     cuts = [(0, 20_000), (20_000, 30_000), (30_000, 50_000)]
-    articles = {f"u{i}@x": yenc_article(data[b:e], name="u.mkv", part=i + 1, total_parts=3,
-                                        begin=b, file_size=len(data))
-                for i, (b, e) in enumerate(cuts)}
+    articles = {
+        f"u{i}@x": yenc_article(
+            data[b:e], name="u.mkv", part=i + 1, total_parts=3, begin=b, file_size=len(data)
+        )
+        for i, (b, e) in enumerate(cuts)
+    }
     release = post_release({"u.mkv": data}, article_size=20_000)
     nzb = release.nzb
     for i, message_id in enumerate(release.files[0].message_ids):
@@ -180,8 +213,9 @@ def test_uneven_parts_read_every_header(store):
 
 def test_meta_name_and_password_kept(store):
     """<meta type="name"> names the folder and the password is stored with each file."""
-    release = post_release({"a.mkv": media("mkv", 5000, 1)}, meta={"name": "Nice Name",
-                                                                   "password": "s3cret"})
+    release = post_release(
+        {"a.mkv": media("mkv", 5000, 1)}, meta={"name": "Nice Name", "password": "s3cret"}
+    )
     result, _, _ = run_import(store, release, release.nzb, category="movies")
     assert result.release_dir == "/complete/movies/Nice Name"
     assert result.files[0].password == "s3cret"
@@ -192,8 +226,9 @@ def test_season_pack_keeps_every_episode_and_drops_samples(store):
     files = {f"E{i:02d}.mkv": media("mkv", 100_000, i) for i in range(1, 7)}
     files["E01.sample.mkv"] = media("mkv", 3000, 50)
     files["info.nfo"] = b"about"
-    release = post_release(files, article_size=ARTICLE,
-                           subjects={"E02.mkv": '"E01.mkv" yEnc (1/5)'})
+    release = post_release(
+        files, article_size=ARTICLE, subjects={"E02.mkv": '"E01.mkv" yEnc (1/5)'}
+    )
     result, _, _ = run_import(store, release, release.nzb)
     assert paths(result) == [f"E{i:02d}.mkv" for i in range(1, 7)]
     assert sorted(result.skipped) == ["E01.sample.mkv", "info.nfo"]
@@ -207,22 +242,30 @@ def test_same_yenc_names_are_numbered(store):
     result, _, _ = run_import(store, {**one.articles, **two.articles}, nzb)
     assert paths(result) == ["same (2).mkv", "same.mkv"]
     assert {r.path.rsplit("/", 1)[1]: r.size for r in result.files} == {
-        "same.mkv": 9000, "same (2).mkv": 8000}
+        "same.mkv": 9000,
+        "same (2).mkv": 8000,
+    }
 
 
 def test_rename_to_nzb_name_for_a_single_media_file(store):
     """With rename_to_nzb_name the only media file takes the release name and keeps its type."""
     release = post_release({"x7f3a.mkv": media("mkv", 9000, 1), "a.nfo": b"x"})
-    result, _, _ = run_import(store, release, release.nzb, make_config(rename_to_nzb_name=True),
-                              name="Movie.2020.1080p.nzb")
+    result, _, _ = run_import(
+        store,
+        release,
+        release.nzb,
+        make_config(rename_to_nzb_name=True),
+        name="Movie.2020.1080p.nzb",
+    )
     assert paths(result) == ["Movie.2020.1080p.mkv"]
 
 
 def test_allowed_extensions_filter(store):
     """Files outside import.allowed_file_extensions are skipped and reported."""
     release = post_release({"a.mkv": media("mkv", 9000, 1), "b.avi": media("avi", 9000, 2)})
-    result, _, _ = run_import(store, release, release.nzb,
-                              make_config(allowed_file_extensions=[".avi"]))
+    result, _, _ = run_import(
+        store, release, release.nzb, make_config(allowed_file_extensions=[".avi"])
+    )
     assert paths(result) == ["b.avi"] and result.skipped == ("a.mkv",)
 
 
@@ -235,21 +278,24 @@ def obfuscated(files: dict[str, bytes], padding: int = 0, with_par2: bool = True
     posted = {rng.randbytes(16).hex(): data for data in files.values()}
     if with_par2:
         posted[rng.randbytes(16).hex()] = par2_index(files, padding)
-    subjects = {stem: f"[{i}/{len(posted)}] - \"{stem}\" yEnc (1/1)"
-                for i, stem in enumerate(posted)}
+    subjects = {stem: f'[{i}/{len(posted)}] - "{stem}" yEnc (1/1)' for i, stem in enumerate(posted)}
     return post_release(posted, article_size=ARTICLE, subjects=subjects)
 
 
-def test_obfuscated_names_from_par2_in_the_same_round_trips(store):
+def test_obfuscated_names_from_par2_in_the_same_round_trip(store):
     """Real names come from the PAR2 index already in the probe's 16 KiB: no extra round."""
-    files = {"Movie.2020.mkv": media("mkv", 90_000, 1), "Movie.2020.en.srt": b"1\n00:00\n",
-             "Extra.mp4": media("mp4", 30_000, 2)}
+    files = {
+        "Movie.2020.mkv": media("mkv", 90_000, 1),
+        "Movie.2020.en.srt": b"1\n00:00\n",
+        "Extra.mp4": media("mp4", 30_000, 2),
+    }
     release = obfuscated(files)
-    config = make_config(allowed_file_extensions=[".mkv", ".mp4", ".srt"],
-                         segment_sample_percentage=100)
+    config = make_config(
+        allowed_file_extensions=[".mkv", ".mp4", ".srt"], segment_sample_percentage=100
+    )
     result, rounds, _ = run_import(store, release, release.nzb, config)
     assert paths(result) == sorted(files)
-    assert rounds == 2
+    assert rounds == 1
     assert result.warnings == ()
 
 
@@ -257,27 +303,34 @@ def test_big_par2_index_is_fetched_in_one_more_round(store):
     """FileDesc packets beyond the first 16 KiB cost one more round trip, not one per file."""
     files = {f"Ep{i}.mkv": media("mkv", 100_000, i) for i in range(4)}
     release = obfuscated(files, padding=60_000)
-    result, rounds, _ = run_import(store, release, release.nzb,
-                                   make_config(segment_sample_percentage=100))
+    result, rounds, _ = run_import(
+        store, release, release.nzb, make_config(segment_sample_percentage=100)
+    )
     assert paths(result) == sorted(files)
-    assert rounds == 3
+    assert rounds == 2
 
 
 def test_magic_bytes_name_files_without_par2(store):
     """With no PAR2 and no names, the content's magic number gives the extension."""
-    files = {"a": media("mkv", 30_000, 1), "b": media("mp4", 30_000, 2),
-             "c": media("avi", 30_000, 3)}
+    files = {
+        "a": media("mkv", 30_000, 1),
+        "b": media("mp4", 30_000, 2),
+        "c": media("avi", 30_000, 3),
+    }
     release = obfuscated(files, with_par2=False)
     result, _, _ = run_import(store, release, release.nzb)
     stems = [posted.name for posted in release.files]
-    assert paths(result) == sorted(f"{stem}{ext}" for stem, ext
-                                   in zip(stems, [".mkv", ".mp4", ".avi"], strict=True))
+    assert paths(result) == sorted(
+        f"{stem}{ext}" for stem, ext in zip(stems, [".mkv", ".mp4", ".avi"], strict=True)
+    )
 
 
 def test_yenc_name_beats_obfuscated_subject(store):
     """An opaque subject does not hide the real name in the yEnc header."""
-    release = post_release({"Real.Name.mkv": media("mkv", 9000, 1)},
-                           subjects={"Real.Name.mkv": "a81f0c9e2b [1/1] yEnc"})
+    release = post_release(
+        {"Real.Name.mkv": media("mkv", 9000, 1)},
+        subjects={"Real.Name.mkv": "a81f0c9e2b [1/1] yEnc"},
+    )
     result, _, _ = run_import(store, release, release.nzb)
     assert paths(result) == ["Real.Name.mkv"]
 
@@ -298,8 +351,9 @@ def test_damaged_par2_falls_back_with_a_warning(store):
 
 def test_dead_post_fails_after_one_round_trip(store):
     """When every first article is gone the import fails after the first round, naming them."""
-    release = post_release({f"f{i}.mkv": media("mkv", 50_000, i) for i in range(5)},
-                           article_size=ARTICLE)
+    release = post_release(
+        {f"f{i}.mkv": media("mkv", 50_000, i) for i in range(5)}, article_size=ARTICLE
+    )
     result, rounds, _ = run_import(store, release, release.nzb, missing=release.articles)
     assert isinstance(result, Failure) and result.check(ImportFailed)
     message = result.getErrorMessage()
@@ -313,9 +367,10 @@ def test_missing_sampled_article_fails_naming_it(store):
     """A missing article in the STAT sample fails the import with its message-id."""
     release = post_release({"a.mkv": media("mkv", 200_000, 1)}, article_size=ARTICLE)
     gone = release.files[0].message_ids[4]
-    result, rounds, _ = run_import(store, release, release.nzb,
-                                   make_config(segment_sample_percentage=100), missing={gone})
-    assert result.check(ImportFailed) and rounds == 2
+    result, rounds, _ = run_import(
+        store, release, release.nzb, make_config(segment_sample_percentage=100), missing={gone}
+    )
+    assert result.check(ImportFailed) and rounds == 1
     assert f"<{gone}>" in result.getErrorMessage()
     assert "acceptable_missing_segments_percentage" in result.getErrorMessage()
     assert store.listdir("/") == []
@@ -360,9 +415,13 @@ def test_stat_errors_pass_through(store):
     """A STAT that times out fails the import with that error, not as a missing article."""
     release = post_release({"a.mkv": media("mkv", 100_000, 1)}, article_size=ARTICLE)
     mid = release.files[0].message_ids[2]
-    result, _, _ = run_import(store, release, release.nzb,
-                              make_config(segment_sample_percentage=100),
-                              errors={mid: NNTPTimeout("slow")})
+    result, _, _ = run_import(
+        store,
+        release,
+        release.nzb,
+        make_config(segment_sample_percentage=100),
+        errors={mid: NNTPTimeout("slow")},
+    )
     assert result.check(NNTPTimeout)
 
 
@@ -376,7 +435,74 @@ def test_parse_runs_in_the_thread_runner(store):
         return succeed(fn(*args))
 
     providers = Providers(release.articles)
-    importer = DirectImporter(providers.fetch, providers.stat, store, make_config(),
-                              run_in_thread=runner)
+    importer = DirectImporter(
+        providers.fetch, providers.stat, store, make_config(), run_in_thread=runner
+    )
     result, _ = providers.run(importer.import_nzb(release.nzb, "x.nzb"))
     assert calls == ["parse_nzb"] and paths(result) == ["a.mkv"]
+
+
+# -- pipeline mechanics -----------------------------------------------------------------
+
+
+class _Cancellable:
+    """Stands in for a StatSample: records whether the job was abandoned."""
+
+    cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class _Stage:
+    """A stage that applies `action` to the job."""
+
+    def __init__(self, name, action):
+        self.name = name
+        self.run = action
+
+
+def test_run_stages_times_each_stage_and_abandons_on_failure():
+    """Each stage is timed in order; a failure withdraws the early requests of the last job."""
+    from altmount.importer import ImportJob, run_stages
+
+    sample = _Cancellable()
+    ticks = iter(range(100))
+    stages = [
+        _Stage("a", lambda job: dataclasses.replace(job, stats=sample)),
+        _Stage("b", lambda job: job),
+    ]
+    done = run_stages(stages, ImportJob("x.nzb", None), clock=lambda: next(ticks) / 1000)
+    job = done.result
+    assert [name for name, _ in job.timings] == ["a", "b"] and not sample.cancelled
+
+    def boom(job):
+        raise ImportFailed("boom")
+
+    failed = run_stages([*stages, _Stage("c", boom)], ImportJob("x.nzb", None))
+    assert failed.result.check(ImportFailed) and sample.cancelled
+    failed.addErrback(lambda _: None)
+
+
+def test_stat_sample_hands_out_answers_early_or_late():
+    """Answers arriving before or after the question reach it; unknown ids give None."""
+    from altmount.importer.validate import StatSample
+
+    requests = {}
+
+    def stat(mid):
+        requests[mid] = Deferred()
+        return requests[mid]
+
+    sample = StatSample(stat, ["a", "b", "c", "a"])
+    assert sorted(requests) == ["a", "b", "c"]
+    requests["a"].callback(True)
+    assert sample.answer("a").result is True
+    late = sample.answer("b")
+    requests["b"].callback(False)
+    assert late.result is False
+    assert sample.answer("zzz") is None
+    sample.cancel()
+    cancelled = sample.answer("c")
+    assert cancelled.result.check(CancelledError)
+    cancelled.addErrback(lambda _: None)

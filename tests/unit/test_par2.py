@@ -42,8 +42,13 @@ def packet(kind: bytes, body: bytes, set_id: bytes = SET_ID, length: int | None 
 def file_desc(name: str, data: bytes) -> bytes:
     """A FileDesc packet for `data` named `name`."""
     file_id = hashlib.md5(name.encode()).digest()
-    fields = struct.pack("<16s16s16sQ", file_id, hashlib.md5(data).digest(),
-                         hashlib.md5(data[:16384]).digest(), len(data))
+    fields = struct.pack(
+        "<16s16s16sQ",
+        file_id,
+        hashlib.md5(data).digest(),
+        hashlib.md5(data[:16384]).digest(),
+        len(data),
+    )
     return packet(TYPE_FILE_DESC, fields + name.encode())
 
 
@@ -198,17 +203,22 @@ def test_mutations_never_raise_anything_else(data):
     assert all(isinstance(f.name, str) for f in parsed.files)
 
 
-@pytest.mark.skipif(shutil.which("par2") is None,
-                    reason="the par2 tool is not installed (apt-get install par2)")
+@pytest.mark.skipif(
+    shutil.which("par2") is None, reason="the par2 tool is not installed (apt-get install par2)"
+)
 def test_fresh_set_from_par2_tool(tmp_path):
     """A set made now by par2cmdline, files above and below 16 KiB, parses exactly."""
-    sources = {f"{i:02d} episode {i}.mkv": random.Random(i).randbytes(i * 9000 + 1)
-               for i in range(1, 5)}
+    sources = {
+        f"{i:02d} episode {i}.mkv": random.Random(i).randbytes(i * 9000 + 1) for i in range(1, 5)
+    }
     for name, data in sources.items():
         (tmp_path / name).write_bytes(data)
-    subprocess.run(["par2", "create", "-q", "-q", "-r5", "set.par2", *sources],
-                   cwd=tmp_path, check=True)
+    subprocess.run(
+        ["par2", "create", "-q", "-q", "-r5", "set.par2", *sources], cwd=tmp_path, check=True
+    )
     parsed = parse_par2((tmp_path / "set.par2").read_bytes())
     got = {f.name: (f.size, f.md5, f.md5_16k) for f in parsed.files}
-    assert got == {name: (len(d), hashlib.md5(d).digest(), hashlib.md5(d[:16384]).digest())
-                   for name, d in sources.items()}
+    assert got == {
+        name: (len(d), hashlib.md5(d).digest(), hashlib.md5(d[:16384]).digest())
+        for name, d in sources.items()
+    }

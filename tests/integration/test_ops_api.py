@@ -1,0 +1,285 @@
+"""The operations API over real sockets: fake NNTP provider → engine → WebDAV + /api + /metrics.
+
+The engine, the Ops object and the site are assembled here as the server does it
+(with a small in-memory queue standing in for QueueService), a release is imported,
+streamed over HTTP, and the API answers are checked against what really happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+import tempfile
+from urllib.parse import quote
+
+import yaml
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Protocol
+from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+
+from altmount.config import load_config
+from altmount.engine import Engine
+from altmount.ops import Ops
+from altmount.testing.articles import post_release
+from altmount.testing.fakequeue import FakeQueue
+from altmount.testing.nntpserver import Faults, listen
+from altmount.web.metrics import MetricsResource
+from altmount.web.opsapi import OpsResource, build_ops_routes
+from altmount.web.site import build_site
+
+ARTICLE = 128 * 1024
+SIZE = 3 * 1024 * 1024 + 777
+DATA = random.Random(3).randbytes(SIZE)
+RELEASE = post_release({"movie.mkv": DATA}, article_size=ARTICLE, salt="ops")
+AUTH = b"Basic " + base64.b64encode(b"usenet:usenet")
+API_KEY = "k3y"
+#: Every route that needs credentials, with its method.
+PROTECTED = [
+    (b"GET", "/api/health/streaming"),
+    (b"GET", "/api/health/files"),
+    (b"POST", "/api/health/files/abc/check"),
+    (b"GET", "/api/providers"),
+    (b"GET", "/api/providers/A/test"),
+    (b"GET", "/api/files/active-streams"),
+    (b"GET", "/api/config"),
+    (b"POST", "/api/config/reload"),
+    (b"GET", "/api/queue/stats"),
+    (b"GET", "/api/queue"),
+    (b"GET", "/api/queue/1"),
+    (b"DELETE", "/api/queue/1"),
+    (b"POST", "/api/queue/1/retry"),
+    (b"GET", "/metrics"),
+]
+
+
+def _kept(protocol, kept: list):
+    kept.append(protocol)
+    return protocol
+
+
+class _Body(Protocol):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(b"".join(self.chunks))
+
+
+class OpsAPI(unittest.TestCase):
+    """Engine + ops + site on 127.0.0.1 over one fake provider."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.http = HTTPConnectionPool(reactor, persistent=False)
+        self.agent = Agent(reactor, pool=self.http)
+        self.nntp_port, self.nntp = listen(reactor, RELEASE.articles, Faults(), seed=1)
+        self.server_protocols: list = []
+        build = self.nntp.buildProtocol
+        self.nntp.buildProtocol = lambda addr: _kept(build(addr), self.server_protocols)
+        folder = tempfile.mkdtemp(prefix="altmount-ops-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.config_path = os.path.join(folder, "config.yaml")
+        self.raw = {
+            "webdav": {"port": 8080, "bind_address": "127.0.0.1"},
+            "metadata": {"root_path": os.path.join(folder, "metadata"), "map_size_mb": 64},
+            "nntp": {"connect_timeout_seconds": 2, "request_timeout_seconds": 5},
+            "streaming": {"max_range_size": 2 * 1024 * 1024,
+                          "streaming_chunk_size": 1024 * 1024, "max_download_workers": 6},
+            "engine": {"decode_workers": 2},
+            "health": {"enabled": False},
+            "providers": [{"name": "A", "host": "127.0.0.1", "tls": False, "max_connections": 3,
+                           "port": self.nntp_port.getHost().port, "password": "sekrit",
+                           "username": "u"}],
+        }
+        self.nntp.username, self.nntp.password = "u", "sekrit"
+        self.write_config()
+        config, _ = load_config(self.config_path)
+        self.engine = Engine(reactor, config)
+        self.queue = FakeQueue()
+        self.ops = Ops(reactor, config, self.engine, self.queue, config_path=self.config_path,
+                       probe_interval=0.2, import_poll=0.2)
+        routes = build_ops_routes(config, self.engine, self.ops, self.queue,
+                                  api_key_provider=lambda: defer.succeed(API_KEY))
+        site = build_site(config, self.engine.store, self.engine.fetcher, ops=self.ops,
+                          extra_resources={b"api": OpsResource(routes),
+                                           b"metrics": MetricsResource(self.ops, routes)})
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.ops.start()
+        result = yield self.engine.importer.import_nzb(RELEASE.nzb, "Some.Movie.nzb")
+        self.record = result.files[0]
+
+    @defer.inlineCallbacks
+    def tearDown(self):
+        yield self.port.stopListening()
+        yield self.ops.stop()
+        yield self.engine.close()
+        yield self.http.closeCachedConnections()
+        yield self.nntp_port.stopListening()
+        yield self.nntp.when_idle()
+
+    def write_config(self) -> None:
+        with open(self.config_path, "w") as handle:
+            yaml.safe_dump(self.raw, handle)
+
+    @defer.inlineCallbacks
+    def call(self, path: str, method: bytes = b"GET", headers: dict | None = None):
+        """Fire with (status, parsed JSON or raw bytes)."""
+        sent = Headers({b"Authorization": [AUTH]} if headers is None else headers)
+        response = yield self.agent.request(method, (self.base + path).encode(), sent)
+        body = _Body()
+        response.deliverBody(body)
+        data = yield body.done
+        kind = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+        return response.code, json.loads(data) if kind == b"application/json" else data
+
+    @defer.inlineCallbacks
+    def test_each_protected_route_needs_auth(self):
+        """Without credentials every route but /api/health answers 401 with a JSON error."""
+        for method, path in PROTECTED:
+            status, body = yield self.call(path, method, headers={})
+            self.assertEqual(status, 401, path)
+            if path != "/metrics":
+                self.assertEqual(body["error"]["code"], "unauthorized", path)
+        status, body = yield self.call("/api/health", headers={})
+        self.assertEqual(status, 200)
+        self.assertEqual(set(body), {"status"})
+
+    @defer.inlineCallbacks
+    def test_api_key_header_and_query(self):
+        """X-Api-Key and ?apikey= both authorize; a wrong key does not."""
+        status, _ = yield self.call("/api/providers", headers={b"X-Api-Key": [API_KEY.encode()]})
+        self.assertEqual(status, 200)
+        status, _ = yield self.call(f"/api/providers?apikey={API_KEY}", headers={})
+        self.assertEqual(status, 200)
+        status, _ = yield self.call("/api/providers", headers={b"X-Api-Key": [b"nope"]})
+        self.assertEqual(status, 401)
+
+    @defer.inlineCallbacks
+    def test_stream_counts_exact_bytes_and_utilization(self):
+        """bytes_served_total grows by exactly the bytes served; utilization > 0 while streaming."""
+        _, before = yield self.call("/api/queue/stats")
+        self.nntp.faults.latency = 0.05  # keep the stream running while we look
+        url = (self.base + quote(self.record.path)).encode()
+        response = yield self.agent.request(b"GET", url, Headers({b"Authorization": [AUTH],
+                                                                  b"Range": [b"bytes=1000-"]}))
+        body = _Body()
+        response.deliverBody(body)
+        seen_busy = []
+        while not body.done.called:
+            _, streaming = yield self.call("/api/health/streaming")
+            if streaming["streams"]:
+                seen_busy.append(streaming["workers"]["utilization"])
+                stream = streaming["streams"][0]
+                self.assertEqual(stream["path"], self.record.path)
+                self.assertEqual(stream["range"]["start"], 1000)
+                self.assertIsInstance(stream["current_speed"], float)
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        data = yield body.done
+        self.assertEqual(data, DATA[1000:])
+        self.assertTrue(seen_busy and max(seen_busy) > 0, seen_busy)
+        _, after = yield self.call("/api/queue/stats")
+        served = after["performance"]["bytes_served_total"]
+        self.assertEqual(served - before["performance"]["bytes_served_total"], SIZE - 1000)
+        self.assertGreater(after["performance"]["avg_speed"], 0)
+        self.assertIsInstance(after["performance"]["avg_speed_human"], str)
+        self.assertEqual(after["workers"]["utilization"], 0)
+        _, streaming = yield self.call("/api/health/streaming")
+        self.assertEqual(streaming["workers"], {"active": 0, "max": 6, "utilization": 0.0,
+                                                "queued": 0})
+        self.assertEqual(streaming["streams"], [])
+        self.assertEqual(streaming["totals"]["streams_total"], 1)
+        _, metrics = yield self.call("/metrics")
+        self.assertIn(f"altmount_bytes_served_total {float(SIZE - 1000)}".encode(), metrics)
+        self.assertIn(b"altmount_time_to_first_byte_seconds_count 1.0", metrics)
+        self.assertIn(b'altmount_provider_bytes_total{provider="A"}', metrics)
+
+    @defer.inlineCallbacks
+    def test_providers_statistics_no_password(self):
+        """Providers list connections and statistics with real numbers and no password."""
+        status, body = yield self.call("/api/providers")
+        self.assertEqual(status, 200)
+        (entry,) = body["providers"]
+        self.assertEqual(entry["name"], "A")
+        self.assertGreater(entry["statistics"]["bytes"], 0)
+        self.assertGreaterEqual(entry["statistics"]["articles"], 2)
+        self.assertEqual(entry["connections"]["max"], 3)
+        self.assertNotIn("sekrit", json.dumps(body))
+        _, config = yield self.call("/api/config")
+        self.assertEqual(config["providers"][0]["password"], "********")
+
+    @defer.inlineCallbacks
+    def test_provider_test_fresh_connection_and_unknown(self):
+        """The provider test measures RTT and speed on real articles; unknown names are 404."""
+        status, body = yield self.call("/api/providers/A/test", b"POST")
+        self.assertEqual(status, 200)
+        self.assertTrue(body["ok"], body)
+        self.assertEqual(body["via"], "fresh_connection")
+        self.assertEqual(body["rtt_ms"]["samples"], 5)
+        self.assertGreater(body["download"]["articles"], 0)
+        self.assertGreater(body["download"]["speed"], 0)
+        status, body = yield self.call("/api/providers/nobody/test")
+        self.assertEqual(status, 404)
+        self.assertEqual(body["error"]["code"], "not_found")
+
+    @defer.inlineCallbacks
+    def test_health_degraded_when_provider_stops(self):
+        """With the provider's server gone, /api/health turns degraded within a few probes."""
+        status, body = yield self.call("/api/health")
+        self.assertEqual((status, body["status"]), (200, "healthy"))
+        yield self.nntp_port.stopListening()
+        for protocol in self.server_protocols:
+            protocol.transport.loseConnection()
+        for _ in range(100):
+            _, body = yield self.call("/api/health")
+            if body["status"] != "healthy":
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(body["status"], "degraded")
+        self.assertEqual(body["components"]["providers"]["status"], "degraded")
+        _, anonymous = yield self.call("/api/health", headers={})
+        self.assertEqual(anonymous, {"status": "degraded"})
+
+    @defer.inlineCallbacks
+    def test_config_reload_applies_streaming_live(self):
+        """A reload applies streaming limits at once and names other changes as needing restart."""
+        self.raw["streaming"]["max_download_workers"] = 9
+        self.raw["webdav"]["user"] = "other"
+        self.write_config()
+        status, body = yield self.call("/api/config/reload", b"POST")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["applied"], ["streaming.max_download_workers"])
+        self.assertEqual(body["restart_required"], ["webdav.user"])
+        self.assertEqual(self.engine.fetcher.max_download_workers, 9)
+        _, streaming = yield self.call("/api/health/streaming")
+        self.assertEqual(streaming["workers"]["max"], 9)
+
+    @defer.inlineCallbacks
+    def test_queue_routes_and_errors(self):
+        """Queue list has a summary, unknown ids are 404 JSON, bad parameters 400 JSON."""
+        self.queue.add_item(1, "completed")
+        self.queue.add_item(2, "failed")
+        status, body = yield self.call("/api/queue?state=completed,failed&limit=10")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["summary"]["total"], 2)
+        self.assertEqual([i["id"] for i in body["items"]], [2, 1])
+        status, body = yield self.call("/api/queue/99")
+        self.assertEqual(status, 404)
+        self.assertIn("99", body["error"]["message"])
+        status, body = yield self.call("/api/queue?limit=x")
+        self.assertEqual(status, 400)
+        status, body = yield self.call("/api/queue", b"DELETE")
+        self.assertEqual(sorted(body["deleted"]), [1, 2])
+        status, body = yield self.call("/api/providers", b"DELETE")
+        self.assertEqual(status, 405)
