@@ -35,6 +35,7 @@ __all__ = [
     "CategoryConfig",
     "ProviderConfig",
     "LogConfig",
+    "HealthConfig",
     "load_config",
     "parse_config",
     "render_config",
@@ -201,6 +202,25 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthConfig:
+    enabled: bool = _opt(True, "re-check imported files in the background (STAT of a sample)")
+    check_interval_seconds: float = _opt(300, "how often the health scheduler looks for files "
+                                         "due a check, in seconds", min=1, max=86400)
+    segment_sample_percentage: float = _opt(5, "share of a file's segments STAT-checked, percent "
+                                            "(first and last always)", min=0, max=100)
+    acceptable_missing_segments_percentage: float = _opt(
+        0, "missing sampled segments tolerated (file degraded, not corrupted), percent",
+        min=0, max=100)
+    max_connections_for_health_checks: int = _opt(
+        5, "provider connections health checks may keep busy", min=1, max=100)
+    files_per_cycle: int = _opt(10, "files checked per scheduler round", min=1, max=10_000)
+    min_recheck_interval_hours: float = _opt(6, "soonest re-check of a file (young files)",
+                                             min=0.01, max=8760)
+    max_recheck_interval_hours: float = _opt(168, "latest re-check of a file (old files)",
+                                             min=0.01, max=87600)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     webdav: WebDAVConfig = _opt(WebDAVConfig(), "HTTP server")
     api: APIConfig = _opt(APIConfig(), "REST and SABnzbd API")
@@ -213,6 +233,7 @@ class Config:
     sabnzbd: SABnzbdConfig = _opt(SABnzbdConfig(), "SABnzbd-compatible API")
     providers: list[ProviderConfig] = _opt([], "NNTP providers")
     log: LogConfig = _opt(LogConfig(), "logging")
+    health: HealthConfig = _opt(HealthConfig(), "file health monitoring")
     import_: ImportConfig = field(default_factory=ImportConfig,
                                   metadata={"doc": "import queue", "key": "import"})
 
@@ -347,6 +368,9 @@ def _check_semantics(config: Config, errors: list[str]) -> Config:
         providers.append(dataclasses.replace(provider, name=name))
     if not config.sabnzbd.complete_dir.startswith("/"):
         errors.append("sabnzbd.complete_dir: must be an absolute virtual path such as /complete")
+    if config.health.min_recheck_interval_hours > config.health.max_recheck_interval_hours:
+        errors.append("health.min_recheck_interval_hours: must not exceed "
+                      "health.max_recheck_interval_hours")
     if config.streaming.streaming_chunk_size > config.streaming.max_range_size:
         errors.append("streaming.streaming_chunk_size: must not exceed streaming.max_range_size")
     categories = [dataclasses.replace(c, dir=c.dir or c.name) for c in config.sabnzbd.categories]

@@ -16,7 +16,7 @@ from twisted.python.threadpool import ThreadPool
 
 from altmount import _core
 from altmount.config import Config, ProviderConfig
-from altmount.importer import DirectImporter, part_header
+from altmount.importer import DirectImporter
 from altmount.metadata import MetadataStore
 from altmount.nntp.pool import ProviderPool
 from altmount.nntp.router import ProviderRouter
@@ -48,7 +48,8 @@ class Engine:
         self.router = ProviderRouter(self.pools)
         self.fetcher = SegmentFetcher(reactor, self.router, self.decode_pool,
                                       config.streaming.max_download_workers)
-        self.importer = DirectImporter(self.fetch_header, self.store, config)
+        self.importer = DirectImporter(self.fetch_article, self.router.stat, self.store, config,
+                                       run_in_thread=self.run_in_thread)
         log.info("yEnc/range kernels: %s implementation; %d decode thread(s); %d provider(s)",
                  _core.IMPLEMENTATION, workers, len(self.pools))
 
@@ -56,9 +57,13 @@ class Engine:
         """Decode one article body in the decode pool; fires with a DecodedArticle."""
         return deferToThreadPool(self.reactor, self.decode_pool, _core.decode_article, body)
 
-    def fetch_header(self, message_id: str) -> defer.Deferred:
-        """Fetch and decode one article; fires with its PartHeader (for imports)."""
-        return self.router.body(message_id).addCallback(self.decode).addCallback(part_header)
+    def fetch_article(self, message_id: str) -> defer.Deferred:
+        """Fetch and decode one article; fires with its DecodedArticle (for imports)."""
+        return self.router.body(message_id).addCallback(self.decode)
+
+    def run_in_thread(self, fn, *args) -> defer.Deferred:
+        """Run CPU-heavy import work (parsing a big NZB) in the decode pool."""
+        return deferToThreadPool(self.reactor, self.decode_pool, fn, *args)
 
     @defer.inlineCallbacks
     def close(self):

@@ -63,6 +63,12 @@ class Server:
             providers.append(demo_provider(port))
             log.info("demo provider: serving a sample release on 127.0.0.1:%d", port)
         self.engine = Engine(self.reactor, dataclasses.replace(self.config, providers=providers))
+        # Probes use a fresh connection each; running them before the HTTP port and the
+        # queue open means no pooled traffic exists yet, so a probe can never push a
+        # provider past max_connections. A refused or unresolvable host answers at once;
+        # only a black-holed one costs up to nntp.connect_timeout_seconds of start-up.
+        self._probes = [self._probe(p) for p in self.config.providers if p.enabled]
+        yield self.probed
         store = QueueStore(self.config.database.path, max_attempts=self.config.import_.max_attempts)
         self.queue = QueueService(self.reactor, store, self.engine.importer, self.config)
         recovered = yield self.queue.recover()
@@ -83,7 +89,6 @@ class Server:
         )
         host = self.http_port.getHost()
         log.info("serving WebDAV on http://%s:%d/ (also under /webdav/)", host.host, host.port)
-        self._probes = [self._probe(p) for p in self.config.providers if p.enabled]
         self.queue.start()
         if self.config.import_.watch_dir:
             self.watch = WatchFolder(self.reactor, self.queue, self.config)

@@ -119,7 +119,7 @@ def run(args) -> dict:
         config = write_config(workdir, nntp_port, http_port, args)
         nzb = workdir / "nntp" / "release.nzb"
         started = time.perf_counter()
-        imported = subprocess.run([*altmount, "import", str(nzb), "--config", str(config)],
+        imported = subprocess.run([*altmount, "import", str(nzb), "--wait", "--config", str(config)],
                                   check=True, capture_output=True, text=True)
         import_ms = (time.perf_counter() - started) * 1000
         path = imported.stdout.split("\t")[0].strip()

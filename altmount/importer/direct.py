@@ -1,9 +1,10 @@
 """Import an NZB of plain (non-archive) files into the metadata store.
 
-For each file the first and last articles are fetched — all files at once, so
-an import costs a couple of provider round trips whatever the file count — and
-their yEnc headers give the real name, the decoded size and the offset table.
-Everything is written in one metadata transaction: an import is all or nothing.
+`DirectImporter.import_nzb` runs the default pipeline (pipeline.py): parse →
+sample → probe → par2 → names → select → validate → write. Provider requests of a stage
+are all issued at once, so an import costs a handful of round trips whatever
+the file count. Everything is written in one metadata transaction: an import
+is all or nothing, and nothing is written when it fails.
 """
 
 from __future__ import annotations
@@ -11,136 +12,200 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
 from twisted.internet import defer
 
 from altmount.config import Config
-from altmount.errors import AltmountError, ArticleNotFound, ImportFailed, NZBParseError
-from altmount.importer.layout import (
-    PartHeader,
-    dedupe_names,
-    is_allowed,
-    release_dir,
-    release_name,
-    safe_name,
-    table_from_parts,
-    uniform_table,
+from altmount.errors import ImportFailed, MetadataError, NZBParseError, PathError
+from altmount.importer.layout import release_dir, release_name
+from altmount.importer.names import choose_name
+from altmount.importer.par2names import Par2Stage
+from altmount.importer.pipeline import (
+    ArticleFetcher,
+    ImportJob,
+    ImportResult,
+    Stage,
+    StatChecker,
+    ThreadRunner,
+    run_stages,
 )
-from altmount.metadata import FileRecord, MetadataStore, SegmentTable
-from altmount.nzb import NZB, NZBFile, parse_nzb
+from altmount.importer.probe import ProbeStage, part_header
+from altmount.importer.select import SelectStage
+from altmount.importer.validate import SampleStage, ValidateStage
+from altmount.metadata import FileRecord, MetadataStore
+from altmount.nzb import MAX_NZB_BYTES, parse_nzb
 
-__all__ = ["ImportResult", "DirectImporter", "HeaderFetcher", "part_header"]
+__all__ = [
+    "DirectImporter",
+    "ImportResult",
+    "part_header",
+    "default_stages",
+    "ParseStage",
+    "NameStage",
+    "WriteStage",
+]
 
 log = logging.getLogger(__name__)
 
-#: Fetches one article and fires with its PartHeader (see `part_header`).
-HeaderFetcher = Callable[[str], defer.Deferred]
+
+def _inline(fn: Callable, *args: object) -> defer.Deferred:
+    return defer.maybeDeferred(fn, *args)
 
 
-@dataclass(frozen=True, slots=True)
-class ImportResult:
-    """What an import wrote: the release folder and its files."""
+class ParseStage:
+    """Parses the NZB (off the reactor: a big one takes seconds) and places the release."""
 
-    release_dir: str
-    files: tuple[FileRecord, ...]
-    skipped: tuple[str, ...]
-    elapsed_ms: float
+    name = "parse"
+
+    def __init__(self, config: Config, run_in_thread: ThreadRunner) -> None:
+        self._config = config
+        self._run = run_in_thread
+
+    def run(self, job: ImportJob) -> ImportJob | defer.Deferred[ImportJob]:
+        """The job with the parsed NZB, the release name and its folder."""
+        if len(job.data) > MAX_NZB_BYTES:
+            raise ImportFailed(
+                f"{job.nzb_filename}: NZB is {len(job.data) >> 20} MiB, larger "
+                f"than the {MAX_NZB_BYTES >> 20} MiB accepted"
+            )
+
+        def parsed(nzb):
+            release = release_name(job.nzb_filename, nzb.name)
+            folder = release_dir(
+                self._config.sabnzbd.complete_dir, self._config.category(job.category).dir, release
+            )
+            return replace(job, data=b"", nzb=nzb, release=release, folder=folder)
+
+        def failed(failure):
+            failure.trap(NZBParseError)
+            raise ImportFailed(f"{job.nzb_filename}: {failure.getErrorMessage()}")
+
+        return self._run(parse_nzb, job.data).addCallbacks(parsed, failed)
 
 
-@dataclass(frozen=True, slots=True)
-class _Learned:
-    name: str
-    table: SegmentTable
+class NameStage:
+    """Turns every probed file into a named candidate (PAR2, yEnc, subject, magic bytes)."""
+
+    name = "names"
+
+    def __init__(self, extra_extensions: Sequence[str]) -> None:
+        self._extra = tuple(extra_extensions)
+
+    def run(self, job: ImportJob) -> ImportJob:
+        """The job with one candidate per probed file."""
+        par2 = dict(job.par2_names)
+        candidates = tuple(choose_name(f, par2.get(f.index), self._extra) for f in job.files)
+        return replace(job, candidates=candidates)
+
+
+class WriteStage:
+    """Writes the candidates as file records, in one metadata transaction."""
+
+    name = "write"
+
+    def __init__(self, store: MetadataStore, wall_clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._wall_clock = wall_clock
+
+    def run(self, job: ImportJob) -> ImportJob:
+        """The job with the records written."""
+        assert job.nzb is not None
+        now = self._wall_clock()
+        password = job.nzb.password or ""
+        try:
+            records = tuple(
+                FileRecord(
+                    f"{job.folder}/{c.name}",
+                    c.table.size,
+                    now,
+                    "ok",
+                    c.table,
+                    job.release,
+                    password,
+                )
+                for c in job.candidates
+            )
+            self._store.put_files(records)
+        except (MetadataError, PathError) as exc:
+            raise ImportFailed(f"{job.nzb_filename}: cannot store the release: {exc}") from exc
+        return replace(job, records=records)
+
+
+def default_stages(
+    fetch_article: ArticleFetcher,
+    stat: StatChecker,
+    store: MetadataStore,
+    config: Config,
+    run_in_thread: ThreadRunner = _inline,
+) -> tuple[Stage, ...]:
+    """The stages of a plain-file import, in order (an archive stage goes before select)."""
+    options = config.import_
+    extensions = tuple(options.allowed_file_extensions)
+    return (
+        ParseStage(config, run_in_thread),
+        SampleStage(stat, options.segment_sample_percentage),
+        ProbeStage(fetch_article, extensions),
+        Par2Stage(fetch_article, extensions),
+        NameStage(extensions),
+        SelectStage(extensions, options.rename_to_nzb_name),
+        ValidateStage(
+            stat, options.segment_sample_percentage, options.acceptable_missing_segments_percentage
+        ),
+        WriteStage(store),
+    )
 
 
 class DirectImporter:
-    """Turns NZB bytes into metadata records for the media files they post."""
+    """Turns NZB bytes into metadata records for the media files they post.
 
-    def __init__(self, fetch_header: HeaderFetcher, store: MetadataStore, config: Config) -> None:
-        self._fetch_header = fetch_header
-        self._store = store
-        self._config = config
+    `fetch_article` fetches and decodes one article (fires with a DecodedArticle),
+    `stat` asks whether one exists; `run_in_thread` runs CPU-heavy work (parsing
+    a big NZB) off the reactor thread.
+    """
 
-    @defer.inlineCallbacks
-    def import_nzb(self, data: bytes, nzb_filename: str, category: str | None = None):
+    def __init__(
+        self,
+        fetch_article: ArticleFetcher,
+        stat: StatChecker,
+        store: MetadataStore,
+        config: Config,
+        *,
+        run_in_thread: ThreadRunner = _inline,
+        stages: Sequence[Stage] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.stages = tuple(
+            stages or default_stages(fetch_article, stat, store, config, run_in_thread)
+        )
+        self._clock = clock
+
+    def import_nzb(
+        self, data: bytes, nzb_filename: str, category: str | None = None
+    ) -> defer.Deferred[ImportResult]:
         """Parse, learn every file's layout from the providers, and write the release.
 
-        Fires with an ImportResult, or fails with ImportFailed / NZBParseError
-        carrying a message a person can act on.
+        Fires with an ImportResult, or fails with ImportFailed carrying a message a
+        person can act on; provider connectivity errors (NNTPTimeout,
+        NoProvidersAvailable, ...) pass through unchanged, so a queue can retry.
         """
-        started = time.perf_counter()
-        try:
-            nzb = parse_nzb(data)
-        except NZBParseError as exc:
-            raise ImportFailed(f"{nzb_filename}: {exc}") from exc
-        release = release_name(nzb_filename, nzb.name)
-        folder = release_dir(self._config.sabnzbd.complete_dir,
-                             self._config.category(category).dir, release)
-        learned = yield defer.gatherResults(
-            [self._learn(nzb_file, index) for index, nzb_file in enumerate(nzb.files)],
-            consumeErrors=True,
-        ).addErrback(_first_failure)
-        records, skipped = self._records(nzb, folder, release, learned)
-        self._store.put_files(records)
-        elapsed = (time.perf_counter() - started) * 1000
-        log.info("imported %s: %d file(s) into %s in %.0f ms", nzb_filename, len(records),
-                 folder, elapsed)
-        return ImportResult(folder, tuple(records), tuple(skipped), elapsed)
+        started = self._clock()
+        job = ImportJob(nzb_filename, category, data)
 
-    def _records(self, nzb: NZB, folder: str, release: str,
-                 learned: Sequence[_Learned]) -> tuple[list[FileRecord], list[str]]:
-        allowed = self._config.import_.allowed_file_extensions
-        kept = [item for item in learned if is_allowed(item.name, allowed)]
-        skipped = [item.name for item in learned if not is_allowed(item.name, allowed)]
-        if not kept:
-            names = ", ".join(sorted(skipped)[:10]) or "none"
-            raise ImportFailed(f"no streamable media file in the release (files: {names}); "
-                               "allowed extensions are import.allowed_file_extensions")
-        now = time.time()
-        names = dedupe_names([item.name for item in kept])
-        records = [
-            FileRecord(f"{folder}/{name}", int(item.table.offsets[-1]), now, "ok",
-                       item.table, release, nzb.password or "")
-            for name, item in zip(names, kept, strict=True)
-        ]
-        return records, skipped
+        def done(job: ImportJob) -> ImportResult:
+            elapsed = (self._clock() - started) * 1000
+            log.info(
+                "imported %s: %d file(s) into %s in %.0f ms (%s)",
+                nzb_filename,
+                len(job.records),
+                job.folder,
+                elapsed,
+                ", ".join(f"{name} {ms:.0f}" for name, ms in job.timings),
+            )
+            for warning in job.warnings:
+                log.warning("%s: %s", nzb_filename, warning)
+            return ImportResult(
+                job.folder, job.records, job.skipped, elapsed, job.warnings, job.timings
+            )
 
-    @defer.inlineCallbacks
-    def _learn(self, nzb_file: NZBFile, index: int):
-        ids = [segment.message_id for segment in nzb_file.segments]
-        label = nzb_file.filename or f"file {index + 1}"
-        wanted = [ids[0]] if len(ids) == 1 else [ids[0], ids[-1]]
-        headers = yield self._headers(label, wanted)
-        first, last = headers[0], headers[-1] if len(headers) > 1 else None
-        table = uniform_table(label, ids, first, last, nzb_file.groups)
-        if table is None:
-            log.info("%s: parts of uneven size, reading all %d article headers", label, len(ids))
-            headers = yield self._headers(label, ids)
-            table = table_from_parts(label, ids, headers, nzb_file.groups)
-        name = safe_name(first.name, "") or safe_name(nzb_file.filename, f"file{index + 1}")
-        return _Learned(name, table)
-
-    def _headers(self, label: str, message_ids: Sequence[str]) -> defer.Deferred:
-        def describe(failure):
-            exc = failure.value
-            if isinstance(exc, ArticleNotFound):
-                raise ImportFailed(f"{label}: article <{exc.message_id}> is missing on every "
-                                   "provider (the post is incomplete or expired)")
-            if isinstance(exc, AltmountError):
-                raise ImportFailed(f"{label}: {exc}")
-            return failure
-
-        calls = [self._fetch_header(mid).addErrback(describe) for mid in message_ids]
-        return defer.gatherResults(calls, consumeErrors=True).addErrback(_first_failure)
-
-
-def _first_failure(failure):
-    """gatherResults wraps the first error in FirstError; hand on the error itself."""
-    failure.trap(defer.FirstError)
-    return failure.value.subFailure
-
-
-def part_header(article) -> PartHeader:
-    """The placement fields of a DecodedArticle."""
-    return PartHeader(article.name, article.total, article.begin, article.end)
+        return run_stages(self.stages, job, self._clock).addCallback(done)

@@ -55,8 +55,14 @@ def safe_name(name: str, fallback: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     name = _UNSAFE.sub("_", name).strip().strip(".")
     if not name or name in {".", ".."}:
         return fallback
-    encoded = name.encode()[:max_bytes]
-    return encoded.decode(errors="ignore") or fallback
+    encoded = name.encode()
+    if len(encoded) <= max_bytes:
+        return name
+    # Cut the stem, not the extension: "<10 KB of junk>.mkv" must stay an .mkv.
+    stem, dot, ext = name.rpartition(".")
+    suffix = (dot + ext).encode() if stem and len(ext.encode()) <= 16 else b""
+    head = encoded[: max_bytes - len(suffix)].decode(errors="ignore").rstrip(" .")
+    return head + suffix.decode() if head else fallback
 
 
 def release_name(nzb_filename: str, meta_name: str | None) -> str:
@@ -77,8 +83,10 @@ def is_allowed(name: str, allowed_extensions: Sequence[str]) -> bool:
     if not allowed_extensions:
         return True
     lower = name.lower()
-    return any(lower.endswith(ext.lower() if ext.startswith(".") else "." + ext.lower())
-               for ext in allowed_extensions)
+    return any(
+        lower.endswith(ext.lower() if ext.startswith(".") else "." + ext.lower())
+        for ext in allowed_extensions
+    )
 
 
 def dedupe_names(names: Sequence[str]) -> list[str]:
@@ -112,25 +120,33 @@ def uniform_table(
     count = len(message_ids)
     part_size = first.end - first.begin
     if first.begin != 0:
-        raise ImportFailed(f"{file_label}: first article starts at byte {first.begin}, not 0 "
-                           "(segments out of order or the first one is missing)")
+        raise ImportFailed(
+            f"{file_label}: first article starts at byte {first.begin}, not 0 "
+            "(segments out of order or the first one is missing)"
+        )
     if part_size <= 0 or first.total <= 0:
         raise ImportFailed(f"{file_label}: yEnc header announces an empty file")
     expected = -(-first.total // part_size)
     if count == 1:
         if first.end != first.total:
-            raise ImportFailed(f"{file_label}: NZB lists 1 segment but the file is "
-                               f"{first.total} bytes and the part holds {part_size}")
+            raise ImportFailed(
+                f"{file_label}: NZB lists 1 segment but the file is "
+                f"{first.total} bytes and the part holds {part_size}"
+            )
         return SegmentTable.uniform(tuple(message_ids), part_size, first.total, tuple(groups))
     if last is None:
         raise ImportFailed(f"{file_label}: last article header missing")
     if last.total != first.total:
-        raise ImportFailed(f"{file_label}: first and last articles disagree on the file size "
-                           f"({first.total} vs {last.total}); they belong to different files")
+        raise ImportFailed(
+            f"{file_label}: first and last articles disagree on the file size "
+            f"({first.total} vs {last.total}); they belong to different files"
+        )
     if expected != count:
         if expected > count:
-            raise ImportFailed(f"{file_label}: NZB lists {count} segments but the yEnc header "
-                               f"implies {expected}; the NZB is incomplete")
+            raise ImportFailed(
+                f"{file_label}: NZB lists {count} segments but the yEnc header "
+                f"implies {expected}; the NZB is incomplete"
+            )
         return None
     if last.begin != (count - 1) * part_size or last.end != first.total:
         return None
@@ -150,9 +166,12 @@ def table_from_parts(
     for rank, index in enumerate(order):
         part = parts[index]
         if part.begin != position:
-            raise ImportFailed(f"{file_label}: bytes {position}-{part.begin} are in no article "
-                               "(a segment is missing from the NZB)" if part.begin > position else
-                               f"{file_label}: articles overlap at byte {part.begin}")
+            raise ImportFailed(
+                f"{file_label}: bytes {position}-{part.begin} are in no article "
+                "(a segment is missing from the NZB)"
+                if part.begin > position
+                else f"{file_label}: articles overlap at byte {part.begin}"
+            )
         position = part.end
         offsets[rank + 1] = position
     total = parts[0].total

@@ -84,6 +84,7 @@ class SegmentFetcher:
         self._pool = decode_pool
         self._decode: Callable[[bytes], _Decoded] = decode
         self._slots = DeferredSemaphore(max_download_workers)
+        self._retire = 0  # slots to drop as they come back, after the limit was lowered
         self._active = 0
         self._bytes_fetched = 0
         self._bytes_decoded = 0
@@ -100,6 +101,31 @@ class SegmentFetcher:
     def queued(self) -> int:
         """Fetches waiting for a download slot now."""
         return len(self._slots.waiting)
+
+    @property
+    def max_download_workers(self) -> int:
+        """The current limit on segment downloads at once."""
+        return self._slots.limit
+
+    def set_max_download_workers(self, count: int) -> None:
+        """Change the limit live: raising it starts waiting fetches now; lowering it
+        lets running downloads finish and retires their slots as they come back."""
+        if count < 1:
+            raise ValueError("max_download_workers must be at least 1")
+        slots = self._slots
+        delta = count - slots.limit
+        slots.limit = count
+        if delta >= 0:
+            repaid = min(delta, self._retire)
+            self._retire -= repaid
+            slots.tokens += delta - repaid
+            while slots.tokens and slots.waiting:
+                slots.tokens -= 1
+                slots.waiting.pop(0).callback(slots)
+        else:
+            free = min(-delta, slots.tokens)
+            slots.tokens -= free
+            self._retire += -delta - free
 
     def stats(self) -> FetcherStats:
         """The counters as one immutable snapshot."""
@@ -143,7 +169,10 @@ class SegmentFetcher:
             raise
         finally:
             self._active -= 1
-            self._slots.release()
+            if self._retire:
+                self._retire -= 1
+            else:
+                self._slots.release()
         self._segments += 1
         self._bytes_decoded += len(decoded.data)
         return decoded.data

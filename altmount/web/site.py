@@ -102,7 +102,7 @@ class _TimedRequest(BodyLimitedRequest):
         log.info(
             "%s %s -> %d, %d bytes, %.1f ms%s",
             self.method.decode("latin-1"),
-            self.uri.decode("latin-1"),
+            self.path.decode("latin-1"),
             self.code,
             self.sentLength,
             elapsed,
@@ -126,17 +126,19 @@ def build_site(
     fetcher: SegmentFetcher,
     *,
     extra_resources: dict[bytes, Resource] | None = None,
+    ops: Any = None,
 ) -> Site:
     """The HTTP site of `config`: WebDAV over `store` and `fetcher`, plus the mounts given.
 
     `extra_resources` maps a reserved top-level name (b"api", b"sabnzbd", b"ui",
     b"metrics") to its resource; any other name is refused with ValueError.
+    `ops` (an `altmount.ops.Ops`) gets the WebDAV streams registered with it.
     """
     extra = dict(extra_resources or {})
     unknown = sorted(name for name in extra if name not in RESERVED)
     if unknown:
         raise ValueError(f"extra resources must use reserved names {RESERVED}, got {unknown}")
-    webdav = WebDAVResource(store, fetcher, config.streaming)
+    webdav = WebDAVResource(store, fetcher, config.streaming, ops=ops)
     root = _Root(config, webdav, extra)
     if config.webdav.debug:
         return _QuietSite(root, requestFactory=_TimedRequest)

@@ -21,7 +21,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from altmount.config import StreamingConfig
-from altmount.errors import AltmountError, MetadataError, RangeNotSatisfiable, RequestError
+from altmount.errors import (
+    AltmountError,
+    ArticleNotFound,
+    MetadataError,
+    RangeNotSatisfiable,
+    RequestError,
+)
 from altmount.stream.fetcher import SegmentFetcher
 from altmount.stream.httprange import make_etag, select_range
 from altmount.stream.streamer import RangeStreamer
@@ -79,16 +85,35 @@ def _http_date(mtime: float) -> bytes:
     return email.utils.formatdate(mtime, usegmt=True).encode("ascii")
 
 
+def _show_corrupted(request: Request) -> bool:
+    return (request.getHeader(b"x-show-corrupted") or b"").strip().lower() == b"true"
+
+
 class WebDAVResource(Resource):
-    """Serves the virtual tree: `store` is a MetadataStore, `fetcher` a SegmentFetcher."""
+    """Serves the virtual tree: `store` is a MetadataStore, `fetcher` a SegmentFetcher.
+
+    With `ops` (an `altmount.ops.Ops`), streams are registered with it, its live
+    streaming limits apply, files it knows to be corrupted are left out of listings
+    (unless the request has `X-Show-Corrupted: true`), and a stream that meets a
+    missing article marks its file for a health re-check.
+    """
 
     isLeaf = True
 
-    def __init__(self, store: Any, fetcher: SegmentFetcher, streaming: StreamingConfig) -> None:
+    def __init__(
+        self, store: Any, fetcher: SegmentFetcher, streaming: StreamingConfig, *, ops: Any = None
+    ) -> None:
         super().__init__()
         self._store = store
         self._fetcher = fetcher
         self._streaming = streaming
+        self._ops = ops
+
+    def _visible(self, request: Request, entries: list[Any]) -> list[Any]:
+        """`entries` without the known-corrupted files, unless the client asks for them."""
+        if self._ops is None or _show_corrupted(request):
+            return entries
+        return [e for e in entries if e.is_dir or not self._ops.is_hidden(e.path)]
 
     def render(self, request: Request) -> bytes | int:
         """Dispatch by method; map our errors to a status and one line of text."""
@@ -135,7 +160,7 @@ class WebDAVResource(Resource):
         entry = self._store.stat(target.path)
         if entry is None or not entry.is_dir:
             return _plain(request, 404, f"{target.path}: no such file or directory")
-        body = self._listing(target)
+        body = self._listing(target, request)
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         request.setHeader(b"Content-Length", b"%d" % len(body))
         return b"" if head else body
@@ -167,12 +192,14 @@ class WebDAVResource(Resource):
         request.setHeader(b"Content-Length", b"%d" % (end - start))
         if head or start == end:
             return b""
-        _Delivery(request, record, start, end, self._fetcher, self._streaming).begin()
+        streaming = self._streaming if self._ops is None else self._ops.streaming
+        _Delivery(request, record, start, end, self._fetcher, streaming, self._ops).begin()
         return NOT_DONE_YET
 
-    def _listing(self, target: RequestPath) -> bytes:
+    def _listing(self, target: RequestPath, request: Request) -> bytes:
         entries = sorted(
-            self._store.listdir(target.path), key=lambda e: (not e.is_dir, e.name.lower())
+            self._visible(request, self._store.listdir(target.path)),
+            key=lambda e: (not e.is_dir, e.name.lower()),
         )
         title = html.escape(target.path)
         rows = []
@@ -210,7 +237,7 @@ class WebDAVResource(Resource):
             return _plain(request, 404, f"{target.path}: no such file or directory")
         resources = [self._dav_resource(target.path, entry, target.prefix)]
         if depth == b"1" and entry.is_dir:
-            for child in self._store.listdir(target.path):
+            for child in self._visible(request, self._store.listdir(target.path)):
                 path = join_path(target.path, child.name)
                 resources.append(self._dav_resource(path, child, target.prefix))
         request.setResponseCode(207)
@@ -301,6 +328,25 @@ def _plain(request: Request, status: int, message: str) -> bytes:
     return b"" if request.method == b"HEAD" else body
 
 
+class _CountingConsumer:
+    """Passes writes to the request and tells the stream handle their size (once per write)."""
+
+    __slots__ = ("_request", "_handle")
+
+    def __init__(self, request: Request, handle: Any) -> None:
+        self._request = request
+        self._handle = handle
+
+    def write(self, data: bytes) -> None:
+        self._handle.wrote(len(data))
+        self._request.write(data)
+
+
+def _client_of(request: Request) -> str:
+    peer = request.getClientAddress()
+    return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+
 class _Delivery:
     """One streamed response: ties a RangeStreamer to a request and its fate."""
 
@@ -312,15 +358,23 @@ class _Delivery:
         end: int,
         fetcher: SegmentFetcher,
         streaming: StreamingConfig,
+        ops: Any = None,
     ) -> None:
         self._request = request
+        self._record = record
+        self._ops = ops
         self._gone = False
+        self._handle = None
+        consumer: Any = request
+        if ops is not None:
+            self._handle = ops.streams.open(record.path, _client_of(request), start, end)
+            consumer = _CountingConsumer(request, self._handle)
         self._streamer = RangeStreamer(
             fetcher,
             record,
             start,
             end,
-            request,
+            consumer,
             read_ahead=streaming.streaming_chunk_size,
             max_buffer=streaming.max_range_size,
         )
@@ -330,19 +384,28 @@ class _Delivery:
         self._request.notifyFinish().addErrback(self._client_gone)
         self._streamer.start().addCallbacks(self._done, self._failed)
 
+    def _close(self, outcome: str) -> None:
+        if self._handle is not None:
+            self._handle.close(outcome)
+
     def _client_gone(self, _reason: Failure) -> None:
         self._gone = True
+        self._close("client_gone")
         self._streamer.stopProducing()
 
     def _done(self, _written: int) -> None:
         if self._gone:
             return
+        self._close("done")
         self._request.unregisterProducer()
         self._request.finish()
 
     def _failed(self, failure: Failure) -> None:
         if self._gone or self._streamer.stopped:
             return  # the client went away; nobody is left to answer
+        self._close("failed")
+        if self._ops is not None and failure.check(ArticleNotFound):
+            self._ops.mark_for_recheck(self._record.path, failure.getErrorMessage())
         request = self._request
         request.unregisterProducer()
         if request.startedWriting:
