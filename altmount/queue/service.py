@@ -53,6 +53,11 @@ PURGE_INTERVAL_SECONDS = 3600.0
 #: stop() lets running imports finish for this long (an import is a few round
 #: trips), then cancels the rest and puts them back to pending for the next start.
 STOP_GRACE_SECONDS = 10.0
+#: How often we ask SQLite whether another process committed (an `altmount import`
+#: enqueueing, another server finishing an item). The check is one cheap PRAGMA on
+#: the DB thread, and it makes such changes visible in a fraction of a second
+#: instead of one poll interval.
+CHANGE_CHECK_SECONDS = 0.25
 #: States after which an item changes no more without a user's action.
 _SETTLED = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 
@@ -100,6 +105,8 @@ class QueueService:
         self._pool.start()
         self._poll: LoopingCall | None = None
         self._purger: LoopingCall | None = None
+        self._changes: LoopingCall | None = None
+        self._data_version: int | None = None
         self._watch: LoopingCall | None = None
         self._started = False
         self._stopping = False
@@ -273,6 +280,11 @@ class QueueService:
         self._poll = LoopingCall(self._tick)
         self._poll.clock = self._reactor
         self._poll.start(self._interval, now=True).addErrback(self._log_failure, "queue poll")
+        self._changes = LoopingCall(self._check_changes)
+        self._changes.clock = self._reactor
+        self._changes.start(CHANGE_CHECK_SECONDS, now=True).addErrback(
+            self._log_failure, "queue change check"
+        )
         self._purger = LoopingCall(self._purge_logged)
         self._purger.clock = self._reactor
         self._purger.start(PURGE_INTERVAL_SECONDS, now=True).addErrback(
@@ -389,6 +401,16 @@ class QueueService:
         self.wake()
         return item
 
+    @defer.inlineCallbacks
+    def _check_changes(self):
+        version = yield self._db(self._store.data_version)
+        if version != self._data_version:
+            if self._data_version is not None:
+                self.wake()
+                if self._waiters:
+                    yield self._check_waiters()
+            self._data_version = version
+
     def _tick(self) -> defer.Deferred:
         self.wake()
         return self._db(self._store.heartbeat, self.worker, time.time())
@@ -414,7 +436,7 @@ class QueueService:
     def wait_for(self, item_id: int) -> defer.Deferred[QueueItem]:
         """Fires with the item once it is completed, failed or cancelled, whoever processes it.
 
-        Items settled by another process are seen within one poll interval;
+        Items settled by another process are seen within CHANGE_CHECK_SECONDS;
         fails with QueueItemNotFound if the item is (or gets) deleted.
         """
 
@@ -428,7 +450,9 @@ class QueueService:
         if self._watch is None:
             self._watch = LoopingCall(self._check_waiters)
             self._watch.clock = self._reactor
-            self._watch.start(self._interval, now=True).addErrback(self._log_failure, "queue wait")
+            self._watch.start(CHANGE_CHECK_SECONDS, now=True).addErrback(
+                self._log_failure, "queue wait"
+            )
         return waiter
 
     @defer.inlineCallbacks
@@ -463,7 +487,7 @@ class QueueService:
         """Stop claiming, let running imports finish (cancelling them after a grace
         period: their items go back to pending), cancel waiters, close the store."""
         self._stopping = True
-        for loop in (self._poll, self._purger, self._watch):
+        for loop in (self._poll, self._changes, self._purger, self._watch):
             if loop is not None and loop.running:
                 loop.stop()
         self._watch = None

@@ -496,6 +496,10 @@ class QueueStore:
         self._conn.execute("VACUUM")
         self._conn.execute("ANALYZE")
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (process) commits."""
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         """Close the connection (a WAL checkpoint happens on the last close)."""
         self._conn.close()

@@ -319,3 +319,18 @@ def test_recover_and_api_key(env):
     assert store.get(item.id).state == State.PENDING
     key = result(queue.api_key())
     assert len(key) == 32 and result(queue.api_key("mine")) == "mine"
+
+
+def test_enqueue_by_another_process_is_seen_within_a_change_check(env, tmp_path):
+    """A commit from another connection wakes the processor at the next change check."""
+    reactor, store, importer, queue = env
+    queue.start()
+    other = QueueStore(tmp_path / "q.db")
+    try:
+        other.enqueue(NZB, "Other.nzb", "tv", Priority.NORMAL, "cli")
+    finally:
+        other.close()
+    assert importer.calls == []
+    reactor.advance(service_module.CHANGE_CHECK_SECONDS)
+    assert service_module.CHANGE_CHECK_SECONDS < INTERVAL
+    assert [c[1] for c in importer.calls] == ["Other.nzb"]
