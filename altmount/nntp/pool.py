@@ -196,18 +196,35 @@ class ProviderPool:
         heapq.heappush(self._queue, (job.priority, next(self._order), job))
 
     def _pump(self) -> None:
-        """Hand queued jobs to connections with room, then open connections if needed."""
+        """Spread queued jobs over connections; pipeline only what cannot get its own.
+
+        A server answers pipelined commands one after another, so parallelism comes
+        from connections: an idle connection takes a job first, then every job left
+        gets a connection of its own while `max_connections` allows, and only the
+        jobs beyond that are pipelined onto busy connections (up to the depth).
+        """
         queue = self._queue
-        while queue:
-            conn = self._least_busy()
-            if conn is None:
-                break
-            job = heapq.heappop(queue)[2]
-            if not job.deferred.called:  # else cancelled while queued
-                self._dispatch(job, conn)
+        while queue and (conn := self._idle_connection()) is not None:
+            self._dispatch_next(conn)
         if queue:
             self._maybe_connect()
+        uncovered = len(queue) - len(self._attempts)  # jobs no pending connect will take
+        while uncovered > 0 and queue and (conn := self._least_busy()) is not None:
+            self._dispatch_next(conn)
+            uncovered -= 1
+        if queue:
             self._arm_expiry()
+
+    def _dispatch_next(self, conn: NNTPClientProtocol) -> None:
+        job = heapq.heappop(self._queue)[2]
+        if not job.deferred.called:  # else cancelled while queued
+            self._dispatch(job, conn)
+
+    def _idle_connection(self) -> NNTPClientProtocol | None:
+        for conn in self._ready:
+            if not conn.in_flight:
+                return conn
+        return None
 
     def _least_busy(self) -> NNTPClientProtocol | None:
         best, best_load = None, self._depth
@@ -323,7 +340,7 @@ class ProviderPool:
     def _maybe_connect(self) -> None:
         if not self.enabled or (self._backoff_call is not None and self._backoff_call.active()):
             return
-        wanted = -(-len(self._queue) // self._depth) - len(self._attempts)
+        wanted = len(self._queue) - len(self._attempts)
         if self._backoff:  # recovering from failures: probe with one connection at a time
             wanted = min(wanted, 1 - len(self._attempts))
         busy = len(self._ready) + len(self._draining) + len(self._attempts)

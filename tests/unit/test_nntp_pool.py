@@ -60,13 +60,35 @@ def test_never_more_than_max_connections():
     assert server.peak_connections == 3 and server.connections_total == 3
 
 
-def test_lazy_connect_fills_pipeline_first():
-    """Requests that fit one connection's pipeline open only one connection."""
+def test_jobs_spread_over_connections_before_pipelining():
+    """Each request gets a connection of its own while the limit allows (servers answer
+    pipelined commands one at a time, so connections are the parallelism)."""
     reactor, server, pool = _setup(max_connections=5, depth=4)
     results = _collect([pool.body(m) for m in list(ARTICLES)[:4]])
+    assert pool.connections_connecting == 4
     reactor.flush()
-    assert server.connections_total == 1 and all(isinstance(r, bytes) for r in results)
-    assert pool.connections_open == 1 and pool.connections_idle == 1
+    assert server.connections_total == 4 and all(isinstance(r, bytes) for r in results)
+    assert pool.connections_open == 4 and pool.connections_idle == 4
+
+
+def test_pipelines_only_beyond_the_connection_limit():
+    """With every connection open and busy, further requests are pipelined up to the depth."""
+    reactor, server, pool = _setup(max_connections=2, depth=3)
+    results = _collect([pool.body(m) for m in list(ARTICLES)[:6]])
+    reactor.flush()
+    assert server.peak_connections == 2 and server.connections_total == 2
+    assert results == [ARTICLES[m] for m in list(ARTICLES)[:6]]
+
+
+def test_idle_connection_is_reused_before_opening_another():
+    """A request arriving while a connection is idle uses it: no new connect."""
+    reactor, server, pool = _setup(max_connections=5, depth=4)
+    first = _collect([pool.body(list(ARTICLES)[0])])
+    reactor.flush()
+    second = _collect([pool.body(list(ARTICLES)[1])])
+    reactor.flush()
+    assert server.connections_total == 1 and isinstance(first[0], bytes)
+    assert isinstance(second[0], bytes)
 
 
 def test_backoff_after_connect_failure():
