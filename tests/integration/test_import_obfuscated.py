@@ -76,7 +76,10 @@ class ImportOverSockets(unittest.TestCase):
         port, factory = listen(reactor, articles, faults)
         self.addCleanup(port.stopListening)
         self.factories.append(factory)
-        root = self.mktemp()
+        # Not self.mktemp(): that would leave the store in the working directory.
+        folder = tempfile.mkdtemp(prefix="altmount-import-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        root = folder + "/metadata"
         text = yaml.safe_dump(
             {
                 "metadata": {"root_path": root, "map_size_mb": 64},

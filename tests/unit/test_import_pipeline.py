@@ -395,6 +395,33 @@ def test_missing_article_of_an_unexposed_file_only_warns(store):
     assert any(lost in warning for warning in result.warnings)
 
 
+def drop_last_segment(nzb: bytes, message_id: str) -> bytes:
+    """The NZB without the <segment> element of `message_id`."""
+    start = nzb.index(f">{message_id}<".encode())
+    open_tag = nzb.rindex(b"<segment ", 0, start)
+    return nzb[:open_tag] + nzb[nzb.index(b"</segment>", start) + len(b"</segment>") :]
+
+
+def test_incomplete_nzb_entry_of_an_unexposed_file_only_warns(store):
+    """A .par2 whose NZB entry lacks segments is left out with a warning; media imports."""
+    release = post_release(
+        {"a.mkv": media("mkv", 9000, 1), "a.vol0+1.par2": b"p" * 50_000}, article_size=ARTICLE
+    )
+    nzb = drop_last_segment(release.nzb, release.files[1].message_ids[-1])
+    result, _, _ = run_import(store, release, nzb)
+    assert paths(result) == ["a.mkv"]
+    assert any("the yEnc header implies 3" in warning for warning in result.warnings)
+
+
+def test_incomplete_nzb_entry_of_a_media_file_fails(store):
+    """A media file whose NZB entry lacks segments fails the import, naming the file."""
+    release = post_release({"a.mkv": media("mkv", 50_000, 1)}, article_size=ARTICLE)
+    nzb = drop_last_segment(release.nzb, release.files[0].message_ids[-1])
+    result, _, _ = run_import(store, release, nzb)
+    assert result.check(ImportFailed)
+    assert "a.mkv: NZB lists 2 segments but the yEnc header implies 3" in str(result.value)
+
+
 def test_lost_media_file_fails(store):
     """A media file whose first article is gone fails the import (0% tolerated)."""
     release = post_release({"a.mkv": media("mkv", 9000, 1), "b.mkv": media("mkv", 9000, 2)})

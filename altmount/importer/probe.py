@@ -1,0 +1,160 @@
+"""The probe stage: the first and last article of every file, all files at once.
+
+Their yEnc headers give the decoded size and the offset table (see layout.py);
+the first article's data gives the 16 KiB hash and the magic bytes for naming.
+All requests are issued together, so the stage costs one provider round trip
+whatever the file count (plus one more for a file cut into uneven parts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from altmount.errors import ArticleNotFound, ImportFailed, YencError
+from altmount.importer.layout import PartHeader, is_allowed, table_from_parts, uniform_table
+from altmount.importer.names import has_known_extension, head_of
+from altmount.importer.pipeline import ArticleFetcher, ImportFile, ImportJob, LostFile
+from altmount.nzb import NZBFile
+
+__all__ = ["ProbeStage", "part_header", "first_failure"]
+
+#: Message-ids quoted in an error message; the rest are counted.
+SHOWN_IDS = 5
+
+
+def part_header(article: Any) -> PartHeader:
+    """The placement fields of a DecodedArticle."""
+    return PartHeader(article.name, article.total, article.begin, article.end)
+
+
+def first_failure(failure: Failure) -> Failure:
+    """gatherResults wraps the first error in FirstError; hand on the error itself."""
+    failure.trap(defer.FirstError)
+    return failure.value.subFailure
+
+
+def quote_ids(message_ids: Sequence[str]) -> str:
+    """`<a>, <b>, … (+N more)` for an error message."""
+    shown = ", ".join(f"<{mid}>" for mid in message_ids[:SHOWN_IDS])
+    more = len(message_ids) - SHOWN_IDS
+    return f"{shown} (+{more} more)" if more > 0 else shown
+
+
+class _Missing:
+    """Marks an article every provider answered 430 for."""
+
+    __slots__ = ("message_id",)
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+
+
+class _Broken:
+    """A file whose yEnc headers contradict the NZB (segments missing from it, mixed files)."""
+
+    __slots__ = ("error", "counts")
+
+    def __init__(self, error: ImportFailed, counts: bool) -> None:
+        self.error = error
+        self.counts = counts
+
+
+class ProbeStage:
+    """Reads the first and last article of every file; fails at once on a dead post."""
+
+    name = "probe"
+
+    def __init__(self, fetch: ArticleFetcher, allowed_extensions: Sequence[str]) -> None:
+        self._fetch = fetch
+        self._allowed = allowed_extensions
+
+    def run(self, job: ImportJob) -> defer.Deferred[ImportJob]:
+        """The job with an ImportFile (or a LostFile) for every posted file."""
+        assert job.nzb is not None
+        calls = [self._probe(index, nzb_file) for index, nzb_file in enumerate(job.nzb.files)]
+        gathered = defer.gatherResults(calls, consumeErrors=True)
+        return gathered.addErrback(first_failure).addCallback(self._collect, job)
+
+    def _collect(self, probed: list[Any], job: ImportJob) -> ImportJob:
+        files = tuple(item for item in probed if isinstance(item, ImportFile))
+        lost = tuple(item for item in probed if isinstance(item, LostFile))
+        broken = [item for item in probed if isinstance(item, _Broken)]
+        for damaged in broken:
+            if damaged.counts:
+                raise damaged.error
+            job = job.warn(f"{damaged.error}; the file is left out")
+        if not files and lost:
+            missing = [mid for item in lost for mid in item.missing]
+            raise ImportFailed(
+                f"dead post: articles of all {len(lost)} file(s) are missing on every provider "
+                f"({quote_ids(missing)}); the release has expired or was taken down"
+            )
+        if not files:
+            raise ImportFailed("no file of the release could be read: " + str(broken[0].error))
+        verified = frozenset(mid for file in files for mid in _probed_ids(file.table.message_ids))
+        for item in lost:
+            job = job.warn(
+                f"{item.label}: article(s) missing on every provider: "
+                f"{quote_ids(item.missing)}; the file is left out"
+            )
+        return replace(job, files=files, lost=lost, verified=verified)
+
+    @defer.inlineCallbacks
+    def _probe(self, index: int, nzb_file: NZBFile) -> Any:
+        ids = [segment.message_id for segment in nzb_file.segments]
+        label = nzb_file.filename or f"file {index + 1}"
+        answers = yield self._read(label, _probed_ids(ids), keep_head=True)
+        missing = [a.message_id for a in answers if isinstance(a, _Missing)]
+        if missing:
+            return LostFile(label, tuple(missing), self._may_be_media(nzb_file))
+        (first, head), last = answers[0], answers[-1][0]
+        try:
+            table = uniform_table(
+                label, ids, first, last if len(ids) > 1 else None, nzb_file.groups
+            )
+            if table is None:
+                answers = yield self._read(label, ids, keep_head=False)
+                missing = [a.message_id for a in answers if isinstance(a, _Missing)]
+                if missing:
+                    return LostFile(label, tuple(missing), self._may_be_media(nzb_file))
+                table = table_from_parts(label, ids, [a[0] for a in answers], nzb_file.groups)
+        except ImportFailed as exc:
+            return _Broken(exc, self._may_be_media(nzb_file))
+        return ImportFile(index, label, nzb_file, first, table, head)
+
+    def _may_be_media(self, nzb_file: NZBFile) -> bool:
+        """False only when the subject names a file that would not be exposed (.par2, .nfo)."""
+        name = nzb_file.filename
+        return not has_known_extension(name, self._allowed) or is_allowed(name, self._allowed)
+
+    def _read(self, label: str, message_ids: Sequence[str], keep_head: bool) -> defer.Deferred:
+        """Fetch the articles at once; each answer is (PartHeader, Head) or a _Missing."""
+
+        def summarise(article: Any, keep: bool) -> Any:
+            whole = article.begin == 0 and article.end == article.total
+            return part_header(article), head_of(article.data, whole) if keep else None
+
+        def missing(failure: Failure, message_id: str) -> Any:
+            if failure.check(ArticleNotFound):
+                return _Missing(message_id)
+            if failure.check(YencError):
+                raise ImportFailed(
+                    f"{label}: article <{message_id}> is not valid yEnc "
+                    f"({failure.getErrorMessage()}); the post is damaged"
+                )
+            return failure
+
+        calls = [
+            self._fetch(mid).addCallback(summarise, keep_head and i == 0).addErrback(missing, mid)
+            for i, mid in enumerate(message_ids)
+        ]
+        return defer.gatherResults(calls, consumeErrors=True).addErrback(first_failure)
+
+
+def _probed_ids(message_ids: Sequence[str]) -> list[str]:
+    return [message_ids[0]] if len(message_ids) == 1 else [message_ids[0], message_ids[-1]]
