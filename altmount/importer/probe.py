@@ -64,6 +64,29 @@ class _Broken:
         self.counts = counts
 
 
+class _Fragment:
+    """An NZB entry that does not hold its whole file: a piece of a file the indexer
+    split over several <file> entries (joined in `_merge`) or an incomplete NZB."""
+
+    __slots__ = ("index", "label", "nzb_file", "first", "last", "head")
+
+    def __init__(
+        self,
+        index: int,
+        label: str,
+        nzb_file: NZBFile,
+        first: PartHeader,
+        last: PartHeader,
+        head: Any,
+    ) -> None:
+        self.index = index
+        self.label = label
+        self.nzb_file = nzb_file
+        self.first = first
+        self.last = last
+        self.head = head
+
+
 class ProbeStage:
     """Reads the first and last article of every file; fails at once on a dead post."""
 
@@ -78,7 +101,63 @@ class ProbeStage:
         assert job.nzb is not None
         calls = [self._probe(index, nzb_file) for index, nzb_file in enumerate(job.nzb.files)]
         gathered = defer.gatherResults(calls, consumeErrors=True)
-        return gathered.addErrback(first_failure).addCallback(self._collect, job)
+        return (
+            gathered.addErrback(first_failure)
+            .addCallback(self._merge)
+            .addCallback(self._collect, job)
+        )
+
+    @defer.inlineCallbacks
+    def _merge(self, probed: list[Any]):
+        """Join the pieces of a file split over several entries (same yEnc name and size).
+
+        A group joins when exactly one piece starts at byte 0; its table comes from every
+        article's own header, since the NZB's order of the pieces cannot be trusted.
+        """
+        groups: dict[tuple[str, int], list[_Fragment]] = {}
+        result: list[Any] = []
+        for item in probed:
+            if isinstance(item, _Fragment):
+                groups.setdefault((item.first.name, item.first.total), []).append(item)
+            else:
+                result.append(item)
+        for pieces in groups.values():
+            starts = [piece for piece in pieces if piece.first.begin == 0]
+            if len(starts) == 1 and len(pieces) > 1:
+                result.append((yield self._joined(starts[0], pieces)))
+            else:
+                result.extend(self._unjoinable(piece) for piece in pieces)
+        return result
+
+    def _unjoinable(self, piece: _Fragment) -> _Broken:
+        if piece.first.begin == 0:
+            ids = [segment.message_id for segment in piece.nzb_file.segments]
+            try:
+                uniform_table(piece.label, ids, piece.first, piece.last)
+                reason = f"{piece.label}: its articles end at byte {piece.last.end} of {piece.first.total}"
+            except ImportFailed as exc:
+                reason = str(exc)
+        else:
+            reason = (
+                f"{piece.label}: its first article starts at byte {piece.first.begin} and no "
+                "entry of the NZB holds the start of that file"
+            )
+        return _Broken(ImportFailed(reason), self._may_be_media(piece.nzb_file))
+
+    @defer.inlineCallbacks
+    def _joined(self, start: _Fragment, pieces: list[_Fragment]):
+        entries = [start.nzb_file, *(piece.nzb_file for piece in pieces if piece is not start)]
+        ids = [segment.message_id for entry in entries for segment in entry.segments]
+        answers = yield self._read(start.label, ids, keep_head=False)
+        missing = [a.message_id for a in answers if isinstance(a, _Missing)]
+        if missing:
+            return LostFile(start.label, tuple(missing), self._may_be_media(start.nzb_file))
+        groups = start.nzb_file.groups
+        try:
+            table = table_from_parts(start.label, ids, [a[0] for a in answers], groups)
+        except ImportFailed as exc:
+            return _Broken(exc, self._may_be_media(start.nzb_file))
+        return ImportFile(start.index, start.label, start.nzb_file, start.first, table, start.head)
 
     def _collect(self, probed: list[Any], job: ImportJob) -> ImportJob:
         files = tuple(item for item in probed if isinstance(item, ImportFile))
@@ -113,6 +192,8 @@ class ProbeStage:
         if missing:
             return LostFile(label, tuple(missing), self._may_be_media(nzb_file))
         (first, head), last = answers[0], answers[-1][0]
+        if first.begin != 0 or last.end != first.total:
+            return _Fragment(index, label, nzb_file, first, last, head)
         try:
             table = uniform_table(
                 label, ids, first, last if len(ids) > 1 else None, nzb_file.groups

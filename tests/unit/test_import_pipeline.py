@@ -18,7 +18,7 @@ from altmount.errors import ArticleNotFound, ImportFailed, NNTPTimeout
 from altmount.importer import DirectImporter, ImportResult
 from altmount.metadata import MetadataStore
 from altmount.par2 import MAGIC
-from altmount.testing.articles import post_release, yenc_article
+from altmount.testing.articles import PostedFile, build_nzb, post_release, yenc_article
 
 ARTICLE = 20_000
 
@@ -533,3 +533,49 @@ def test_stat_sample_hands_out_answers_early_or_late():
     cancelled = sample.answer("c")
     assert cancelled.result.check(CancelledError)
     cancelled.addErrback(lambda _: None)
+
+
+def split_entries(release, cut: int, order=(0, 1)):
+    """The release's NZB with its one file split over two <file> entries at segment `cut`;
+    `order` lists which halves appear, in which order."""
+    posted = release.files[0]
+    count = len(posted.message_ids)
+    halves = [
+        PostedFile(
+            posted.name,
+            b"",
+            f'"{posted.name}" yEnc (1/{cut})',
+            posted.message_ids[:cut],
+            posted.encoded_sizes[:cut],
+        ),
+        PostedFile(
+            posted.name,
+            b"",
+            f'"{posted.name}" yEnc ({cut + 1}/{count})',
+            posted.message_ids[cut:],
+            posted.encoded_sizes[cut:],
+        ),
+    ]
+    return build_nzb([halves[i] for i in order])
+
+
+def test_file_split_over_two_nzb_entries_is_joined(store):
+    """An indexer's split of one file into two entries gives one file with exact offsets."""
+    data = random.Random(9).randbytes(100_000)
+    release = post_release({"movie.mkv": data}, article_size=10_000)
+    result, rounds, _ = run_import(store, release, split_entries(release, 4, order=(1, 0)))
+    assert paths(result) == ["movie.mkv"]
+    record = result.files[0]
+    assert record.size == len(data) and rounds == 2
+    assert list(record.segments.offsets) == list(range(0, 100_001, 10_000))
+    assert record.segments.message_ids == release.files[0].message_ids
+
+
+def test_fragment_without_its_start_fails_with_a_reason(store):
+    """A continuation entry whose first part is nowhere in the NZB is named in the error."""
+    data = random.Random(10).randbytes(100_000)
+    release = post_release({"movie.mkv": data}, article_size=10_000)
+    result, _, _ = run_import(store, release, split_entries(release, 4, order=(1,)))
+    assert isinstance(result, Failure) and result.check(ImportFailed)
+    assert "no entry of the NZB holds the start of that file" in result.getErrorMessage()
+    assert store.listdir("/") == []
