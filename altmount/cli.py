@@ -73,7 +73,7 @@ def serve(config_path: Path) -> None:
     from altmount.server import Server, route_twisted_logs
 
     route_twisted_logs()
-    server = Server(reactor, config)
+    server = Server(reactor, config, config_path=str(config_path))
     failed: list[str] = []
 
     def on_error(failure):

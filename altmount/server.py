@@ -17,10 +17,13 @@ from altmount.config import Config
 from altmount.demo import DEMO_RELEASE, demo_provider, demo_release
 from altmount.engine import Engine
 from altmount.nntp.probe import probe_provider
+from altmount.ops import Ops
 from altmount.queue import QueueService, QueueStore
 from altmount.queue.watch import WatchFolder
 from altmount.testing import nntpserver
 from altmount.web.api import build_api_resources
+from altmount.web.metrics import MetricsResource
+from altmount.web.opsapi import build_ops_routes
 from altmount.web.site import build_site
 
 __all__ = ["Server", "route_twisted_logs"]
@@ -38,11 +41,13 @@ def route_twisted_logs() -> None:
 class Server:
     """The running service: engine, queue, HTTP listener (plus the demo provider)."""
 
-    def __init__(self, reactor, config: Config) -> None:
+    def __init__(self, reactor, config: Config, config_path: str | None = None) -> None:
         self.reactor = reactor
         self.config = config
+        self.config_path = config_path  #: re-read by POST /api/config/reload
         self.engine: Engine | None = None
         self.queue: QueueService | None = None
+        self.ops: Ops | None = None
         self.watch: WatchFolder | None = None
         self.http_port = None
         self._demo_port = None
@@ -78,11 +83,24 @@ class Server:
                 "they are queued again",
                 recovered,
             )
+        self.ops = Ops(
+            self.reactor, self.config, self.engine, self.queue, config_path=self.config_path
+        )
+        routes = build_ops_routes(
+            self.config,
+            self.engine,
+            self.ops,
+            self.queue,
+            api_key_provider=lambda: self.queue.api_key(self.config.api.key_override or None),
+        )
+        resources = build_api_resources(self.config, self.queue, self.engine, ops_routes=routes)
+        resources[b"metrics"] = MetricsResource(self.ops, routes)
         site = build_site(
             self.config,
             self.engine.store,
             self.engine.fetcher,
-            extra_resources=build_api_resources(self.config, self.queue, self.engine),
+            extra_resources=resources,
+            ops=self.ops,
         )
         self.http_port = self.reactor.listenTCP(
             self.config.webdav.port, site, interface=self.config.webdav.bind_address
@@ -90,6 +108,7 @@ class Server:
         host = self.http_port.getHost()
         log.info("serving WebDAV on http://%s:%d/ (also under /webdav/)", host.host, host.port)
         self.queue.start()
+        self.ops.start()
         if self.config.import_.watch_dir:
             self.watch = WatchFolder(self.reactor, self.queue, self.config)
             self.watch.start()
@@ -150,6 +169,8 @@ class Server:
             yield self.http_port.stopListening()
         if self.watch is not None:
             yield self.watch.stop()
+        if self.ops is not None:
+            yield self.ops.stop()  # before the queue: it reads queue statistics
         if self.queue is not None:
             yield self.queue.stop()
         if self.engine is not None:

@@ -96,6 +96,7 @@ class ProviderPool:
         self._backoff_call: IDelayedCall | None = None
         self._expiry_call: IDelayedCall | None = None
         self._last_connect_error: NNTPError | None = None
+        self._ever_connected = False
         self._closing = False
         self._disabled_error: NNTPError | None = None
         if not provider.enabled:
@@ -362,6 +363,7 @@ class ProviderPool:
             conn.quit()
             return
         self._ready.append(conn)
+        self._ever_connected = True
         self.stats.set_connections(len(self._ready))
         conn.closed.addCallback(self._lost, conn)
         self._pump()
@@ -399,7 +401,10 @@ class ProviderPool:
         if self._backoff_call is not None and self._backoff_call.active():
             return  # several attempts failed together: one step of backoff
         if not self._backoff:
-            log.warning("%s; retrying with backoff", error)
+            # A provider that never answered was already reported by the start-up probe;
+            # one that worked and stopped is news, worth a warning.
+            report = log.warning if self._ever_connected else log.info
+            report("%s; retrying with backoff", error)
         self._backoff = min(MAX_BACKOFF_SECONDS, 2 * self._backoff or INITIAL_BACKOFF_SECONDS)
         self._backoff_call = self._reactor.callLater(self._backoff, self._backoff_over)
         self._arm_expiry()

@@ -30,6 +30,7 @@ from altmount.queue.service import QueueService
 from altmount.web.addurl import NZBDownloader
 from altmount.web.auth import REALM, auth_required, credentials_ok
 from altmount.web.multipart import MAX_NZB_BYTES, FormPart, parse_form
+from altmount.web.opsapi import OpsRoutes
 from altmount.web.sabnzbd import SABnzbdAPI, SABnzbdRoot, json_error
 
 __all__ = ["ApiRoot", "build_api_resources", "item_json"]
@@ -72,16 +73,27 @@ class ApiRoot(Resource):
 
     isLeaf = True
 
-    def __init__(self, config: Config, queue: QueueService, sabnzbd: SABnzbdAPI) -> None:
+    def __init__(
+        self,
+        config: Config,
+        queue: QueueService,
+        sabnzbd: SABnzbdAPI,
+        ops_routes: OpsRoutes | None = None,
+    ) -> None:
         super().__init__()
         self._config = config
         self._queue = queue
         self._sabnzbd = sabnzbd
+        self._ops_routes = ops_routes
         self._key: str | None = None
 
     def render(self, request: Request) -> bytes | int:
         if b"mode" in (request.args or {}):
             return self._sabnzbd.render(request)
+        if self._ops_routes is not None:
+            answer = self._ops_routes.render(request)
+            if answer is not None:
+                return answer
         route = [part for part in request.postpath if part]
         if route != [b"queue", b"upload"]:
             return json_error(request, 404, "not_found", "no such API route")
@@ -187,8 +199,13 @@ def _priority(value: str | None) -> int | None:
         raise RequestError(f"priority {value!r}: use low, normal, high, force or -1..2") from None
 
 
-def build_api_resources(config: Config, queue: QueueService, engine: Any) -> dict[bytes, Resource]:
-    """The `/api` and `/sabnzbd` resources for `build_site(extra_resources=...)`."""
+def build_api_resources(
+    config: Config, queue: QueueService, engine: Any, ops_routes: OpsRoutes | None = None
+) -> dict[bytes, Resource]:
+    """The `/api` and `/sabnzbd` resources for `build_site(extra_resources=...)`.
+
+    `ops_routes` adds the operations endpoints (health, providers, queue stats, ...).
+    """
     downloader = NZBDownloader(
         engine.reactor,
         max_bytes=config.sabnzbd.addurl_max_mb * 1024 * 1024,
@@ -196,4 +213,7 @@ def build_api_resources(config: Config, queue: QueueService, engine: Any) -> dic
         allow_private=config.sabnzbd.addurl_allow_private,
     )
     sabnzbd = SABnzbdAPI(config, queue, downloader)
-    return {b"api": ApiRoot(config, queue, sabnzbd), b"sabnzbd": SABnzbdRoot(sabnzbd)}
+    return {
+        b"api": ApiRoot(config, queue, sabnzbd, ops_routes),
+        b"sabnzbd": SABnzbdRoot(sabnzbd),
+    }

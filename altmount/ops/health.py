@@ -1,0 +1,209 @@
+"""Overall health for `GET /api/health`: providers, metadata store, database, workers.
+
+`report()` is cheap (no network, one LMDB read) so load balancers may call it every
+second. What it cannot learn cheaply it takes from a background probe run every
+`probe_interval` seconds: a DATE round trip through each provider's pool (inside
+`max_connections`) and one database query. Between probes, a provider whose
+connect attempts fail with no connection open counts as unreachable at once.
+
+Status: `unhealthy` when the metadata store or the database fails or no provider
+is usable at all (none configured, or all disabled, e.g. by a refused login);
+`degraded` when a provider is unreachable or the download workers are saturated;
+else `healthy`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+
+__all__ = ["HealthMonitor", "PROBE_INTERVAL_SECONDS", "STATUS_ORDER", "worst"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between background probes of providers and database.
+PROBE_INTERVAL_SECONDS = 30.0
+#: Pool priority of the DATE probe: after stream requests, before health STATs.
+PROBE_PRIORITY = 5
+STATUS_ORDER = ("healthy", "degraded", "unhealthy")
+
+
+def worst(statuses: list[str]) -> str:
+    """The worst of some statuses ('healthy' for none)."""
+    return max(statuses, key=STATUS_ORDER.index, default="healthy")
+
+
+@dataclass(slots=True)
+class _ProviderState:
+    """What the last probe said about one provider."""
+
+    reachable: bool | None = None  #: None: not probed yet
+    reason: str = "not probed yet"
+    failures_seen: int = 0  #: connect+auth errors counted at the last successful probe
+
+
+def _failures(pool: Any) -> int:
+    errors = pool.stats.errors
+    return errors.get("connect", 0) + errors.get("auth", 0)
+
+
+class HealthMonitor:
+    """Components' health from the engine (and the queue, when given)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        engine: Any,
+        queue: Any = None,
+        *,
+        probe_interval: float = PROBE_INTERVAL_SECONDS,
+    ) -> None:
+        self._reactor = reactor
+        self._engine = engine
+        self._queue = queue
+        self._interval = probe_interval
+        self._providers: dict[str, _ProviderState] = {
+            pool.name: _ProviderState() for pool in engine.router.providers
+        }
+        self._database: tuple[bool, str] = (True, "not probed yet")
+        self._loop: LoopingCall | None = None
+        self._probing: defer.Deferred | None = None
+
+    def start(self) -> None:
+        """Probe now and every `probe_interval` seconds."""
+        self._loop = LoopingCall(self.probe)
+        self._loop.clock = self._reactor
+        self._loop.start(self._interval, now=True)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Stop probing; fires once a probe under way has ended."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        probing = self._probing
+        if probing is not None:
+            probing.cancel()
+            yield defer.DeferredList([probing], consumeErrors=True)
+
+    def probe(self) -> defer.Deferred:
+        """Probe providers and database once; fires when every answer is in."""
+        if self._probing is not None:
+            return defer.succeed(None)
+        work = [self._probe_pool(pool) for pool in self._engine.router.providers if pool.enabled]
+        if self._queue is not None:
+            work.append(self._probe_database())
+        probing = defer.DeferredList(work, consumeErrors=True)
+        self._probing = probing
+
+        def over(_: Any) -> None:
+            self._probing = None
+
+        probing.addBoth(over)
+        return probing
+
+    def _probe_pool(self, pool: Any) -> defer.Deferred:
+        state = self._providers.setdefault(pool.name, _ProviderState())
+        before = _failures(pool)
+
+        def ok(rtt_ms: float) -> None:
+            state.reachable, state.reason = True, f"DATE answered in {rtt_ms:.0f} ms"
+            state.failures_seen = max(before, _failures(pool))
+
+        def failed(failure: Any) -> None:
+            if failure.check(defer.CancelledError):
+                return
+            if state.reachable:  # a change: the start-up probe reported never-reachable ones
+                log.warning(
+                    "health: provider %s unreachable: %s", pool.name, failure.getErrorMessage()
+                )
+            state.reachable, state.reason = False, failure.getErrorMessage()
+
+        return pool.date(PROBE_PRIORITY).addCallbacks(ok, failed)
+
+    def _probe_database(self) -> defer.Deferred:
+        def ok(_: Any) -> None:
+            self._database = (True, "queue database answers")
+
+        def failed(failure: Any) -> None:
+            if not failure.check(defer.CancelledError):
+                self._database = (False, f"queue database error: {failure.getErrorMessage()}")
+
+        return defer.maybeDeferred(self._queue.counts).addCallbacks(ok, failed)
+
+    # -- report ------------------------------------------------------------------
+
+    def provider_status(self, pool: Any) -> tuple[str, str]:
+        """(status, reason) of one provider pool."""
+        if not pool.enabled:
+            return "unhealthy", pool.disabled_reason or "disabled"
+        state = self._providers.setdefault(pool.name, _ProviderState())
+        if pool.connections_open:
+            return "healthy", f"{pool.connections_open} connection(s) open"
+        if _failures(pool) > state.failures_seen:
+            return "degraded", f"unreachable: {pool.stats.last_error}"
+        if state.reachable is False:
+            return "degraded", f"unreachable: {state.reason}"
+        return "healthy", state.reason
+
+    def report(self) -> dict[str, Any]:
+        """{'status': ..., 'components': {name: {'status', 'reason', ...}}}."""
+        components = {
+            "providers": self._providers_component(),
+            "metadata": self._metadata_component(),
+            "workers": self._workers_component(),
+        }
+        if self._queue is not None:
+            ok, reason = self._database
+            components["database"] = {"status": "healthy" if ok else "unhealthy", "reason": reason}
+        status = worst([c["status"] for c in components.values()])
+        return {"status": status, "components": components}
+
+    def status(self) -> str:
+        """Only the overall status (what anonymous callers get)."""
+        return self.report()["status"]
+
+    def _providers_component(self) -> dict[str, Any]:
+        pools = self._engine.router.providers
+        entries = []
+        for pool in pools:
+            status, reason = self.provider_status(pool)
+            entries.append({"name": pool.name, "status": status, "reason": reason})
+        usable = [e for e in entries if e["status"] != "unhealthy"]
+        reachable = [e for e in entries if e["status"] == "healthy"]
+        if not pools:
+            status, reason = "unhealthy", "no NNTP provider configured"
+        elif not usable:
+            status, reason = "unhealthy", "every provider is disabled"
+        elif len(reachable) < len(entries):
+            status = "degraded"
+            reason = f"{len(reachable)} of {len(entries)} provider(s) reachable"
+        else:
+            status, reason = "healthy", f"{len(entries)} provider(s) reachable"
+        return {"status": status, "reason": reason, "providers": entries}
+
+    def _metadata_component(self) -> dict[str, Any]:
+        try:
+            self._engine.store.stat("/")
+        except Exception as exc:  # any failure here means files cannot be served
+            return {"status": "unhealthy", "reason": f"metadata store error: {exc}"}
+        return {"status": "healthy", "reason": "metadata store readable"}
+
+    def _workers_component(self) -> dict[str, Any]:
+        fetcher = self._engine.fetcher
+        pool = self._engine.decode_pool
+        if not pool.started or pool.joined:
+            return {"status": "unhealthy", "reason": "decode thread pool is not running"}
+        stats = fetcher.stats()
+        limit = fetcher.max_download_workers
+        if stats.queued and stats.active >= limit:
+            return {
+                "status": "degraded",
+                "reason": f"download workers saturated: {stats.active}/{limit} busy, "
+                f"{stats.queued} waiting",
+            }
+        return {"status": "healthy", "reason": f"{stats.active}/{limit} download workers busy"}

@@ -1,0 +1,154 @@
+"""Per-file health records, kept in their own small LMDB environment.
+
+The metadata record format stays as it is: health results live beside it, in
+`<metadata.root_path>/health/` (a separate environment, since one process must
+not open the metadata environment twice). Two databases:
+
+* `files`: UTF-8 path -> JSON of a `FileHealth`
+* `due`: 8-byte big-endian next-check time (ms) + path -> b"" (what to check next
+  is one cursor scan, however many files there are)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from altmount.errors import MetadataError
+
+__all__ = ["FileHealth", "HealthStore", "FILE_STATES", "MAX_RECORDED_MISSING", "file_id"]
+
+#: `unchecked`: known, never checked; then the outcome of the last check.
+FILE_STATES = ("unchecked", "healthy", "degraded", "corrupted")
+#: Missing message-ids kept per file; the count is always exact.
+MAX_RECORDED_MISSING = 100
+_DUE = struct.Struct(">Q")
+_MAP_SIZE = 256 << 20
+
+
+def file_id(path: str) -> str:
+    """A short stable id of a path, for URLs (`/api/health/files/{id}/check`)."""
+    return hashlib.sha1(path.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class FileHealth:
+    """The last health check of one file and when the next is due (epoch seconds)."""
+
+    path: str
+    status: str = "unchecked"
+    checked_at: float = 0.0
+    next_check: float = 0.0
+    segments: int = 0
+    sampled: int = 0
+    missing_count: int = 0
+    missing: tuple[str, ...] = ()
+    error: str = ""  #: why the last check was inconclusive ('' when it was not)
+
+    @property
+    def id(self) -> str:
+        """Short stable id of the path."""
+        return file_id(self.path)
+
+    def as_dict(self) -> dict:
+        """Plain data for the API."""
+        data = dataclasses.asdict(self)
+        data["missing"] = list(self.missing)
+        data["id"] = self.id
+        return data
+
+
+def _encode(health: FileHealth) -> bytes:
+    data = dataclasses.asdict(health)
+    data["missing"] = list(health.missing)
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+
+def _decode(raw: bytes) -> FileHealth:
+    data = json.loads(raw)
+    data["missing"] = tuple(data.get("missing", ()))
+    return FileHealth(**data)
+
+
+def _due_key(health: FileHealth) -> bytes:
+    return _DUE.pack(max(0, int(health.next_check * 1000))) + health.path.encode("utf-8")
+
+
+class HealthStore:
+    """LMDB-backed FileHealth records with a next-check index; reactor-thread use."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self._root = Path(directory)
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(str(self._root), map_size=_MAP_SIZE, max_dbs=2, subdir=True)
+            self._env.reader_check()
+            self._files = self._env.open_db(b"files")
+            self._due = self._env.open_db(b"due")
+        except (OSError, lmdb.Error) as exc:
+            raise MetadataError(
+                f"health store {self._root} cannot be opened: {exc}; check that "
+                "metadata.root_path is writable"
+            ) from None
+
+    def close(self) -> None:
+        """Close the environment."""
+        self._env.close()
+
+    def get(self, path: str) -> FileHealth | None:
+        """The record of `path`, or None."""
+        with self._env.begin() as txn:
+            raw = txn.get(path.encode("utf-8"), db=self._files)
+        return None if raw is None else _decode(bytes(raw))
+
+    def put(self, health: FileHealth) -> None:
+        """Add or replace the record of `health.path` (and its place in the due index)."""
+        key = health.path.encode("utf-8")
+        with self._env.begin(write=True) as txn:
+            old = txn.get(key, db=self._files)
+            if old is not None:
+                txn.delete(_due_key(_decode(bytes(old))), db=self._due)
+            txn.put(key, _encode(health), db=self._files)
+            txn.put(_due_key(health), b"", db=self._due)
+
+    def delete(self, path: str) -> None:
+        """Forget `path` (its file is gone)."""
+        key = path.encode("utf-8")
+        with self._env.begin(write=True) as txn:
+            old = txn.get(key, db=self._files)
+            if old is not None:
+                txn.delete(_due_key(_decode(bytes(old))), db=self._due)
+                txn.delete(key, db=self._files)
+
+    def due(self, now: float, limit: int) -> list[FileHealth]:
+        """Up to `limit` records whose next check is at or before `now`, most overdue first."""
+        found = []
+        bound = _DUE.pack(int(now * 1000))
+        with self._env.begin() as txn:
+            cursor = txn.cursor(db=self._due)
+            for raw_key, _ in cursor:
+                key = bytes(raw_key)
+                if key[: _DUE.size] > bound or len(found) >= limit:
+                    break
+                raw = txn.get(key[_DUE.size :], db=self._files)
+                if raw is not None:
+                    found.append(_decode(bytes(raw)))
+        return found
+
+    def all(self) -> Iterator[FileHealth]:
+        """Every record, in path order."""
+        with self._env.begin() as txn:
+            records = [_decode(bytes(raw)) for _, raw in txn.cursor(db=self._files)]
+        yield from records
+
+    def count(self) -> int:
+        """How many files have a record."""
+        with self._env.begin() as txn:
+            return int(txn.stat(self._files)["entries"])

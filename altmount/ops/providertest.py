@@ -1,0 +1,228 @@
+"""`GET|POST /api/providers/{name}/test`: is a provider usable, how close, how fast?
+
+The test resolves the host, opens a fresh connection (not one of the pool's busy
+ones) and logs in, times several DATE round trips, then fetches real articles
+(segments of recently imported files) for a few seconds, pipelined, to measure the
+download speed. When the pool already holds `max_connections`, a fresh connection
+would exceed the provider's limit, so the test runs through the pool instead
+(`pool.date()` and pooled BODY requests) and says so.
+
+Failures come back as data, `{"kind": dns|tcp|tls|timeout|auth|protocol|connection_lost,
+"message": ...}`, never as an exception.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from altmount.config import NNTPConfig, ProviderConfig
+from altmount.errors import (
+    ArticleNotFound,
+    NNTPConnectionLost,
+    NNTPError,
+    NNTPTimeout,
+    ProviderAuthError,
+    ProviderUnavailable,
+)
+from altmount.nntp.client import connect
+from altmount.ops.meters import human_rate
+
+__all__ = ["run_provider_test", "recent_message_ids", "RTT_ROUNDS", "SPEED_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+#: DATE round trips timed.
+RTT_ROUNDS = 5
+#: Seconds spent fetching articles for the speed figure.
+SPEED_SECONDS = 3.0
+#: Most articles fetched for the speed figure.
+SPEED_ARTICLES = 200
+#: Files looked at when choosing recently imported articles.
+RECENT_FILES_SCANNED = 500
+#: Pool priority of articles fetched through the pool: after streams.
+TEST_PRIORITY = 5
+
+
+def recent_message_ids(store: Any, limit: int = SPEED_ARTICLES) -> list[str]:
+    """Message-ids of the most recently modified files' segments, newest files first."""
+    files = []
+    for index, record in enumerate(store.walk_files()):
+        if index >= RECENT_FILES_SCANNED:
+            break
+        files.append((record.mtime, record.segments.message_ids))
+    files.sort(key=lambda item: item[0], reverse=True)
+    ids: list[str] = []
+    for _, message_ids in files:
+        ids.extend(message_ids[: limit - len(ids)])
+        if len(ids) >= limit:
+            break
+    return ids
+
+
+def _error_kind(error: BaseException, tls: bool) -> str:
+    if isinstance(error, ProviderAuthError):
+        return "auth"
+    if isinstance(error, NNTPTimeout):
+        return "timeout"
+    if isinstance(error, ProviderUnavailable):
+        return "tcp"
+    if isinstance(error, NNTPConnectionLost):
+        # Closed before the greeting was read: on TLS that is a failed handshake.
+        return "tls" if tls else "connection_lost"
+    return "protocol"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class _Fresh:
+    """Requests on our own connection."""
+
+    via = "fresh_connection"
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def date(self) -> defer.Deferred:
+        return self.conn.date().addCallback(lambda _: self.conn.last_rtt_ms)
+
+    def body(self, message_id: str) -> defer.Deferred:
+        return self.conn.body(message_id)
+
+
+class _Pooled:
+    """Requests through the pool, which stays within max_connections."""
+
+    via = "pool"
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def date(self) -> defer.Deferred:
+        return self.pool.date(TEST_PRIORITY)
+
+    def body(self, message_id: str) -> defer.Deferred:
+        return self.pool.body(message_id, TEST_PRIORITY)
+
+
+@defer.inlineCallbacks
+def run_provider_test(
+    reactor: Any,
+    provider: ProviderConfig,
+    nntp: NNTPConfig,
+    store: Any,
+    pool: Any = None,
+    *,
+    resolve: Callable[[str], defer.Deferred] | None = None,
+    speed_seconds: float = SPEED_SECONDS,
+) -> Any:
+    """Test `provider`; fires with the result dict (see docs/api.md), never fails."""
+    name = provider.name or provider.host
+    result: dict[str, Any] = {
+        "provider": name,
+        "host": provider.host,
+        "port": provider.port,
+        "tls": provider.tls,
+        "ok": False,
+    }
+    started = reactor.seconds()
+    if not _is_ip(provider.host):
+        try:
+            address = yield (resolve or reactor.resolve)(provider.host)
+        except Exception as exc:
+            result["error"] = {
+                "kind": "dns",
+                "message": f"provider {name}: cannot resolve {provider.host}: {exc}",
+            }
+            return result
+        result["address"] = address
+    at_limit = pool is not None and (
+        pool.connections_open + pool.connections_connecting >= provider.max_connections
+    )
+    conn = None
+    if at_limit:
+        channel: Any = _Pooled(pool)
+        result["note"] = (
+            f"the pool holds all {provider.max_connections} connections allowed; "
+            "tested through the pool instead of a fresh connection"
+        )
+    else:
+        try:
+            conn = yield connect(reactor, provider, nntp)
+        except NNTPError as exc:
+            result["error"] = {"kind": _error_kind(exc, provider.tls), "message": str(exc)}
+            return result
+        result["connect_ms"] = round((reactor.seconds() - started) * 1000, 1)
+        channel = _Fresh(conn)
+    result["via"] = channel.via
+    try:
+        rtts = []
+        for _ in range(RTT_ROUNDS):
+            rtt = yield channel.date()
+            rtts.append(rtt)
+        result["rtt_ms"] = {
+            "min": round(min(rtts), 2),
+            "avg": round(sum(rtts) / len(rtts), 2),
+            "max": round(max(rtts), 2),
+            "samples": len(rtts),
+        }
+        ids = recent_message_ids(store)
+        if ids:
+            result["download"] = yield _measure(reactor, channel, ids, provider, speed_seconds)
+        else:
+            result["download"] = {"skipped": "nothing to fetch: no imported files yet"}
+        result["ok"] = True
+    except NNTPError as exc:
+        result["error"] = {"kind": _error_kind(exc, provider.tls), "message": str(exc)}
+    finally:
+        if conn is not None:
+            yield conn.quit()
+    return result
+
+
+@defer.inlineCallbacks
+def _measure(
+    reactor: Any, channel: Any, ids: list[str], provider: ProviderConfig, seconds: float
+) -> Any:
+    """Fetch `ids` pipelined until `seconds` pass or they run out; the speed figure."""
+    started = reactor.seconds()
+    deadline = started + seconds
+    counts = {"bytes": 0, "articles": 0, "missing": 0}
+    queue = iter(ids)
+
+    @defer.inlineCallbacks
+    def lane():
+        for message_id in queue:
+            if reactor.seconds() >= deadline:
+                return
+            try:
+                body = yield channel.body(message_id)
+            except ArticleNotFound:
+                counts["missing"] += 1
+                continue
+            counts["bytes"] += len(body)
+            counts["articles"] += 1
+
+    lanes = [lane() for _ in range(max(1, provider.inflight_requests))]
+    results = yield defer.DeferredList(lanes, consumeErrors=True)
+    for ok, value in results:
+        if not ok:
+            value.raiseException()
+    elapsed = max(reactor.seconds() - started, 1e-6)
+    speed = counts["bytes"] / elapsed
+    return {
+        **counts,
+        "seconds": round(elapsed, 3),
+        "speed": speed,
+        "speed_human": human_rate(speed),
+    }

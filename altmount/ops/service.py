@@ -1,0 +1,239 @@
+"""`Ops`: the operations side of one running server, in one object.
+
+It owns the stream registry, the throughput and import meters, the health monitor,
+the file health scheduler and the Prometheus metrics; the web layer (opsapi,
+metrics resource, WebDAV) reads and feeds it. Built after the engine (and the
+queue, when there is one); `start()` / `stop()` with the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+
+from altmount.config import Config, config_as_dict, load_config
+from altmount.errors import RequestError
+from altmount.ops.filehealth import HealthScheduler
+from altmount.ops.health import PROBE_INTERVAL_SECONDS, HealthMonitor
+from altmount.ops.healthstore import HealthStore
+from altmount.ops.meters import DurationMeter
+from altmount.ops.metrics import OpsMetrics
+from altmount.ops.streams import StreamRegistry
+from altmount.queue.model import State
+
+__all__ = ["Ops", "IMPORT_POLL_SECONDS", "LIVE_SECTIONS"]
+
+log = logging.getLogger(__name__)
+
+#: How often finished imports are read from the queue (for the import latency figures).
+IMPORT_POLL_SECONDS = 10.0
+#: Import ids remembered so that each import is counted once.
+_SEEN_IMPORTS = 1000
+#: Config sections (or keys) a reload applies without a restart.
+LIVE_SECTIONS = ("streaming", "health", "log.level")
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+        return flat
+    return {prefix: data}
+
+
+class Ops:
+    """Streams, meters, health and metrics of one server.
+
+    `clock` gives monotonic seconds (durations, rates), `wall` epoch seconds
+    (timestamps, file ages); both default to the reactor's clock in tests that
+    pass a `Clock`. `config_path` is the YAML file `reload()` re-reads.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        engine: Any,
+        queue: Any = None,
+        *,
+        config_path: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        probe_interval: float = PROBE_INTERVAL_SECONDS,
+        import_poll: float = IMPORT_POLL_SECONDS,
+    ) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.engine = engine
+        self.queue = queue
+        self.config_path = config_path
+        self.clock = clock
+        self.wall = wall
+        self.streaming = config.streaming  #: current streaming limits (reload applies live)
+        self.metrics = OpsMetrics(self)
+        self.streams = StreamRegistry(clock, wall, on_first_byte=self._first_byte)
+        self.imports = DurationMeter(clock)
+        self.health = HealthMonitor(reactor, engine, queue, probe_interval=probe_interval)
+        self.health_store = HealthStore(os.path.join(config.metadata.root_path, "health"))
+        self.files = HealthScheduler(
+            reactor, config.health, engine.store, engine.router, self.health_store, clock=wall
+        )
+        self.queue_counts: dict[Any, int] | None = None  #: last counts read (for /metrics)
+        self._import_poll = import_poll
+        self._seen_imports: deque[int] = deque(maxlen=_SEEN_IMPORTS)
+        self._imports_loop: LoopingCall | None = None
+        self._polling: defer.Deferred | None = None
+
+    # -- life cycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the provider/database probe, the import poll and the file health checks."""
+        self.health.start()
+        self.files.start()
+        if self.queue is not None:
+            self._imports_loop = LoopingCall(self.poll_imports)
+            self._imports_loop.clock = self.reactor
+            self._imports_loop.start(self._import_poll, now=True)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Stop everything started; fires when work under way has ended."""
+        if self._imports_loop is not None and self._imports_loop.running:
+            self._imports_loop.stop()
+        self._imports_loop = None
+        polling = self._polling
+        if polling is not None:
+            yield defer.DeferredList([polling], consumeErrors=True)
+        yield self.health.stop()
+        yield self.files.stop()
+        self.health_store.close()
+
+    # -- feeds from the web layer ---------------------------------------------------
+
+    def _first_byte(self, milliseconds: float) -> None:
+        self.metrics.ttfb.observe(milliseconds / 1000)
+
+    def is_hidden(self, path: str) -> bool:
+        """Whether WebDAV listings leave `path` out (known corrupted)."""
+        return path in self.files.corrupted
+
+    def mark_for_recheck(self, path: str, reason: str) -> None:
+        """A stream hit a missing article in `path`: check it again soon."""
+        self.files.mark_for_recheck(path, reason)
+
+    def record_import(self, item: Any) -> None:
+        """Count one finished import (a QueueItem with started_at and completed_at), once."""
+        if item.id in self._seen_imports or not item.started_at or not item.completed_at:
+            return
+        self._seen_imports.append(item.id)
+        seconds = max(0.0, item.completed_at - item.started_at)
+        self.imports.add(seconds * 1000)
+        self.metrics.import_duration.observe(seconds)
+
+    def poll_imports(self) -> defer.Deferred:
+        """Read the queue counts and the latest completed imports; fires when done."""
+        if self.queue is None or self._polling is not None:
+            return defer.succeed(None)
+
+        @defer.inlineCallbacks
+        def poll():
+            self.queue_counts = yield self.queue.counts()
+            items = yield self.queue.list(
+                states=[State.COMPLETED], limit=100, sort="completed_at", descending=True
+            )
+            for item in reversed(items):
+                self.record_import(item)
+
+        def over(result: Any) -> None:
+            self._polling = None
+            if hasattr(result, "getErrorMessage"):
+                log.warning("ops: reading the queue failed: %s", result.getErrorMessage())
+
+        polling = poll()
+        self._polling = polling
+        polling.addBoth(over)
+        return polling
+
+    # -- figures -------------------------------------------------------------------
+
+    def download_workers(self) -> dict[str, Any]:
+        """{active, max, utilization (0-1), queued} of the segment download workers."""
+        fetcher = self.engine.fetcher
+        stats = fetcher.stats()
+        limit = fetcher.max_download_workers
+        return {
+            "active": stats.active,
+            "max": limit,
+            "utilization": min(1.0, stats.active / limit) if limit else 0.0,
+            "queued": stats.queued,
+        }
+
+    # -- reload ----------------------------------------------------------------------
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file; apply what is safe live; report the rest.
+
+        Raises ConfigError (the file is invalid: nothing changes) and RequestError
+        (no config file known).
+        """
+        if not self.config_path:
+            raise RequestError("altmount was started without a config file; nothing to reload", 409)
+        new, warnings = load_config(self.config_path)
+        old_flat = _flatten(config_as_dict(self.config, mask_secrets=False))
+        new_flat = _flatten(config_as_dict(new, mask_secrets=False))
+        changed = sorted(
+            key
+            for key in old_flat.keys() | new_flat.keys()
+            if old_flat.get(key) != new_flat.get(key)
+        )
+        live = [k for k in changed if any(k == s or k.startswith(s + ".") for s in LIVE_SECTIONS)]
+        restart = [k for k in changed if k not in live]
+        self._apply(new)
+        self.config = dataclasses.replace(
+            self.config,
+            streaming=new.streaming,
+            health=new.health,
+            log=dataclasses.replace(self.config.log, level=new.log.level),
+        )
+        for key in changed:
+            log.info(
+                "config reload: %s %s",
+                key,
+                "applied" if key in live else "changed, takes effect after a restart",
+            )
+        return {"applied": live, "restart_required": restart, "warnings": warnings}
+
+    def _apply(self, new: Config) -> None:
+        self.streaming = new.streaming
+        self.engine.fetcher.set_max_download_workers(new.streaming.max_download_workers)
+        logging.getLogger().setLevel(_LEVELS[new.log.level])
+        if new.health != self.files.config:
+            restart = (
+                self.files.config.enabled
+                and new.health.enabled
+                and (new.health.check_interval_seconds != self.files.config.check_interval_seconds)
+            )
+            self.files.config = new.health
+            if not new.health.enabled:
+                self.files.pause()
+            elif restart:
+                self.files.pause()
+                self.files.start()
+            else:
+                self.files.start()
