@@ -16,6 +16,7 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from altmount.config import Config
 from altmount.demo import DEMO_RELEASE, demo_provider, demo_release
 from altmount.engine import Engine
+from altmount.errors import ProviderAuthError
 from altmount.nntp.probe import probe_provider
 from altmount.ops import Ops
 from altmount.queue import QueueService, QueueStore
@@ -125,6 +126,13 @@ class Server:
         def warn(failure):
             if self._stopping:
                 return  # cancelled by stop(): not a finding about the provider
+            if failure.check(ProviderAuthError):
+                # Credentials will not get better by retrying: disable the provider
+                # now; the pool logs the one warning, naming the provider and the 481.
+                for pool in self.engine.pools:
+                    if pool.name == provider.name:
+                        pool.disable(failure.value)
+                return
             log.warning(
                 "provider %s (%s:%d) is not usable now: %s; starting anyway, "
                 "serving what other providers have",

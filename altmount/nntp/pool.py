@@ -371,6 +371,9 @@ class ProviderPool:
             self._after_answer(conn)
 
     def _lost(self, _: None, conn: NNTPClientProtocol) -> None:
+        if conn.close_error is not None and not self._closing:
+            # One line per broken connection, however many requests it carried.
+            log.info("%s; requests in flight are retried", conn.close_error)
         if conn in self._ready:
             self._ready.remove(conn)
         idle = self._idle.pop(conn, None)
@@ -412,6 +415,10 @@ class ProviderPool:
     def _backoff_over(self) -> None:
         self._backoff_call = None
         self._pump()
+
+    def disable(self, error: NNTPError) -> None:
+        """Stop using this provider (e.g. a start-up probe met 481); logs one warning."""
+        self._disable(error)
 
     def _disable(self, error: NNTPError) -> None:
         if self._disabled_error is not None:
