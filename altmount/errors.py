@@ -11,6 +11,7 @@ __all__ = [
     "AltmountError",
     "ConfigError",
     "YencError",
+    "DecodePoolError",
     "CrcMismatch",
     "NNTPError",
     "NNTPProtocolError",
@@ -30,6 +31,7 @@ __all__ = [
     "QueueError",
     "QueueItemNotFound",
     "Par2Error",
+    "ArchiveError",
 ]
 
 
@@ -140,6 +142,14 @@ class ImportFailed(AltmountError):
     """An NZB could not be imported; the message is shown to the user as-is."""
 
 
+class DecodePoolError(AltmountError):
+    """The process decode pool could not decode an article: its worker exited or the
+    pool was stopped. The segment can be fetched again; a worker that keeps exiting
+    points at a broken `_core` build (set `engine.pool: thread` meanwhile)."""
+
+    http_status = 503
+
+
 class StreamError(AltmountError):
     """A stream had to stop (missing article, CRC mismatch after retry)."""
 
@@ -171,3 +181,11 @@ class QueueItemNotFound(QueueError):
 
 class Par2Error(AltmountError):
     """A PAR2 file is malformed (bad magic, packet length or checksum)."""
+
+
+class ArchiveError(AltmountError):
+    """A RAR/7z archive inside a release is malformed, truncated, encrypted or compressed.
+
+    The message names the archive (volume) and the problem; the importer turns it
+    into the import's failure reason or a warning about the members it leaves out.
+    """

@@ -26,7 +26,9 @@ GROUP=alt.binaries.test
 AUTH_READERS_CONF=$NEWSETC/readers-altmount.conf
 AUTH_PASSWD_FILE=$NEWSETC/altmount-newsusers
 # Debian packages the suite needs next to INN2 (real clients of the WebDAV server).
-PACKAGES=(inn2 ffmpeg curl rclone fuse3 openssl par2)
+PACKAGES=(inn2 ffmpeg curl rclone fuse3 openssl par2 jq haproxy rar)
+# rar (the archive tests' tool) is in Debian's non-free component.
+NONFREE_SOURCES=/etc/apt/sources.list.d/altmount-nonfree.sources
 
 log() { printf 'inn2-setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -58,6 +60,11 @@ install_packages() {
     ((${#missing[@]} == 0)) && return 0
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    if [[ ! -f $NONFREE_SOURCES ]]; then
+        printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm' \
+            'Components: non-free' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+            >"$NONFREE_SOURCES"
+    fi
     apt-get update -qq
     # inn2's postinst fails on a machine without a resolvable FQDN (expected); it is
     # completed by dpkg --configure -a once inn.conf is edited.

@@ -1,7 +1,7 @@
-"""Import an NZB of plain (non-archive) files into the metadata store.
+"""Import an NZB (plain files and stored archives) into the metadata store.
 
 `DirectImporter.import_nzb` runs the default pipeline (pipeline.py): parse →
-sample → probe → par2 → names → select → validate → write. Provider requests of a stage
+sample → probe → par2 → names → archive → select → validate → write. Provider requests of a stage
 are all issued at once, so an import costs a handful of round trips whatever
 the file count. Everything is written in one metadata transaction: an import
 is all or nothing, and nothing is written when it fails.
@@ -139,7 +139,11 @@ def default_stages(
     config: Config,
     run_in_thread: ThreadRunner = _inline,
 ) -> tuple[Stage, ...]:
-    """The stages of a plain-file import, in order (an archive stage goes before select)."""
+    """The stages of an import, in order (the archive stage goes before select)."""
+    # The archive stage builds on this package's modules: imported here, not at the
+    # top, so that importing either package first works.
+    from altmount.archive.stage import ArchiveStage
+
     options = config.import_
     extensions = tuple(options.allowed_file_extensions)
     return (
@@ -148,6 +152,7 @@ def default_stages(
         ProbeStage(fetch_article, extensions),
         Par2Stage(fetch_article, extensions),
         NameStage(extensions),
+        ArchiveStage(fetch_article, extensions),
         SelectStage(extensions, options.rename_to_nzb_name),
         ValidateStage(
             stat, options.segment_sample_percentage, options.acceptable_missing_segments_percentage

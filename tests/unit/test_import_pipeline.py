@@ -175,6 +175,7 @@ def test_direct_release_of_ten_files_in_one_round_trip(store):
         "probe",
         "par2",
         "names",
+        "archive",
         "select",
         "validate",
         "write",

@@ -1,0 +1,247 @@
+"""The archive stage: stored RAR members replace their volumes among the candidates.
+
+Every posted file whose first bytes are a RAR signature is walked header by
+header over NNTP: the first and last article of every volume are asked for at
+once (they hold the headers of a typical release), deeper articles only when a
+header lies there (many small files before the media). The volumes are then
+grouped into ordered sets (grouping.py) and each stored member becomes a
+candidate whose segment table points into the volumes' articles, slice by slice.
+Compressed, encrypted and incomplete sets are refused with the reason; the
+release fails only when no media file is left to stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from altmount.archive.grouping import ArchiveSet, Volume, group_volumes, name_ordinal, set_members
+from altmount.archive.model import ArchiveMember
+from altmount.archive.rar import detect
+from altmount.archive.scan import VolumeScan
+from altmount.errors import ArchiveError, ArticleNotFound, ImportFailed, YencError
+from altmount.importer.layout import is_allowed, safe_name
+from altmount.importer.magic import MAGIC_PREFIX, sniff_extension
+from altmount.importer.names import has_known_extension
+from altmount.importer.pipeline import ArticleFetcher, Candidate, ImportFile, ImportJob
+from altmount.importer.probe import first_failure
+from altmount.metadata import SegmentTable
+
+__all__ = ["ArchiveStage", "member_table"]
+
+
+class _Articles:
+    """Decoded article data by message-id, each fetched once however often it is asked."""
+
+    def __init__(self, fetch: ArticleFetcher) -> None:
+        self._fetch = fetch
+        self._known: dict[str, bytes | Failure] = {}
+        self._waiting: dict[str, list[defer.Deferred[bytes]]] = {}
+
+    @property
+    def read(self) -> frozenset[str]:
+        """Message-ids whose body arrived."""
+        return frozenset(mid for mid, data in self._known.items() if isinstance(data, bytes))
+
+    def get(self, message_id: str) -> defer.Deferred[bytes]:
+        """Fires with the article's decoded data."""
+        known = self._known.get(message_id)
+        if known is not None:
+            return defer.fail(known) if isinstance(known, Failure) else defer.succeed(known)
+        waiter: defer.Deferred[bytes] = defer.Deferred()
+        first = message_id not in self._waiting
+        self._waiting.setdefault(message_id, []).append(waiter)
+        if first:
+            self._fetch(message_id).addBoth(self._arrived, message_id)
+        return waiter
+
+    def _arrived(self, result: Any, message_id: str) -> None:
+        self._known[message_id] = result if isinstance(result, Failure) else bytes(result.data)
+        for waiter in self._waiting.pop(message_id, []):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(self._known[message_id])
+
+
+class _Broken:
+    """A volume whose headers could not be read."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _segment_bytes(articles: _Articles, table: SegmentTable, index: int) -> defer.Deferred[bytes]:
+    """The file bytes segment `index` contributes, from its decoded article."""
+    skip = int(table.skips[index])
+    length = int(table.offsets[index + 1] - table.offsets[index])
+    return articles.get(table.message_ids[index]).addCallback(
+        lambda data: data[skip : skip + length]
+    )
+
+
+def _read(
+    articles: _Articles, table: SegmentTable, start: int, size: int
+) -> defer.Deferred[tuple[int, bytes]]:
+    """(offset of the first article, bytes) covering file bytes [start, start + size)."""
+    end = min(start + size, table.size)
+    first, last = table.segment_at(start), table.segment_at(end - 1)
+    reads = [_segment_bytes(articles, table, j) for j in range(first, last + 1)]
+    gathered = defer.gatherResults(reads, consumeErrors=True).addErrback(first_failure)
+    return gathered.addCallback(lambda parts: (int(table.offsets[first]), b"".join(parts)))
+
+
+def member_table(member: ArchiveMember, volumes: Sequence[SegmentTable]) -> SegmentTable:
+    """The segment table of a stored member: slices of its volumes' segments, in order."""
+    ids: list[str] = []
+    skips: list[int] = []
+    begins: list[int] = []
+    ends: list[int] = [0]
+    groups: dict[str, None] = {}
+    for piece in member.pieces:
+        table = volumes[piece.volume]
+        groups.update(dict.fromkeys(table.groups))
+        start, stop = piece.offset, piece.offset + piece.length
+        index = table.segment_at(start) if piece.length else len(table)
+        while start < stop:
+            segment_end = int(table.offsets[index + 1])
+            take = min(stop, segment_end) - start
+            if take > 0:
+                ids.append(table.message_ids[index])
+                skips.append(int(table.skips[index]) + start - int(table.offsets[index]))
+                begins.append(int(table.part_begins[index]))
+                ends.append(ends[-1] + take)
+                start += take
+            index += 1
+    return SegmentTable(
+        tuple(ids),
+        np.array(ends, dtype=np.int64),
+        np.array(skips, dtype=np.int64),
+        np.array(begins, dtype=np.int64),
+        tuple(groups),
+    )
+
+
+def _safe_path(path: str) -> str:
+    parts = [safe_name(part, "_") for part in path.split("/") if part not in ("", ".", "..")]
+    return "/".join(parts) or "_"
+
+
+class ArchiveStage:
+    """Replaces RAR volumes among the candidates by their stored members."""
+
+    name = "archive"
+
+    def __init__(self, fetch: ArticleFetcher, allowed_extensions: Sequence[str]) -> None:
+        self._fetch = fetch
+        self._allowed = tuple(allowed_extensions)
+
+    def run(self, job: ImportJob) -> ImportJob | defer.Deferred[ImportJob]:
+        """The job with archive members as candidates, or ImportFailed when none can stream."""
+        rars = [(file, version) for file in job.files if (version := detect(file.head.prefix))]
+        if not rars:
+            return job
+        names = {c.table.message_ids[0]: c.name for c in job.candidates}
+        articles = _Articles(self._fetch)
+        scans = [
+            self._scan(articles, file, version, names.get(file.table.message_ids[0], file.label))
+            for file, version in rars
+        ]
+        gathered = defer.gatherResults(scans, consumeErrors=True).addErrback(first_failure)
+        return gathered.addCallback(self._expose, job, [file for file, _ in rars], articles)
+
+    @defer.inlineCallbacks
+    def _scan(self, articles: _Articles, file: ImportFile, version: int, name: str):
+        table = file.table
+        for index in {0, len(table) - 1}:
+            articles.get(table.message_ids[index]).addErrback(lambda _: None)
+        scan = VolumeScan(version, table.size, name)
+        try:
+            while (wanted := scan.want()) is not None:
+                start, data = yield _read(articles, table, *wanted)
+                scan.feed(start, data)
+        except ArchiveError as exc:
+            return _Broken(str(exc))
+        except (ArticleNotFound, YencError) as exc:
+            return _Broken(f"{name}: cannot read its headers: {exc}")
+        return Volume(file.index, name, version, table.size, tuple(scan.blocks))
+
+    @defer.inlineCallbacks
+    def _expose(
+        self,
+        scanned: list[Any],
+        job: ImportJob,
+        volume_files: list[ImportFile],
+        articles: _Articles,
+    ):
+        reasons = [item.error for item in scanned if isinstance(item, _Broken)]
+        # Why non-media members were left out: told only when nothing else explains a failure.
+        minor: list[str] = []
+        tables = {file.index: file.table for file in volume_files}
+        found: list[tuple[str, SegmentTable]] = []
+        for archive in group_volumes([item for item in scanned if isinstance(item, Volume)]):
+            found += self._members(archive, tables, reasons, minor)
+        named = []
+        for path, table in found:
+            if not has_known_extension(path, self._allowed):
+                head = yield _read(articles, table, 0, MAGIC_PREFIX)
+                extension = sniff_extension(head[1])
+                path = path + extension if extension else path
+            named.append(Candidate(path, table, "archive"))
+        volume_ids = {file.table.message_ids[0] for file in volume_files}
+        kept = [c for c in job.candidates if c.table.message_ids[0] not in volume_ids]
+        candidates = (*kept, *named)
+        reasons = list(dict.fromkeys(reasons))
+        if not any(is_allowed(c.name, self._allowed) for c in candidates) and (reasons or minor):
+            raise ImportFailed("; ".join(reasons or list(dict.fromkeys(minor))))
+        for reason in reasons:
+            job = job.warn(reason)
+        return replace(job, candidates=candidates, verified=job.verified | articles.read)
+
+    def _members(
+        self,
+        archive: ArchiveSet,
+        tables: dict[int, SegmentTable],
+        reasons: list[str],
+        minor: list[str],
+    ) -> list[tuple[str, SegmentTable]]:
+        """(path, table) of every stored member of a set; why media members are left
+        out goes to `reasons`, why other members are to `minor`."""
+        if archive.problem is not None:
+            reasons.append(archive.problem)
+            return []
+        if any(block.headers_encrypted for volume in archive.volumes for block in volume.blocks):
+            named = name_ordinal(archive.name)
+            reasons.append(
+                f"{named[0] if named else archive.name}: encrypted archive, no/wrong password"
+            )
+            return []
+        try:
+            members = set_members(archive)
+        except ArchiveError as exc:
+            reasons.append(str(exc))
+            return []
+        volumes = [tables[volume.key] for volume in archive.volumes]
+        found = []
+        for member in members:
+            media = is_allowed(member.path, self._allowed) or not has_known_extension(
+                member.path, self._allowed
+            )
+            if member.encrypted:
+                (reasons if media else minor).append(
+                    f"{archive.name}: encrypted archive, no/wrong password ({member.path})"
+                )
+            elif not member.stored:
+                (reasons if media else minor).append(
+                    f"compressed archive: {member.path} uses method {member.method}, not streamable"
+                )
+            elif member.size > 0:
+                found.append((_safe_path(member.path), member_table(member, volumes)))
+        return found

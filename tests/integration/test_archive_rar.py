@@ -1,0 +1,377 @@
+"""Stored RAR sets made by the real `rar` tool (RAR 5) and by tests/data/rar/rar4writer.py
+(RAR 4, checked with `rar t`), posted to the fake NNTP server on 127.0.0.1, imported by an
+Engine and read back through `_core.plan_range`/`assemble_range`, byte for byte."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from altmount import _core
+from altmount.config import parse_config
+from altmount.engine import Engine
+from altmount.errors import ImportFailed
+from altmount.testing.articles import post_release
+from altmount.testing.nntpserver import Faults, listen
+
+ARTICLE = 40_000
+VOLUME = 150_001  # not a multiple of the article size
+MKV = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska"
+_WRITER = Path(__file__).parent.parent / "data" / "rar" / "rar4writer.py"
+
+
+def rar4writer():
+    """The test-side RAR 4 writer module."""
+    spec = importlib.util.spec_from_file_location("rar4writer", _WRITER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def need_rar() -> None:
+    """Skip without `rar`, except under CI where the tool is required."""
+    if shutil.which("rar") is None:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(
+                "the rar tool is required under CI (scripts/inn2-setup.sh installs it)"
+            )
+        raise unittest.SkipTest(
+            "the rar tool is not installed (Debian non-free: apt-get install rar)"
+        )
+
+
+def media(seed: int, size: int) -> bytes:
+    """Matroska-looking random bytes."""
+    return MKV + random.Random(seed).randbytes(size)
+
+
+def make_rar(
+    files: dict[str, bytes], switches: list[str], archive: str = "set.rar"
+) -> dict[str, bytes]:
+    """Run `rar a` on `files` in a temporary folder; return every volume it wrote by name."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in files.items():
+            path = Path(folder) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        subprocess.run(["rar", "a", "-idq", *switches, archive, *files], cwd=folder, check=True)
+        return {
+            p.name: p.read_bytes()
+            for p in sorted(Path(folder).iterdir())
+            if p.name.startswith(archive.split(".")[0] + ".")
+        }
+
+
+class ArchiveImports(unittest.TestCase):
+    """An Engine over one fake provider; each test posts a release and reads it back."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.engine: Engine | None = None
+        self.factories = []
+
+    @defer.inlineCallbacks
+    def tearDown(self):
+        if self.engine is not None:
+            yield self.engine.close()
+        for factory in self.factories:
+            yield factory.when_idle()
+
+    def start(self, articles, faults: Faults | None = None) -> Engine:
+        """An engine whose only provider serves `articles`."""
+        port, factory = listen(reactor, articles, faults or Faults())
+        self.addCleanup(port.stopListening)
+        self.factories.append(factory)
+        folder = tempfile.mkdtemp(prefix="altmount-archive-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        root = folder + "/metadata"
+        text = yaml.safe_dump(
+            {
+                "metadata": {"root_path": root, "map_size_mb": 64},
+                "database": {"path": root + ".db"},
+                "import": {"segment_sample_percentage": 10},
+                "providers": [
+                    {
+                        "name": "fake",
+                        "host": "127.0.0.1",
+                        "tls": False,
+                        "port": port.getHost().port,
+                        "max_connections": 20,
+                    }
+                ],
+            }
+        )
+        config, _ = parse_config(text, base_dir=".")
+        self.engine = Engine(reactor, config)
+        return self.engine
+
+    @defer.inlineCallbacks
+    def imported(self, volumes: dict[str, bytes], nzb_name: str = "Show.S01.nzb", faults=None):
+        """Post the volumes, import them; fires with (ImportResult, engine)."""
+        release = post_release(volumes, article_size=ARTICLE)
+        engine = self.start(release.articles, faults)
+        result = yield engine.importer.import_nzb(release.nzb, nzb_name, "tv")
+        return result, engine
+
+    @defer.inlineCallbacks
+    def read(self, engine: Engine, record, start: int = 0, end: int | None = None):
+        """Bytes [start, end) of a record, through plan_range, the provider and assemble_range."""
+        end = record.size if end is None else end
+        table = record.segments
+        plan = _core.plan_range(table.offsets, table.skips, start, end)
+        pieces = []
+        for index in range(plan.first, plan.last):
+            article = yield engine.fetch_article(table.message_ids[index])
+            self.assertEqual(article.begin, int(table.part_begins[index]))
+            pieces.append(article.data)
+        out = bytearray(end - start)
+        _core.assemble_range(out, pieces, plan)
+        return bytes(out)
+
+    @defer.inlineCallbacks
+    def check(
+        self, volumes: dict[str, bytes], expected: dict[str, bytes], nzb_name: str = "Show.S01.nzb"
+    ):
+        """Import the volumes; the release holds exactly `expected` (relative paths), byte-exact."""
+        result, engine = yield self.imported(volumes, nzb_name)
+        prefix = result.release_dir + "/"
+        by_path = {r.path.removeprefix(prefix): r for r in result.files}
+        self.assertEqual(sorted(by_path), sorted(expected))
+        for path, data in expected.items():
+            record = by_path[path]
+            self.assertEqual(record.size, len(data))
+            self.assertEqual((yield self.read(engine, record)), data)
+            middle = len(data) // 3
+            self.assertEqual(
+                (yield self.read(engine, record, middle, middle + 77_777)),
+                data[middle : middle + 77_777],
+            )
+        return result
+
+    @defer.inlineCallbacks
+    def refused(self, volumes: dict[str, bytes], *phrases: str):
+        """The import fails with every phrase in its reason."""
+        with self.assertRaises(ImportFailed) as raised:
+            yield self.imported(volumes)
+        for phrase in phrases:
+            self.assertIn(phrase, str(raised.exception))
+        return str(raised.exception)
+
+    @defer.inlineCallbacks
+    def test_rar5_single_volume_stored(self):
+        """A one-volume RAR 5 archive made with -m0 streams its member byte-exact."""
+        need_rar()
+        files = {"Movie.2024.mkv": media(1, 200_000)}
+        yield self.check(make_rar(files, ["-m0", "-ma5"]), files)
+
+    @defer.inlineCallbacks
+    def test_rar5_part_volumes(self):
+        """RAR 5 .partN.rar volumes of an odd size stream the split member byte-exact."""
+        need_rar()
+        files = {"Movie.2024.mkv": media(2, 700_000)}
+        volumes = make_rar(files, ["-m0", f"-v{VOLUME}b"])
+        self.assertGreater(len(volumes), 4)
+        yield self.check(volumes, files)
+
+    @defer.inlineCallbacks
+    def test_rar5_part_names_with_changing_width(self):
+        """Eleven volumes named part1..part9 then part10, part11 are ordered by their headers."""
+        need_rar()
+        files = {"Movie.2024.mkv": media(3, 11 * 60_000)}
+        volumes = make_rar(files, ["-m0", "-v60001b"])
+        renamed = {}
+        for name, data in volumes.items():
+            number = int(name.split(".part")[1].split(".")[0])
+            renamed[f"set.part{number}.rar"] = data
+        self.assertGreaterEqual(len(renamed), 11)
+        yield self.check(dict(sorted(renamed.items())), files)
+
+    @defer.inlineCallbacks
+    def test_rar5_old_names_rar_r00(self):
+        """RAR 5 volumes renamed to the old .rar + .r00 scheme stream byte-exact."""
+        need_rar()
+        files = {"Movie.2024.mkv": media(4, 500_000)}
+        volumes = list(make_rar(files, ["-m0", f"-v{VOLUME}b"]).values())
+        names = ["movie.rar"] + [f"movie.r{n:02d}" for n in range(len(volumes) - 1)]
+        yield self.check(dict(zip(names, volumes, strict=True)), files)
+
+    @defer.inlineCallbacks
+    def test_rar5_numeric_extensions(self):
+        """Volumes renamed `<hex>.1 … <hex>.N` stream byte-exact."""
+        need_rar()
+        files = {"Movie.2024.mkv": media(5, 500_000)}
+        volumes = list(make_rar(files, ["-m0", f"-v{VOLUME}b"]).values())
+        stem = random.Random(5).randbytes(8).hex()
+        yield self.check({f"{stem}.{n}": data for n, data in enumerate(volumes, 1)}, files)
+
+    @defer.inlineCallbacks
+    def test_rar5_random_stems_no_extension_shuffled(self):
+        """Volumes with random names and no extension, posted out of order, are ordered by headers."""
+        need_rar()
+        files = {"Movie.2024.mkv": media(6, 600_000)}
+        volumes = list(make_rar(files, ["-m0", f"-v{VOLUME}b"]).values())
+        rng = random.Random(6)
+        posted = [(rng.randbytes(10).hex(), data) for data in volumes]
+        rng.shuffle(posted)
+        yield self.check(dict(posted), files)
+
+    @defer.inlineCallbacks
+    def test_rar5_inner_directory_tree(self):
+        """A season folder inside one set exposes every episode under its relative path."""
+        need_rar()
+        files = {
+            f"Show.S01/Show.S01E0{i}.mkv": media(10 + i, 150_000 + i * 999) for i in range(1, 4)
+        }
+        files["Show.S01/Subs/Show.S01E01.srt"] = b"1\n00:00:01,000 --> 00:00:02,000\nhi\n"
+        volumes = make_rar(files, ["-m0", "-r", f"-v{VOLUME}b"])
+        # .srt is not in the default import.allowed_file_extensions: select leaves it out.
+        expected = {k: v for k, v in files.items() if k.endswith(".mkv")}
+        yield self.check(volumes, expected)
+
+    @defer.inlineCallbacks
+    def test_several_sets_with_obfuscated_volume_names(self):
+        """Two episode sets posted under random names are told apart by their headers."""
+        need_rar()
+        rng = random.Random(7)
+        posted, expected = {}, {}
+        for episode in (1, 2):
+            name = f"Show.S01E0{episode}.mkv"
+            expected[name] = media(20 + episode, 400_000 + episode * 12_345)
+            for data in make_rar({name: expected[name]}, ["-m0", f"-v{VOLUME}b"]).values():
+                posted[rng.randbytes(10).hex()] = data
+        items = list(posted.items())
+        rng.shuffle(items)
+        yield self.check(dict(items), expected)
+
+    @defer.inlineCallbacks
+    def test_hex_inner_name_gets_its_extension_from_the_data(self):
+        """A member named by a bare hex string is exposed with the extension its bytes show."""
+        need_rar()
+        stem = random.Random(8).randbytes(12).hex()
+        data = media(8, 300_000)
+        result = yield self.check(
+            make_rar({stem: data}, ["-m0", f"-v{VOLUME}b"]), {stem + ".mkv": data}
+        )
+        self.assertEqual(len(result.files), 1)
+
+    @defer.inlineCallbacks
+    def test_mixed_stored_and_compressed_members(self):
+        """The stored member streams; the compressed media member is left out with a warning."""
+        need_rar()
+        with tempfile.TemporaryDirectory() as folder:
+            stored, packed = media(9, 300_000), MKV + b"compressible " * 30_000
+            (Path(folder) / "Stored.mkv").write_bytes(stored)
+            (Path(folder) / "Packed.mkv").write_bytes(packed)
+            subprocess.run(
+                ["rar", "a", "-idq", "-m0", "mixed.rar", "Stored.mkv"], cwd=folder, check=True
+            )
+            subprocess.run(
+                ["rar", "a", "-idq", "-m3", "mixed.rar", "Packed.mkv"], cwd=folder, check=True
+            )
+            volumes = {"mixed.rar": (Path(folder) / "mixed.rar").read_bytes()}
+        result = yield self.check(volumes, {"Stored.mkv": stored})
+        self.assertIn(
+            "compressed archive: Packed.mkv uses method m3, not streamable", result.warnings
+        )
+
+    @defer.inlineCallbacks
+    def test_compressed_only_is_refused_with_the_method(self):
+        """A set whose media is compressed fails, naming the file and the method."""
+        need_rar()
+        files = {"Movie.mkv": MKV + b"compressible " * 40_000}
+        yield self.refused(
+            make_rar(files, ["-m5"]), "compressed archive: Movie.mkv uses method m5, not streamable"
+        )
+
+    @defer.inlineCallbacks
+    def test_missing_volume_is_refused_naming_it(self):
+        """A set with its second volume left out of the NZB fails naming that volume."""
+        need_rar()
+        volumes = make_rar({"Movie.mkv": media(11, 600_000)}, ["-m0", f"-v{VOLUME}b"])
+        del volumes["set.part2.rar"]
+        yield self.refused(volumes, "volume 2 of set.part1.rar missing")
+
+    @defer.inlineCallbacks
+    def test_encrypted_data_is_refused(self):
+        """A stored member encrypted with -p is refused as encrypted."""
+        need_rar()
+        yield self.refused(
+            make_rar({"Movie.mkv": media(12, 100_000)}, ["-m0", "-psecret"]),
+            "encrypted archive, no/wrong password",
+        )
+
+    @defer.inlineCallbacks
+    def test_encrypted_headers_are_refused(self):
+        """An archive with encrypted headers (-hp) is refused as encrypted."""
+        need_rar()
+        yield self.refused(
+            make_rar({"Movie.mkv": media(13, 100_000)}, ["-m0", "-hpsecret"]),
+            "encrypted archive, no/wrong password",
+        )
+
+    @defer.inlineCallbacks
+    def test_rar4_part_volumes(self):
+        """RAR 4 .partN.rar volumes (checked by `rar t`) stream byte-exact."""
+        yield self.check(
+            self.rar4({"Movie.mkv": media(14, 500_000)}, "part"), {"Movie.mkv": media(14, 500_000)}
+        )
+
+    @defer.inlineCallbacks
+    def test_rar4_old_names_and_directory_tree(self):
+        """RAR 4 .rar + .r00 volumes with a season folder stream every episode byte-exact."""
+        files = {f"Season/E0{i}.mkv": media(30 + i, 180_000 + i) for i in range(1, 4)}
+        yield self.check(self.rar4(files, "old", directory="Season"), files)
+
+    @defer.inlineCallbacks
+    def test_rar4_random_stems_rely_on_end_block_numbers(self):
+        """RAR 4 volumes with random names and no extension are ordered by their end blocks."""
+        files = {"Movie.mkv": media(15, 450_000)}
+        rng = random.Random(15)
+        items = [(rng.randbytes(10).hex(), data) for data in self.rar4(files, "part").values()]
+        rng.shuffle(items)
+        yield self.check(dict(items), files)
+
+    def rar4(
+        self, files: dict[str, bytes], style: str, directory: str | None = None
+    ) -> dict[str, bytes]:
+        """RAR 4 volumes of `files` by name; tested with `rar t` when the tool is there."""
+        writer = rar4writer()
+        entries = ([(directory, None)] if directory else []) + list(files.items())
+        volumes = writer.write_rar4(entries, VOLUME)
+        named = dict(zip(writer.volume_names("set", len(volumes), style), volumes, strict=True))
+        if shutil.which("rar"):
+            with tempfile.TemporaryDirectory() as folder:
+                for name, data in named.items():
+                    (Path(folder) / name).write_bytes(data)
+                subprocess.run(["rar", "t", "-idq", next(iter(named))], cwd=folder, check=True)
+        return named
+
+    @defer.inlineCallbacks
+    def test_twenty_volume_import_with_latency(self):
+        """A 20-volume RAR 5 release imports in a few round trips of 50 ms latency."""
+        need_rar()
+        files = {"Movie.2024.mkv": media(16, 20 * 100_000)}
+        volumes = make_rar(files, ["-m0", "-v100001b"])
+        self.assertGreaterEqual(len(volumes), 20)
+        release = post_release(volumes, article_size=ARTICLE)
+        engine = self.start(release.articles, Faults(latency=0.05))
+        started = time.perf_counter()
+        result = yield engine.importer.import_nzb(release.nzb, "Movie.2024.nzb", "movies")
+        elapsed = time.perf_counter() - started
+        stages = dict(result.stage_ms)
+        print(f"\n20-volume RAR5 import: {elapsed * 1000:.0f} ms, stages {stages}")
+        self.assertEqual([r.size for r in result.files], [len(files["Movie.2024.mkv"])])
+        self.assertLess(stages["archive"], 4 * 50 + 150)
+        self.assertEqual(np.int64(result.files[0].size), result.files[0].segments.offsets[-1])

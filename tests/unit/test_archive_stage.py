@@ -1,0 +1,188 @@
+"""Grouping of RAR volumes and the archive stage, on the committed fixtures, in round trips."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from altmount import _core
+from altmount.archive.grouping import Volume, group_volumes, name_ordinal, set_members
+from altmount.archive.rar import detect
+from altmount.archive.scan import VolumeScan
+from altmount.config import parse_config
+from altmount.errors import ArticleNotFound, ImportFailed
+from altmount.importer import DirectImporter
+from altmount.metadata import MetadataStore
+from altmount.testing.articles import post_release
+
+DATA = Path(__file__).parent.parent / "data" / "rar"
+MOVIE = b"\x1a\x45\xdf\xa3" + random.Random(1).randbytes(6000)
+RAR5 = [f"rar5-vol.part{n}.rar" for n in (1, 2, 3)]
+RAR4 = ["rar4-vol.rar", "rar4-vol.r00", "rar4-vol.r01"]
+
+
+def volume(key: int, name: str, data: bytes) -> Volume:
+    """A scanned Volume of fixture bytes."""
+    walker = VolumeScan(detect(data), len(data), name)
+    while walker.want() is not None:
+        walker.feed(0, data)
+    return Volume(key, name, detect(data), len(data), tuple(walker.blocks))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.part1.rar", ("a", 0)),
+        ("a.part010.rar", ("a", 9)),
+        ("a.rar", ("a", 0)),
+        ("a.r00", ("a", 1)),
+        ("a.s01", ("a", 102)),
+        ("3fa9.7", ("3fa9", 6)),
+        ("3fa9c0", None),
+    ],
+)
+def test_name_ordinals(name, expected):
+    """Volume names give a stem and a 0-based ordinal, or nothing."""
+    assert name_ordinal(name) == expected
+
+
+@pytest.mark.parametrize("names", [RAR5, RAR4])
+def test_shuffled_obfuscated_volumes_are_ordered_by_headers(names):
+    """Random names in random order still give one set in volume order."""
+    rng = random.Random(3)
+    volumes = [
+        volume(i, rng.randbytes(6).hex(), (DATA / n).read_bytes()) for i, n in enumerate(names)
+    ]
+    shuffled = volumes[:]
+    rng.shuffle(shuffled)
+    (archive,) = group_volumes(shuffled)
+    assert archive.problem is None
+    assert [v.key for v in archive.volumes] == [0, 1, 2]
+    (member,) = [m for m in set_members(archive) if m.path.endswith(".mkv")]
+    joined = b"".join(
+        (DATA / names[p.volume]).read_bytes()[p.offset : p.offset + p.length] for p in member.pieces
+    )
+    assert joined == MOVIE and member.size == len(MOVIE)
+
+
+def test_gap_names_the_missing_volume():
+    """A set without its middle volume reports that volume by number."""
+    volumes = [volume(i, n, (DATA / n).read_bytes()) for i, n in enumerate(RAR5) if i != 1]
+    assert [s.problem for s in group_volumes(volumes)] == ["volume 2 of rar5-vol.part1.rar missing"]
+
+
+def test_missing_first_volume_is_reported():
+    """Without the first volume the set is refused naming volume 1."""
+    volumes = [volume(i, n, (DATA / n).read_bytes()) for i, n in enumerate(RAR4) if i != 0]
+    assert group_volumes(volumes)[0].problem == "volume 1 of rar4-vol.r00 missing"
+
+
+class Providers:
+    """Requests queue up; `round()` answers them all, standing for one round trip."""
+
+    def __init__(self, articles, missing=()):
+        self.articles, self.missing = articles, set(missing)
+        self.pending: list[tuple[Deferred, str, str]] = []
+        self.asked: Counter[str] = Counter()
+
+    def fetch(self, message_id):
+        """BODY + decode."""
+        return self._queue("body", message_id)
+
+    def stat(self, message_id):
+        """STAT."""
+        return self._queue("stat", message_id)
+
+    def _queue(self, kind, message_id):
+        self.asked[kind] += 1
+        d: Deferred = Deferred()
+        self.pending.append((d, kind, message_id))
+        return d
+
+    def run(self, deferred):
+        """Answer rounds until `deferred` fires; (result, rounds)."""
+        outcome: list = []
+        deferred.addBoth(outcome.append)
+        rounds = 0
+        while not outcome:
+            assert self.pending, "the import waits for nothing"
+            batch, self.pending = self.pending, []
+            for d, kind, mid in batch:
+                if mid in self.missing or mid not in self.articles:
+                    d.callback(False) if kind == "stat" else d.errback(ArticleNotFound(mid))
+                else:
+                    d.callback(True if kind == "stat" else _core.decode_article(self.articles[mid]))
+            rounds += 1
+        return outcome[0], rounds
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty metadata store."""
+    with MetadataStore(tmp_path / "meta", map_size=64 << 20) as opened:
+        yield opened
+
+
+def run_import(store, files: dict[str, bytes], article_size: int = 1000):
+    """Import the posted files; (result, rounds, release)."""
+    release = post_release(files, article_size=article_size)
+    providers = Providers(release.articles)
+    config, _ = parse_config("")
+    importer = DirectImporter(providers.fetch, providers.stat, store, config)
+    result, rounds = providers.run(importer.import_nzb(release.nzb, "Movie.nzb"))
+    return result, rounds, release
+
+
+def read_all(record, release) -> bytes:
+    """The record's bytes through plan_range and assemble_range."""
+    table = record.segments
+    plan = _core.plan_range(table.offsets, table.skips, 0, record.size)
+    pieces = [
+        _core.decode_article(release.articles[table.message_ids[i]]).data
+        for i in range(plan.first, plan.last)
+    ]
+    out = bytearray(record.size)
+    _core.assemble_range(out, pieces, plan)
+    return bytes(out)
+
+
+def test_archive_stage_costs_one_round_trip(store):
+    """Three volumes in 1000-byte articles: the headers cost one round on top of a plain import."""
+    result, rounds, release = run_import(store, {n: (DATA / n).read_bytes() for n in RAR5})
+    (record,) = result.files
+    assert record.path.endswith("/movie.mkv")
+    assert read_all(record, release) == MOVIE
+    plain, plain_rounds, _ = run_import(store, {"other.mkv": MOVIE})
+    assert rounds == plain_rounds + 1
+
+
+def test_member_slices_share_articles(store):
+    """Member tables skip header bytes inside articles and keep the articles' yEnc begins."""
+    result, _, release = run_import(
+        store, {n: (DATA / n).read_bytes() for n in RAR4}, article_size=777
+    )
+    (record,) = result.files
+    assert record.path.endswith("/Season/E01.mkv")
+    assert record.segments.skips[0] > 0
+    assert read_all(record, release) == MOVIE
+
+
+def test_compressed_only_fails_with_method(store):
+    """A release whose only archive is compressed fails naming file and method."""
+    result, _, _ = run_import(store, {"a.rar": (DATA / "rar5-compressed.rar").read_bytes()})
+    assert result.check(ImportFailed)
+    assert (
+        "compressed archive: notes.txt uses method m3, not streamable" in result.getErrorMessage()
+    )
+
+
+@pytest.mark.parametrize("name", ["rar5-encrypted.rar", "rar5-headers-encrypted.rar"])
+def test_encrypted_fails_clearly(store, name):
+    """Encrypted data or headers fail as an encrypted archive."""
+    result, _, _ = run_import(store, {name: (DATA / name).read_bytes()})
+    assert result.check(ImportFailed)
+    assert "encrypted archive, no/wrong password" in result.getErrorMessage()
