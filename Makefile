@@ -33,8 +33,18 @@ unit: $(STAMP)
 test: $(STAMP) peers lint
 	bash scripts/run-pytest.sh $(BIN)/python tests
 
+# The standard set (about 2 minutes on 2 cores): JSON and PNG plots in benchmarks/out/.
+# Plots need matplotlib (pip install matplotlib); without it the JSON is still written.
+BENCH_OUT := benchmarks/out
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_stream.py
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/altmount bench decode --out $(BENCH_OUT)/decode.json
+	for latency in 0 50; do for pool in thread process; do \
+	  $(BIN)/altmount bench stream --size-mb 300 --connections 20 --users 1,5,10 \
+	    --latency-ms $$latency --pool $$pool --plot-dir $(BENCH_OUT) \
+	    --out $(BENCH_OUT)/stream-$$pool-$${latency}ms.json || exit 1; \
+	done; done
+	$(BIN)/altmount bench api --out $(BENCH_OUT)/api.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info altmount/_core/*.c altmount/_core/*.so

@@ -2,7 +2,10 @@
 
 One place wires the metadata store, the provider pools and router, the decode
 pool, the segment fetcher and the importer, so `serve`, `import` and the
-benchmarks assemble exactly the same thing.
+benchmarks assemble exactly the same thing. `engine.pool` chooses where stream
+decodes run: `thread` (the decode thread pool; sabyenc3 releases the GIL) or
+`process` (worker processes fed through shared memory, `altmount.engine_process`).
+The thread pool exists in both modes: imports parse NZBs and decode in it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from twisted.python.threadpool import ThreadPool
 
 from altmount import _core
 from altmount.config import Config, ProviderConfig
+from altmount.engine_process import ProcessDecodePool
 from altmount.importer import DirectImporter
 from altmount.metadata import MetadataStore
 from altmount.nntp.pool import ProviderPool
@@ -31,30 +35,54 @@ log = logging.getLogger(__name__)
 class Engine:
     """Store, providers, decode pool, fetcher and importer for one process."""
 
-    def __init__(self, reactor, config: Config,
-                 providers: list[ProviderConfig] | None = None) -> None:
+    def __init__(
+        self, reactor, config: Config, providers: list[ProviderConfig] | None = None
+    ) -> None:
         self.reactor = reactor
         self.config = config
-        self.store = MetadataStore(config.metadata.root_path,
-                                   map_size=config.metadata.map_size_mb * 1024 * 1024)
+        self.store = MetadataStore(
+            config.metadata.root_path, map_size=config.metadata.map_size_mb * 1024 * 1024
+        )
         workers = config.engine.decode_workers or os.cpu_count() or 2
         self.decode_pool = ThreadPool(minthreads=1, maxthreads=workers, name="altmount-decode")
         self.decode_pool.start()
+        self.process_pool: ProcessDecodePool | None = None
+        if config.engine.pool == "process":
+            self.process_pool = ProcessDecodePool(reactor, workers)
+            self.process_pool.start()
         enabled = [p for p in (config.providers if providers is None else providers) if p.enabled]
         self.pools = [
             ProviderPool(reactor, provider, config.nntp, ProviderStats(name=provider.name))
             for provider in enabled
         ]
         self.router = ProviderRouter(self.pools)
-        self.fetcher = SegmentFetcher(reactor, self.router, self.decode_pool,
-                                      config.streaming.max_download_workers)
-        self.importer = DirectImporter(self.fetch_article, self.router.stat, self.store, config,
-                                       run_in_thread=self.run_in_thread)
-        log.info("yEnc/range kernels: %s implementation; %d decode thread(s); %d provider(s)",
-                 _core.IMPLEMENTATION, workers, len(self.pools))
+        self.fetcher = SegmentFetcher(
+            reactor,
+            self.router,
+            self.decode_pool,
+            config.streaming.max_download_workers,
+            run_decode=self.process_pool.decode if self.process_pool else None,
+        )
+        self.importer = DirectImporter(
+            self.fetch_article,
+            self.router.stat,
+            self.store,
+            config,
+            run_in_thread=self.run_in_thread,
+        )
+        log.info(
+            "yEnc/range kernels: %s implementation; %d decode %s(s); %d provider(s)",
+            _core.IMPLEMENTATION,
+            workers,
+            config.engine.pool,
+            len(self.pools),
+        )
 
     def decode(self, body: bytes) -> defer.Deferred:
-        """Decode one article body in the decode pool; fires with a DecodedArticle."""
+        """Decode one article body in the decode pool; fires with a DecodedArticle
+        whose `data` is bytes (importers keep and slice it)."""
+        if self.process_pool is not None:
+            return self.process_pool.decode(body, copy=True)
         return deferToThreadPool(self.reactor, self.decode_pool, _core.decode_article, body)
 
     def fetch_article(self, message_id: str) -> defer.Deferred:
@@ -67,9 +95,11 @@ class Engine:
 
     @defer.inlineCallbacks
     def close(self):
-        """Close provider connections, stop the decode pool and close the store."""
+        """Close provider connections, stop the decode pools and close the store."""
         try:
             yield self.router.close()
         finally:
             self.decode_pool.stop()
+            if self.process_pool is not None:
+                self.process_pool.stop()
             self.store.close()

@@ -62,6 +62,8 @@ class SegmentFetcher:
 
     `decode_pool` is a started `twisted.python.threadpool.ThreadPool` (the engine
     owns its life cycle); `decode` defaults to `altmount._core.decode_article`.
+    `run_decode`, when given, replaces both: it takes a body and returns a Deferred
+    of the decoded article (the process pool's `decode`).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class SegmentFetcher:
         max_download_workers: int,
         *,
         decode: Callable[[bytes], _Decoded] | None = None,
+        run_decode: Callable[[bytes], Deferred] | None = None,
     ) -> None:
         if decode is None:
             # Imported here, not at module level, so that the implementation choice
@@ -83,6 +86,7 @@ class SegmentFetcher:
         self._router = router
         self._pool = decode_pool
         self._decode: Callable[[bytes], _Decoded] = decode
+        self._run_decode = run_decode
         self._slots = DeferredSemaphore(max_download_workers)
         self._retire = 0  # slots to drop as they come back, after the limit was lowered
         self._active = 0
@@ -180,6 +184,8 @@ class SegmentFetcher:
     async def _download(self, message_id: str, priority: int) -> _Decoded:
         body = await self._router.body(message_id, priority)
         self._bytes_fetched += len(body)
+        if self._run_decode is not None:
+            return await self._run_decode(body)
         return await deferToThreadPool(self._reactor, self._pool, self._decode, body)
 
     @staticmethod

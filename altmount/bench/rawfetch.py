@@ -1,4 +1,4 @@
-"""The raw ceiling: fetch and decode a list of articles as fast as a minimal client can.
+"""The raw ceiling of `altmount bench stream`: articles fetched and decoded by a minimal client.
 
 Deliberately independent of altmount's NNTP stack: N plain sockets, a fixed
 pipeline depth per connection, `\\r\\n.\\r\\n` framing, sabyenc3 decode inline.
@@ -8,7 +8,6 @@ assembly) shows as the gap between its throughput and this one.
 
 from __future__ import annotations
 
-import argparse
 import selectors
 import socket
 import time
@@ -16,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import sabyenc3
+
+__all__ = ["raw_fetch"]
 
 TERMINATOR = b"\r\n.\r\n"
 
@@ -29,8 +30,9 @@ class _Conn:
     greeted: bool = False
 
 
-def raw_fetch(host: str, port: int, message_ids: list[str], connections: int = 20,
-              depth: int = 4) -> dict[str, float]:
+def raw_fetch(
+    host: str, port: int, message_ids: list[str], connections: int = 20, depth: int = 4
+) -> dict[str, float]:
     """Fetch and decode every article once; return bytes, seconds and MB/s."""
     todo = deque(message_ids)
     sel = selectors.DefaultSelector()
@@ -91,22 +93,3 @@ def raw_fetch(host: str, port: int, message_ids: list[str], connections: int = 2
     for conn in conns:
         conn.sock.close()
     return {"bytes": decoded_bytes, "seconds": elapsed, "mb_s": decoded_bytes / elapsed / 1e6}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("nzb")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--connections", type=int, default=20)
-    args = parser.parse_args()
-    from altmount.nzb import parse_nzb
-
-    with open(args.nzb, "rb") as fh:
-        nzb = parse_nzb(fh.read())
-    ids = [s.message_id for f in nzb.files for s in f.segments]
-    print(raw_fetch(args.host, args.port, ids, args.connections))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,118 @@
+"""Smoke tests of `altmount bench`: each scenario runs at tiny size and reports every field.
+
+They start real processes on 127.0.0.1 (the fake NNTP server, `altmount serve`) and
+never assert a timing: only that each command completes and fills in its report.
+"""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from altmount.bench import bench
+from altmount.bench.common import percentile, windowed_rates
+
+STREAM_FIELDS = {
+    "sequential": {"bytes", "seconds", "mb_s", "p05_mb_s", "ttfb_ms", "cpu_s_per_gib"},
+    "concurrent": {
+        "users",
+        "bytes",
+        "mb_s",
+        "p05_mb_s",
+        "ttfb_p50_ms",
+        "ttfb_p99_ms",
+        "cpu_s_per_gib",
+    },
+    "seeks": {
+        "count",
+        "ttfb_p50_ms",
+        "ttfb_p95_ms",
+        "ttfb_p99_ms",
+        "seek_p50_ms",
+        "seek_p99_ms",
+        "cpu_s_per_gib",
+    },
+    "click": {"count", "p50_ms", "min_ms", "max_ms"},
+    "raw": {"mb_s", "ratio"},
+    "process": {"cpu_s_per_gib", "peak_rss_mib", "peak_rss_tree_mib", "rss_samples"},
+}
+API_FIELDS = {
+    "requests",
+    "concurrency",
+    "requests_per_s",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "statuses",
+}
+
+
+def run(*args: str) -> dict:
+    """Invoke `altmount bench ARGS --json --quiet` and parse its output."""
+    result = CliRunner().invoke(bench, [*args, "--json", "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_stream_reports_every_field():
+    """A 4 MiB stream run completes every scenario and fills in every field."""
+    report = run(
+        "stream",
+        "--size-mb",
+        "4",
+        "--click-size-mb",
+        "1",
+        "--users",
+        "1,2",
+        "--range-mb",
+        "1",
+        "--seeks",
+        "3",
+        "--seek-mb",
+        "0.5",
+        "--clicks",
+        "1",
+        "--connections",
+        "4",
+        "--pool",
+        "process",
+    )
+    for section, fields in STREAM_FIELDS.items():
+        assert fields <= set(report[section]), section
+        assert all(report[section][name] is not None for name in fields), section
+    assert [row["users"] for row in report["concurrent_sweep"]] == [1, 2]
+
+
+def test_api_reports_every_field():
+    """The API load test answers both endpoints and reports rate, latencies, statuses."""
+    report = run("api", "--requests", "40", "--concurrency", "5")
+    for endpoint in ("health", "propfind"):
+        assert API_FIELDS <= set(report[endpoint])
+        assert report[endpoint]["requests"] == 40
+        assert all(report[endpoint][name] is not None for name in API_FIELDS)
+
+
+def test_decode_reports_every_cell():
+    """The decode benchmark measures every method on 1 and all cores, threads and processes."""
+    report = run("decode", "--seconds", "0.05", "--size", "50000")
+    cells = {(row["method"], row["pool"], row["workers"]) for row in report["rows"]}
+    counts = {1, report["cores"]}
+    assert cells == {(m, "thread", n) for m in ("memcpy", "sabyenc3", "core") for n in counts} | {
+        ("core", "process", n) for n in counts
+    }
+    assert all(row["mb_s"] > 0 for row in report["rows"])
+
+
+def test_percentile_interpolates():
+    """Percentiles interpolate between ranks and are None for no data."""
+    assert percentile([], 50) is None
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+
+
+def test_windowed_rates_leave_out_the_partial_window():
+    """One-second windows count bytes per full window; the last partial one is dropped."""
+    samples = [(0.5, 1_000_000), (1.2, 2_000_000), (2.1, 500_000)]
+    assert windowed_rates(samples, 0.0) == [1.0, 2.0]
+    assert windowed_rates([(0.4, 10)], 0.0) == []
