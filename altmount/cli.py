@@ -1,4 +1,5 @@
-"""The `altmount` command line: serve, import (enqueue), db optimize, apikey, config check.
+"""The `altmount` command line: serve, import (enqueue, --wait), status, db optimize, apikey,
+config check.
 
 Each command loads the config, sets up logging and runs the reactor only as
 long as it needs to. Errors reach the user as one line, never a traceback.
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import click
 
+from altmount.bench import bench
 from altmount.config import Config, load_config, render_config
 from altmount.errors import AltmountError, ConfigError
-from altmount.logsetup import setup_logging
+from altmount.logsetup import config_secrets, setup_logging
 
 __all__ = ["main"]
 
@@ -66,7 +68,7 @@ def cli() -> None:
 def serve(config_path: Path) -> None:
     """Run the WebDAV/API server until interrupted."""
     config = _load(config_path)
-    setup_logging(config.log)
+    setup_logging(config.log, secrets=config_secrets(config))
     _check_core()
     from twisted.internet import reactor
 
@@ -91,6 +93,9 @@ def serve(config_path: Path) -> None:
         sys.exit(EXIT_FAILED)
 
 
+#: How often `import --wait` reads the item's state for its progress line.
+PROGRESS_POLL_SECONDS = 0.25
+
 PRIORITIES = {"force": 2, "high": 1, "normal": 0, "low": -1, "paused": -2}
 
 
@@ -114,7 +119,7 @@ def import_(
 ) -> None:
     """Add an NZB to the import queue (a running `altmount serve` picks it up)."""
     config = _load(config_path)
-    setup_logging(config.log)
+    setup_logging(config.log, secrets=config_secrets(config))
     from altmount.nzb import parse_nzb
     from altmount.queue import QueueStore
     from altmount.queue.model import gunzip_nzb, resolve_priority
@@ -141,13 +146,15 @@ def import_(
         )
         return
     _check_core()
-    _wait_for_import(config, store, item.id)
+    _wait_for_import(config, store, item.id, nzb_name)
 
 
-def _wait_for_import(config: Config, store, item_id: int) -> None:
-    """Run the reactor until the item settles, importing here if no server does."""
+def _wait_for_import(config: Config, store, item_id: int, nzb_name: str) -> None:
+    """Run the reactor until the item settles, importing here if no server does;
+    a progress line on the terminal shows the item's state and the time elapsed."""
     from twisted.internet import defer, task
 
+    from altmount.cliview import ImportProgress
     from altmount.engine import Engine
     from altmount.queue import QueueService, State
     from altmount.queue.service import default_worker_name
@@ -188,8 +195,20 @@ def _wait_for_import(config: Config, store, item_id: int) -> None:
         else:
             fallback = None
             queue.start()
+
+        def show(item):
+            progress.update(item.state.value, item.attempts)
+
+        def poll():
+            # A deleted item fails wait_for too, which reports it; the poll stays quiet.
+            return queue.get(item_id).addCallbacks(show, lambda failure: None)
+
+        poller = task.LoopingCall(poll)
+        poller.clock = reactor
+        poller.start(PROGRESS_POLL_SECONDS)
         try:
             item = yield queue.wait_for(item_id)
+            show(item)
             if item.state == State.COMPLETED:
                 outcome["item"] = item
                 outcome["files"] = list(engine.store.walk_files(item.target_path))
@@ -198,13 +217,16 @@ def _wait_for_import(config: Config, store, item_id: int) -> None:
         except AltmountError as exc:
             outcome["error"] = str(exc)
         finally:
+            if poller.running:
+                poller.stop()
             if fallback is not None:
                 fallback.cancel()
             yield queue.stop()
             yield engine.close()
 
     try:
-        task.react(lambda reactor: run(reactor))
+        with ImportProgress(nzb_name) as progress:
+            task.react(lambda reactor: run(reactor))
     except SystemExit as done:
         if done.code not in (0, None):
             raise
@@ -258,6 +280,30 @@ def apikey(config_path: Path) -> None:
         store.close()
 
 
+@cli.command()
+@config_option
+@click.option(
+    "--url",
+    default=None,
+    help="Server base URL; default: from webdav.bind_address and webdav.port.",
+)
+def status(config_path: Path, url: str | None) -> None:
+    """Show a running server's health, queue statistics and streaming workers."""
+    config = _load(config_path)
+    from rich.console import Console
+
+    from altmount.cliview import fetch_status, render_status, server_url
+
+    try:
+        answers = fetch_status(
+            url or server_url(config), config.webdav.user, config.webdav.password
+        )
+    except AltmountError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    render_status(answers, Console())
+
+
 @cli.group()
 def config() -> None:
     """Inspect the configuration."""
@@ -269,6 +315,9 @@ def check(config_path: Path) -> None:
     """Validate the config and print the effective values, passwords masked."""
     loaded = _load(config_path)
     click.echo(render_config(loaded), nl=False)
+
+
+cli.add_command(bench)
 
 
 def main() -> None:

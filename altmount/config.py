@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import reprlib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 SECRET_KEYS = frozenset({"password", "key_override"})
+#: Shows a wrong value in an error message; YAML aliases can make a value of billions
+#: of nodes from a few lines, so it is shown shortened, never in full.
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother = 2, 4, 4, 80, 80
 
 
 def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
@@ -96,6 +102,10 @@ class StreamingConfig:
                                      min=64 * 1024, max=1024 * MiB)
     max_download_workers: int = _opt(15, "segment downloads at once across all streams",
                                      min=1, max=1000)
+    missing_article_policy: str = _opt(
+        "fail", "an article missing on every provider: fail the read, or zero_fill_media "
+        "(serve zeros for that segment of mkv/mp4/m4v/webm/mov files)",
+        choices=("fail", "zero_fill_media"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,14 +315,17 @@ class _Loader:
         default = f.default if f.default is not dataclasses.MISSING else None
         if hint is bool:
             if not isinstance(raw, bool):
-                self.errors.append(f"{path}: expected true or false, got {raw!r}")
+                self.errors.append(f"{path}: expected true or false, got {_SHOW.repr(raw)}")
                 return default
             return raw
         if hint in (int, float):
             number_ok = isinstance(raw, int | float) and not isinstance(raw, bool)
             if not number_ok or (hint is int and isinstance(raw, float) and not raw.is_integer()):
                 wanted = "a whole number" if hint is int else "a number"
-                self.errors.append(f"{path}: expected {wanted}, got {raw!r}")
+                self.errors.append(f"{path}: expected {wanted}, got {_SHOW.repr(raw)}")
+                return default
+            if not math.isfinite(raw):  # NaN passes every bound check; infinity is no limit
+                self.errors.append(f"{path}: expected a finite number, got {raw!r}")
                 return default
             value = hint(raw)
             low, high = f.metadata.get("min"), f.metadata.get("max")
@@ -392,6 +405,10 @@ def parse_config(text: str, *, base_dir: Path | str = ".",
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{source}:{where}: not valid YAML ({problem})") from exc
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
+    except ValueError as exc:  # PyYAML's int() of a number over Python's digit limit
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
     loader = _Loader(Path(base_dir).resolve())
     config = loader.section(Config, raw, "")
     config = _check_semantics(config, loader.errors)

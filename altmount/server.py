@@ -102,6 +102,7 @@ class Server:
             self.engine.fetcher,
             extra_resources=resources,
             ops=self.ops,
+            reactor=self.reactor,
         )
         self.http_port = self.reactor.listenTCP(
             self.config.webdav.port, site, interface=self.config.webdav.bind_address

@@ -111,6 +111,8 @@ class NNTPClientProtocol(Protocol):
         self._timer: IDelayedCall | None = None
         self._state = _State.GREETING
         self.last_rtt_ms = 0.0
+        #: Why the connection ended, unless it was our own QUIT (the pool logs it once).
+        self.close_error: NNTPError | None = None
         self.ready: defer.Deferred[NNTPClientProtocol] = defer.Deferred()
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.disconnected: defer.Deferred[None] = defer.Deferred()
@@ -353,6 +355,8 @@ class NNTPClientProtocol(Protocol):
         """Make the connection unusable once; fail everything still in flight."""
         if self._state is _State.CLOSED:
             return
+        if self._state is not _State.QUITTING:
+            self.close_error = error
         self._state = _State.CLOSED
         if self._timer is not None and self._timer.active():
             self._timer.cancel()

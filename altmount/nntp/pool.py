@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -91,6 +92,7 @@ class ProviderPool:
         # so the provider never sees more than max_connections at once.
         self._draining: set[NNTPClientProtocol] = set()
         self._attempts: set[defer.Deferred[NNTPClientProtocol]] = set()
+        self._held = 0  # slots lent to connections made outside the pool (provider test)
         self._idle: dict[NNTPClientProtocol, IDelayedCall] = {}
         self._backoff = 0.0
         self._backoff_call: IDelayedCall | None = None
@@ -166,6 +168,22 @@ class ProviderPool:
         Going through the pool keeps a health probe inside `max_connections`.
         """
         return self._submit("date", "", priority)
+
+    def hold_slot(self) -> Callable[[], None]:
+        """Lend one of `max_connections` to a connection opened outside the pool (the
+        provider test); the pool stays below the limit until the returned function is
+        called, once that connection has closed."""
+        self._held += 1
+        returned = False
+
+        def give_back() -> None:
+            nonlocal returned
+            if not returned:
+                returned = True
+                self._held -= 1
+                self._pump()
+
+        return give_back
 
     def close(self) -> defer.Deferred[None]:
         """Fail queued requests, QUIT every connection; fires when all are closed."""
@@ -344,7 +362,7 @@ class ProviderPool:
         wanted = len(self._queue) - len(self._attempts)
         if self._backoff:  # recovering from failures: probe with one connection at a time
             wanted = min(wanted, 1 - len(self._attempts))
-        busy = len(self._ready) + len(self._draining) + len(self._attempts)
+        busy = len(self._ready) + len(self._draining) + len(self._attempts) + self._held
         room = self._provider.max_connections - busy
         for _ in range(min(wanted, room)):
             attempt = defer.maybeDeferred(connect, self._reactor, self._provider, self._nntp)

@@ -8,8 +8,8 @@ connect attempts fail with no connection open counts as unreachable at once.
 
 Status: `unhealthy` when the metadata store or the database fails or no provider
 is usable at all (none configured, or all disabled, e.g. by a refused login);
-`degraded` when a provider is unreachable or the download workers are saturated;
-else `healthy`.
+`degraded` when a provider is unreachable, the download workers are saturated or
+a stream served a missing segment as zeros (`media_holes`); else `healthy`.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class HealthMonitor:
             pool.name: _ProviderState() for pool in engine.router.providers
         }
         self._database: tuple[bool, str] = (True, "not probed yet")
+        #: path -> message-ids served as zeros since start (missing_article_policy)
+        self.holes: dict[str, set[str]] = {}
         self._loop: LoopingCall | None = None
         self._probing: defer.Deferred | None = None
 
@@ -156,6 +158,7 @@ class HealthMonitor:
             "providers": self._providers_component(),
             "metadata": self._metadata_component(),
             "workers": self._workers_component(),
+            "media_holes": self._holes_component(),
         }
         if self._queue is not None:
             ok, reason = self._database
@@ -192,6 +195,26 @@ class HealthMonitor:
         except Exception as exc:  # any failure here means files cannot be served
             return {"status": "unhealthy", "reason": f"metadata store error: {exc}"}
         return {"status": "healthy", "reason": "metadata store readable"}
+
+    def add_hole(self, path: str, message_id: str) -> bool:
+        """Note a segment of `path` served as zeros; False if that article was noted before."""
+        seen = self.holes.setdefault(path, set())
+        if message_id in seen:
+            return False
+        seen.add(message_id)
+        return True
+
+    def _holes_component(self) -> dict[str, Any]:
+        if not self.holes:
+            return {"status": "healthy", "reason": "no segment served as zeros", "files": []}
+        count = sum(len(ids) for ids in self.holes.values())
+        return {
+            "status": "degraded",
+            "reason": f"{count} missing segment(s) in {len(self.holes)} file(s) served as zeros",
+            "files": [
+                {"path": path, "segments": len(ids)} for path, ids in sorted(self.holes.items())
+            ],
+        }
 
     def _workers_component(self) -> dict[str, Any]:
         fetcher = self._engine.fetcher

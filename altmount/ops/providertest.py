@@ -150,6 +150,7 @@ def run_provider_test(
         pool.connections_open + pool.connections_connecting >= provider.max_connections
     )
     conn = None
+    give_back = None
     if at_limit:
         channel: Any = _Pooled(pool)
         result["note"] = (
@@ -157,9 +158,16 @@ def run_provider_test(
             "tested through the pool instead of a fresh connection"
         )
     else:
+        # The fresh connection counts against max_connections: the pool must not fill
+        # the last slot while the test holds it.
+        give_back = pool.hold_slot() if pool is not None else None
         try:
             conn = yield connect(reactor, provider, nntp)
-        except NNTPError as exc:
+        except Exception as exc:
+            if give_back is not None:
+                give_back()
+            if not isinstance(exc, NNTPError):
+                raise
             result["error"] = {"kind": _error_kind(exc, provider.tls), "message": str(exc)}
             return result
         result["connect_ms"] = round((reactor.seconds() - started) * 1000, 1)
@@ -187,6 +195,8 @@ def run_provider_test(
     finally:
         if conn is not None:
             yield conn.quit()
+        if give_back is not None:
+            give_back()
     return result
 
 

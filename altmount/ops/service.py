@@ -23,7 +23,7 @@ from altmount.config import Config, config_as_dict, load_config
 from altmount.errors import RequestError
 from altmount.ops.filehealth import HealthScheduler
 from altmount.ops.health import PROBE_INTERVAL_SECONDS, HealthMonitor
-from altmount.ops.healthstore import HealthStore
+from altmount.ops.healthstore import MAX_RECORDED_MISSING, FileHealth, HealthStore
 from altmount.ops.meters import DurationMeter
 from altmount.ops.metrics import OpsMetrics
 from altmount.ops.streams import StreamRegistry
@@ -136,6 +136,32 @@ class Ops:
     def mark_for_recheck(self, path: str, reason: str) -> None:
         """A stream hit a missing article in `path`: check it again soon."""
         self.files.mark_for_recheck(path, reason)
+
+    def record_hole(self, path: str, index: int, message_id: str) -> None:
+        """A stream served segment `index` of `path` as zeros (missing on every provider):
+        log it and add it to the file's health record, once per article."""
+        if not self.health.add_hole(path, message_id):
+            return
+        log.warning(
+            "%s: segment %d (<%s>) missing on every provider, served as zeros "
+            "(streaming.missing_article_policy: zero_fill_media)",
+            path,
+            index,
+            message_id,
+        )
+        store = self.files.store
+        health = store.get(path) or FileHealth(path)
+        if message_id not in health.missing:
+            # No re-check is forced: a sampled check would likely miss this segment
+            # and overwrite the finding with "healthy".
+            store.put(
+                dataclasses.replace(
+                    health,
+                    status="corrupted" if health.status == "corrupted" else "degraded",
+                    missing_count=health.missing_count + 1,
+                    missing=(*health.missing, message_id)[:MAX_RECORDED_MISSING],
+                )
+            )
 
     def record_import(self, item: Any) -> None:
         """Count one finished import (a QueueItem with started_at and completed_at), once."""

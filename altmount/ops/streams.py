@@ -29,6 +29,7 @@ class StreamHandle:
 
     __slots__ = (
         "id",
+        "request_id",
         "path",
         "client",
         "start",
@@ -43,9 +44,17 @@ class StreamHandle:
     )
 
     def __init__(
-        self, registry: StreamRegistry, stream_id: int, path: str, client: str, start: int, end: int
+        self,
+        registry: StreamRegistry,
+        stream_id: int,
+        path: str,
+        client: str,
+        start: int,
+        end: int,
+        request_id: str = "",
     ) -> None:
         self.id = stream_id
+        self.request_id = request_id
         self.path = path
         self.client = client
         self.start = start
@@ -73,6 +82,11 @@ class StreamHandle:
             return
         self._closed = True
         self._registry.closed(self, outcome)
+
+    @property
+    def log_context(self) -> dict[str, Any]:
+        """The `extra` of every log line about this stream: its id and its request's."""
+        return {"stream_id": self.id, "request_id": self.request_id}
 
     @property
     def current_speed(self) -> float:
@@ -119,13 +133,21 @@ class StreamRegistry:
         self.streams_total = 0
         self.outcomes: dict[str, int] = {"done": 0, "client_gone": 0, "failed": 0}
 
-    def open(self, path: str, client: str, start: int, end: int) -> StreamHandle:
-        """Register a stream of bytes [start, end) of `path` to `client`."""
-        handle = StreamHandle(self, next(self._ids), path, client, start, end)
+    def open(
+        self, path: str, client: str, start: int, end: int, request_id: str = ""
+    ) -> StreamHandle:
+        """Register a stream of bytes [start, end) of `path` to `client` (for HTTP request
+        `request_id`, named in its log lines)."""
+        handle = StreamHandle(self, next(self._ids), path, client, start, end, request_id)
         self._active[handle.id] = handle
         self.streams_total += 1
         log.info(
-            "stream=%d open path=%s client=%s range=%d-%d", handle.id, path, client, start, end - 1
+            "stream open path=%s client=%s range=%d-%d",
+            path,
+            client,
+            start,
+            end - 1,
+            extra=handle.log_context,
         )
         return handle
 
@@ -145,11 +167,11 @@ class StreamRegistry:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         elapsed = self.clock() - handle.opened
         log.info(
-            "stream=%d close outcome=%s bytes=%d ms=%.0f",
-            handle.id,
+            "stream close outcome=%s bytes=%d ms=%.0f",
             outcome,
             handle.bytes_served,
             elapsed * 1000,
+            extra=handle.log_context,
         )
 
     @property

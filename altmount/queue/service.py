@@ -319,7 +319,11 @@ class QueueService:
                 yield self._db(self._store.release, item.id)
                 return
             log.info(
-                "importing %s (queue item %d, attempt %d)", item.nzb_name, item.id, item.attempts
+                "importing %s (queue item %d, attempt %d)",
+                item.nzb_name,
+                item.id,
+                item.attempts,
+                extra={"nzo_id": item.nzo_id},
             )
             running = self._process(item)
             self._running[item.id] = running
@@ -352,7 +356,12 @@ class QueueService:
         except Exception as exc:  # noqa: BLE001 - any failure must settle the item
             transient = isinstance(exc, TRANSIENT_ERRORS)
             if not isinstance(exc, AltmountError):
-                log.error("import of %s crashed", item.nzb_name, exc_info=exc)
+                log.error(
+                    "import of %s crashed",
+                    item.nzb_name,
+                    exc_info=exc,
+                    extra={"nzo_id": item.nzo_id},
+                )
             reason = str(exc) if isinstance(exc, AltmountError) else f"internal error: {exc!r}"
             final = yield self._update(self._store.fail, item.id, reason, transient)
         else:
@@ -377,16 +386,24 @@ class QueueService:
 
     @staticmethod
     def _log_outcome(item: QueueItem) -> None:
+        ids = {"nzo_id": item.nzo_id}
         if item.state == State.COMPLETED:
-            log.info("imported %s → %s (%d bytes)", item.nzb_name, item.target_path, item.size)
+            log.info(
+                "imported %s → %s (%d bytes)",
+                item.nzb_name,
+                item.target_path,
+                item.size,
+                extra=ids,
+            )
         elif item.state == State.FAILED:
-            log.warning("import of %s failed: %s", item.nzb_name, item.error)
+            log.warning("import of %s failed: %s", item.nzb_name, item.error, extra=ids)
         else:
             log.warning(
                 "import of %s failed (attempt %d, will retry): %s",
                 item.nzb_name,
                 item.attempts,
                 item.error,
+                extra=ids,
             )
 
     def _abandon(self, item_id: int) -> None:

@@ -187,6 +187,7 @@ class WatchFolder:
                 candidate.nzb_name,
                 item.id,
                 item.category,
+                extra={"nzo_id": item.nzo_id},
             )
             added.append(item)
         return added

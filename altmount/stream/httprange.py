@@ -29,11 +29,20 @@ _SUFFIX_RANGE = re.compile(r"-[ \t]*([0-9]+)")
 #: More ranges than this in one header is abuse, not a player (RFC 9110 14.2
 #: lets a server ignore "many small ranges"); such a header is ignored.
 MAX_RANGES = 64
+#: A bound with more significant digits than this is past the end of any file; it is
+#: clamped rather than converted (Python refuses int() of over 4300 digits).
+_MAX_DIGITS = 18
 
 
 def make_etag(size: int, mtime: float) -> str:
     """The strong ETag of a virtual file: size and mtime in milliseconds, both hex, quoted."""
     return f'"{size:x}-{int(round(mtime * 1000)):x}"'
+
+
+def _number(digits: str) -> int:
+    """A range bound's value, clamped to 10**18 (beyond any file) for absurdly long numbers."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def _spans(range_set: str, size: int) -> list[tuple[int, int]] | None:
@@ -45,15 +54,15 @@ def _spans(range_set: str, size: int) -> list[tuple[int, int]] | None:
         return None
     for spec in specs:
         if match := _INT_RANGE.fullmatch(spec):
-            first = int(match.group(1))
-            last = int(match.group(2)) if match.group(2) else None
+            first = _number(match.group(1))
+            last = _number(match.group(2)) if match.group(2) else None
             if last is not None and last < first:
                 return None  # RFC 9110 14.1.1: invalid, so the whole header is ignored
             if first < size:
                 end = size if last is None else min(last + 1, size)
                 spans.append((first, end))
         elif match := _SUFFIX_RANGE.fullmatch(spec):
-            length = int(match.group(1))
+            length = _number(match.group(1))
             if length > 0 and size > 0:
                 spans.append((max(0, size - length), size))
         else:
@@ -96,7 +105,10 @@ def _http_date(value: str) -> int | None:
     if parsed is None:
         return None
     offset = parsed[9] or 0
-    return timegm(parsed[:6] + (0, 0, 0)) - offset  # type: ignore[arg-type]
+    try:
+        return timegm(parsed[:6] + (0, 0, 0)) - offset  # type: ignore[arg-type]
+    except (OverflowError, ValueError):  # a year or hour far out of range: not a real date
+        return None
 
 
 def if_range_matches(if_range: str | bytes | None, etag: str, mtime: float) -> bool:

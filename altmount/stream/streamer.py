@@ -12,6 +12,12 @@ never exceed `max_buffer` bytes, except that one segment is always allowed so a
 segment larger than the bound still streams. In-flight segments are counted at
 their minimum decoded size (skip + contribution) until they arrive.
 
+Missing articles: by default a segment missing on every provider ends the stream
+after the bytes before it. With `zero_fill` (streaming.missing_article_policy
+`zero_fill_media`, media containers only, see `zero_fill_applies`) the segment is
+served as zeros of its length instead and `on_hole` is told: players skip a
+damaged patch of a Matroska/MP4 file, but an archive or a subtitle is useless.
+
 Copies: Twisted's TCP transport accepts only `bytes` (a memoryview raises
 TypeError in `FileDescriptor.write` when the response has a Content-Length), so a
 segment used whole is written as the decoded object itself (no copy, the
@@ -22,6 +28,8 @@ archive members) is copied once into a new `bytes` of just the slice.
 from __future__ import annotations
 
 import logging
+import posixpath
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -30,10 +38,25 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from altmount._core import plan_range
+from altmount.errors import ArticleNotFound
 
-__all__ = ["ByteConsumer", "SegmentSource", "RangeStreamer"]
+__all__ = [
+    "ByteConsumer",
+    "SegmentSource",
+    "RangeStreamer",
+    "MEDIA_EXTENSIONS",
+    "zero_fill_applies",
+]
 
 log = logging.getLogger(__name__)
+
+#: Containers whose demuxers resync after a run of zeros (the `zero_fill_media` policy).
+MEDIA_EXTENSIONS = frozenset({".mkv", ".mp4", ".m4v", ".webm", ".mov"})
+
+
+def zero_fill_applies(policy: str, path: str) -> bool:
+    """Whether a segment of `path` missing everywhere is served as zeros under `policy`."""
+    return policy == "zero_fill_media" and posixpath.splitext(path)[1].lower() in MEDIA_EXTENSIONS
 
 
 class ByteConsumer(Protocol):
@@ -56,6 +79,9 @@ class RangeStreamer:
     least two segments); `max_buffer`: most decoded bytes held for this stream.
     `start()` returns a Deferred firing with the number of bytes written, or
     failing with the fetch error, or with CancelledError after `stopProducing`.
+    With `zero_fill`, a segment whose article every provider lacks is written as
+    zeros and `on_hole(segment_index, message_id)` is called for it.
+    `log_context` (request_id, stream_id) is attached to this stream's log lines.
     """
 
     def __init__(
@@ -69,6 +95,9 @@ class RangeStreamer:
         read_ahead: int,
         max_buffer: int,
         priority: int = 0,
+        zero_fill: bool = False,
+        on_hole: Callable[[int, str], None] | None = None,
+        log_context: Mapping[str, Any] | None = None,
     ) -> None:
         table = record.segments
         plan = plan_range(table.offsets, table.skips, start, end)
@@ -78,6 +107,9 @@ class RangeStreamer:
         self._read_ahead = read_ahead
         self._max_buffer = max_buffer
         self._priority = priority
+        self._zero_fill = zero_fill
+        self._on_hole = on_hole
+        self._log_context = dict(log_context or {})
         self._first = int(plan.first)
         self._src_start: list[int] = [int(v) for v in plan.src_start]
         self._length: list[int] = [int(v) for v in plan.length]
@@ -178,8 +210,12 @@ class RangeStreamer:
                 self._finish(self.bytes_written)
 
     def _fill_window(self) -> None:
-        while (not self._paused and not self._finished and self._failure is None
-               and self._next_issue < self._count):
+        while (
+            not self._paused
+            and not self._finished
+            and self._failure is None
+            and self._next_issue < self._count
+        ):
             ahead = self._next_issue - self._next_write
             if ahead >= 2 and self._ahead_bytes >= self._read_ahead:
                 return
@@ -229,6 +265,12 @@ class RangeStreamer:
         self._pending.pop(position, None)
         if self._finished or (self._failure is not None and position > self._failure[0]):
             return  # our own cancellation after stop or after an earlier failure
+        if self._zero_fill and failure.check(ArticleNotFound):
+            index = self._first + position
+            if self._on_hole is not None:
+                self._on_hole(index, self._record.segments.message_ids[index])
+            self._arrived(bytes(self._held[position]), position)
+            return
         self._failure = (position, failure)
         for later in [p for p in self._pending if p > position]:
             self._pending.pop(later).cancel()
@@ -242,6 +284,7 @@ class RangeStreamer:
             index,
             self._record.segments.message_ids[index],
             failure.getErrorMessage(),
+            extra=self._log_context,
         )
         self._finish(failure)
 

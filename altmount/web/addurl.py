@@ -174,12 +174,20 @@ class NZBDownloader:
     def fetch(self, url: str) -> defer.Deferred:
         """Fires with a Download, or fails with RequestError saying what was refused or broke."""
         fetching = self._fetch(url)
-        timer = self._reactor.callLater(self._timeout, fetching.cancel)
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            fetching.cancel()
+
+        timer = self._reactor.callLater(self._timeout, expire)
 
         def done(result: Any) -> Any:
             if timer.active():
                 timer.cancel()
-            if isinstance(result, Failure) and result.check(defer.CancelledError):
+            # Cancelling surfaces as whatever the step under way raises (CancelledError,
+            # ConnectingCancelledError while connecting, ...): the timer says why.
+            if isinstance(result, Failure) and expired:
                 return Failure(
                     RequestError(f"{url}: no complete answer within {self._timeout:g} s", 504)
                 )

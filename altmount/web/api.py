@@ -3,8 +3,8 @@
 SABnzbd clients may call `/api?mode=...` instead of `/sabnzbd/api`, so a request
 with `mode` goes to the SABnzbd handler. Everything else is REST, with JSON
 answers and JSON errors `{"error": {"code": ..., "message": ...}}` (never a
-traceback). REST auth: HTTP Basic with the WebDAV credentials, or the API key in
-`X-Api-Key` or `apikey`.
+traceback). REST auth: HTTP Basic with the WebDAV credentials, the API key in
+`X-Api-Key` or `apikey`, or a web UI session cookie (`altmount.web.session`).
 
 REST routes:
 - `POST /api/queue/upload` (multipart: `file`, optional `category`, `priority`)
@@ -32,6 +32,7 @@ from altmount.web.auth import REALM, auth_required, credentials_ok
 from altmount.web.multipart import MAX_NZB_BYTES, FormPart, parse_form
 from altmount.web.opsapi import OpsRoutes
 from altmount.web.sabnzbd import SABnzbdAPI, SABnzbdRoot, json_error
+from altmount.web.session import session_authorized, unauthorized_message, wants_basic_challenge
 
 __all__ = ["ApiRoot", "build_api_resources", "item_json"]
 
@@ -114,6 +115,8 @@ class ApiRoot(Resource):
             request.getHeader(b"authorization"), webdav.user, webdav.password
         ):
             return True
+        if session_authorized(request):
+            return True
         given = request.getHeader(b"x-api-key")
         if given is None:
             values = (request.args or {}).get(b"apikey")
@@ -128,8 +131,9 @@ class ApiRoot(Resource):
     def _upload(self, request: Request):
         allowed = yield self._authorized(request)
         if not allowed:
-            request.setHeader(b"WWW-Authenticate", f'Basic realm="{REALM}"')
-            return 401, "unauthorized", "authentication required (Basic auth or X-Api-Key)"
+            if wants_basic_challenge(request):
+                request.setHeader(b"WWW-Authenticate", f'Basic realm="{REALM}"')
+            return 401, "unauthorized", unauthorized_message(request)
         parts = _parts(request)
         upload = next((p for p in parts if p.name == "file"), None)
         if upload is None or not upload.data:
@@ -153,6 +157,7 @@ class ApiRoot(Resource):
         log.error(
             "POST /api/queue/upload failed",
             exc_info=(failure.type, failure.value, failure.getTracebackObject()),
+            extra={"request_id": getattr(request, "request_id", "")},
         )
         return 500, "internal", "internal error; see the altmount log"
 

@@ -112,6 +112,9 @@ def parse_propfind(body: bytes) -> PropfindRequest:
         parser.Parse(body, True)
     except expat.ExpatError as exc:
         raise RequestError(f"PROPFIND body is not well-formed XML: {exc}") from None
+    except (LookupError, ValueError) as exc:
+        # pyexpat lets an unknown or multi-byte declared encoding escape as these.
+        raise RequestError(f"PROPFIND body cannot be decoded: {exc}") from None
     if len(kinds) != 1:
         raise RequestError("PROPFIND needs exactly one of allprop, propname or prop")
     return PropfindRequest(kinds[0], tuple(names) if kinds[0] == "prop" else ())

@@ -6,9 +6,10 @@ then answers its own routes or 404), else the body (or NOT_DONE_YET). Every
 answer is JSON; errors are `{"error": {"code", "message"}}` with a fitting status,
 never a traceback.
 
-Auth: HTTP Basic with the WebDAV user and password, or the API key in the
-`X-Api-Key` header or the `apikey` query parameter. Only `GET /api/health`
-answers without credentials, and then only `{"status": ...}`.
+Auth: HTTP Basic with the WebDAV user and password, the API key in the
+`X-Api-Key` header or the `apikey` query parameter, or a web UI session cookie
+(with its CSRF header on POST/DELETE; `altmount.web.session`). Only `GET
+/api/health` answers without credentials, and then only `{"status": ...}`.
 
 Routes (see docs/api.md for every field):
 
@@ -40,6 +41,7 @@ from altmount.config import Config
 from altmount.errors import AltmountError
 from altmount.web.auth import REALM, auth_required, credentials_ok
 from altmount.web.opshandlers import ApiError, Handlers
+from altmount.web.session import session_authorized, unauthorized_message, wants_basic_challenge
 
 __all__ = ["OpsResource", "OpsRoutes", "Route", "build_ops_routes", "json_error_body", "ApiError"]
 
@@ -131,10 +133,9 @@ class OpsRoutes:
         try:
             authorized = await self.authorized(request)
             if not authorized and not route.public:
-                request.setHeader(b"WWW-Authenticate", f'Basic realm="{REALM}"'.encode())
-                return json_error_body(
-                    401, "unauthorized", "authentication required (Basic auth or X-Api-Key)"
-                )
+                if wants_basic_challenge(request):
+                    request.setHeader(b"WWW-Authenticate", f'Basic realm="{REALM}"'.encode())
+                return json_error_body(401, "unauthorized", unauthorized_message(request))
             result = (
                 route.handler(request, **params, authorized=authorized)
                 if route.public
@@ -151,7 +152,10 @@ class OpsRoutes:
             return json_error_body(status, type(exc).__name__, str(exc))
         except Exception:
             log.exception(
-                "%s %s failed", request.method.decode("latin-1"), request.path.decode("latin-1")
+                "%s %s failed",
+                request.method.decode("latin-1"),
+                request.path.decode("latin-1"),
+                extra={"request_id": getattr(request, "request_id", "")},
             )
             return json_error_body(500, "internal", "internal error; see the altmount log")
 
@@ -161,6 +165,8 @@ class OpsRoutes:
         if not auth_required(webdav.user, webdav.password):
             return True
         if credentials_ok(request.getHeader(b"authorization"), webdav.user, webdav.password):
+            return True
+        if session_authorized(request):
             return True
         given = request.getHeader(b"x-api-key")
         if given is None:

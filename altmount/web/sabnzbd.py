@@ -26,7 +26,7 @@ from altmount.errors import AltmountError, QueueError, QueueItemNotFound
 from altmount.queue.model import ACTIVE_STATES, HISTORY_STATES, QueueItem, State
 from altmount.queue.service import QueueService
 from altmount.web.addurl import NZBDownloader
-from altmount.web.auth import auth_required
+from altmount.web.auth import auth_required, note_failed_login
 from altmount.web.multipart import MAX_NZB_BYTES, FormPart, is_multipart, parse_form
 from altmount.web.sabnzbd_format import (
     SAB_VERSION,
@@ -55,6 +55,7 @@ _PRIORITY_WORDS = {
     "force": 2,
 }
 _NO_VALUE = "expects one parameter"
+_KEY_INCORRECT = "API Key Incorrect"
 _NOT_IMPLEMENTED = "not implemented"
 
 
@@ -140,7 +141,7 @@ class SABnzbdAPI(Resource):
         output = "xml" if params.get("output", "").lower() == "xml" else "json"
         finished = [False]
         request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
-        calling = defer.maybeDeferred(self._call, params, files)
+        calling = defer.maybeDeferred(self._call, params, files, request)
         calling.addCallbacks(
             self._ok,
             self._refused,
@@ -167,11 +168,13 @@ class SABnzbdAPI(Resource):
             return []
 
     @defer.inlineCallbacks
-    def _call(self, params: dict[str, str], files: list[FormPart]):
+    def _call(self, params: dict[str, str], files: list[FormPart], request: Request):
         mode = params.get("mode", "")
         if mode not in ("version", "auth"):
             problem = yield self._auth_problem(params)
             if problem:
+                if problem == _KEY_INCORRECT:  # SABnzbd answers 200, so the site cannot tell
+                    note_failed_login(request)
                 raise _APIError(problem)
         handler = self._modes.get(mode)
         if handler is None:
@@ -227,7 +230,7 @@ class SABnzbdAPI(Resource):
             expected = yield self._api_key()
             if hmac.compare_digest(key.encode(), expected.encode()):
                 return None
-            return "API Key Incorrect"
+            return _KEY_INCORRECT
         user, password = params.get("ma_username"), params.get("ma_password")
         webdav = self._config.webdav
         if (user is not None or password is not None) and auth_required(
@@ -235,7 +238,7 @@ class SABnzbdAPI(Resource):
         ):
             user_ok = hmac.compare_digest((user or "").encode(), webdav.user.encode())
             password_ok = hmac.compare_digest((password or "").encode(), webdav.password.encode())
-            return None if user_ok and password_ok else "API Key Incorrect"
+            return None if user_ok and password_ok else _KEY_INCORRECT
         return "API Key Required"
 
     @defer.inlineCallbacks

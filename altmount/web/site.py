@@ -2,8 +2,10 @@
 
 `/live` answers without auth (health checks). `api`, `sabnzbd`, `ui` and
 `metrics` are reserved top-level names: they go to the resources the caller
-mounts (which do their own auth) or answer 404 JSON. Everything else is the
-WebDAV tree, behind Basic auth when a user or password is configured.
+mounts (which do their own auth) or answer 404 JSON; `ui` defaults to the web UI.
+Everything else is the WebDAV tree, behind Basic auth (or a UI session cookie)
+when a user or password is configured. A browser opening `/` (a plain GET that
+accepts text/html, no `Depth`) is sent to `/ui/`; WebDAV clients never are.
 """
 
 from __future__ import annotations
@@ -13,21 +15,43 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.protocols import basic
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from altmount.config import Config
+from altmount.logsetup import new_request_id, redact_url
 from altmount.stream.fetcher import SegmentFetcher
-from altmount.web.auth import Unauthorized, auth_required, credentials_ok
+from altmount.web.auth import (
+    LoginLimiter,
+    Unauthorized,
+    auth_required,
+    client_key,
+    credentials_ok,
+    presents_credentials,
+    too_many_logins,
+)
 from altmount.web.multipart import BodyLimitedRequest
+from altmount.web.session import (
+    CookieAuth,
+    SessionStore,
+    SessionUnauthorized,
+    attach_sessions,
+    cookie_auth,
+    wants_basic_challenge,
+)
+from altmount.web.ui import UIResource
 from altmount.web.webdav import WebDAVResource
 
-__all__ = ["RESERVED", "build_site"]
+__all__ = ["RESERVED", "HTTP_IDLE_TIMEOUT", "build_site"]
 
 log = logging.getLogger(__name__)
 
 RESERVED = (b"api", b"sabnzbd", b"ui", b"metrics")
+#: Seconds a connection may sit idle, and the time a client has to send a whole
+#: request head once it has started one (see _Channel).
+HTTP_IDLE_TIMEOUT = 60.0
 
 
 class _Live(Resource):
@@ -64,21 +88,89 @@ class _Root(Resource):
         self._live = _Live()
         self._not_mounted = _NotMounted()
         self._unauthorized = Unauthorized()
+        self._session_unauthorized = SessionUnauthorized()
+        self._to_ui = _ToUI()
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"live":
             return self._live
         if path in RESERVED:
             return self._extra.get(path, self._not_mounted)
+        if _browser_at_root(request):
+            return self._to_ui
         if auth_required(self._user, self._password) and not credentials_ok(
             request.getHeader(b"authorization"), self._user, self._password
         ):
+            verdict = cookie_auth(request)
+            if verdict is CookieAuth.VALID:
+                return self._webdav
+            if verdict is CookieAuth.CSRF_MISSING or not wants_basic_challenge(request):
+                return self._session_unauthorized
             return self._unauthorized
         return self._webdav
 
 
-class _TimedRequest(BodyLimitedRequest):
-    """A request that logs method, path, status, body bytes and milliseconds when done."""
+def _browser_at_root(request: Request) -> bool:
+    """A browser opening `/`: GET of the root, accepting HTML, no WebDAV Depth header."""
+    return (
+        request.method == b"GET"
+        and request.path == b"/"
+        and request.getHeader(b"depth") is None
+        and b"text/html" in (request.getHeader(b"accept") or b"")
+    )
+
+
+class _ToUI(Resource):
+    """302 to the web UI."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.redirect(b"/ui/")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return b""
+
+
+class _Request(BodyLimitedRequest):
+    """A body-capped request with a short id, sent back as X-Request-Id and carried by
+    every log line about it (the debug line, its stream's lines).
+
+    It also applies the site's login limiter: a 401 to a request that carried
+    credentials counts as a failed login of its client, and a client over the
+    limit gets 429 for everything but `/live` until its window has passed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_id = new_request_id()
+
+    def process(self) -> None:
+        self.setHeader(b"X-Request-Id", self.request_id.encode("ascii"))
+        super().process()
+
+    def render(self, resrc: Resource) -> None:
+        limiter: LoginLimiter = self.site.login_limiter
+        if limiter.active and not isinstance(resrc, _Live):
+            wait = limiter.retry_after(client_key(getattr(self.getClientAddress(), "host", "")))
+            if wait > 0:
+                body = too_many_logins(self, wait)
+                self.setHeader(b"Content-Length", b"%d" % len(body))
+                self.write(b"" if self.method == b"HEAD" else body)
+                self.finish()
+                return
+        super().render(resrc)
+
+    def finish(self) -> None:
+        if self.code == 401 and self.site is not None and presents_credentials(self):
+            self.site.login_limiter.failed(
+                client_key(getattr(self.getClientAddress(), "host", ""))
+            )
+        super().finish()
+
+
+class _TimedRequest(_Request):
+    """A request that logs method, URI (credentials masked), status, body bytes and
+    milliseconds when done."""
 
     clock: Callable[[], float] = time.monotonic
 
@@ -102,19 +194,49 @@ class _TimedRequest(BodyLimitedRequest):
         log.info(
             "%s %s -> %d, %d bytes, %.1f ms%s",
             self.method.decode("latin-1"),
-            self.path.decode("latin-1"),
+            redact_url(self.uri.decode("latin-1")),
             self.code,
             self.sentLength,
             elapsed,
             note,
+            extra={"request_id": self.request_id},
         )
 
 
+class _Channel(http.HTTPChannel):
+    """HTTP/1.1 with two defences Twisted lacks against slow or oversized request heads.
+
+    Twisted restarts the idle timer on every byte, so a client trickling a header
+    a byte at a time (slowloris) holds its connection for hours; here only the
+    first byte of a request head restarts it, so the whole head must arrive
+    within the idle timeout. And a header line over MAX_LENGTH gets a 431 before
+    the hang-up instead of a silent close.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        # Inside a request head: part of it has arrived (a complete line or a partial one).
+        in_head = self.line_mode and not self._handlingRequest
+        if in_head and (self._receivedHeaderSize or self._buffer):
+            basic.LineReceiver.dataReceived(self, data)
+            return
+        super().dataReceived(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.loseConnection()
+
+
 class _QuietSite(Site):
-    """A Site that writes no access log of its own (ours is `webdav.debug`)."""
+    """A Site that writes no access log of its own (ours is `webdav.debug`), speaks
+    through _Channel and carries the login limiter its requests consult."""
 
     noisy = False
     displayTracebacks = False
+    protocol = _Channel  # type: ignore[assignment]
+    login_limiter: LoginLimiter
 
     def log(self, request: http.Request) -> None:
         """Access logging is done by _TimedRequest when debug is on."""
@@ -127,20 +249,29 @@ def build_site(
     *,
     extra_resources: dict[bytes, Resource] | None = None,
     ops: Any = None,
+    reactor: Any = None,
+    idle_timeout: float = HTTP_IDLE_TIMEOUT,
 ) -> Site:
     """The HTTP site of `config`: WebDAV over `store` and `fetcher`, plus the mounts given.
 
     `extra_resources` maps a reserved top-level name (b"api", b"sabnzbd", b"ui",
-    b"metrics") to its resource; any other name is refused with ValueError.
+    b"metrics") to its resource; any other name is refused with ValueError. `ui`
+    defaults to the web UI, whose session cookie then works on every mount.
     `ops` (an `altmount.ops.Ops`) gets the WebDAV streams registered with it.
+    `reactor` (default: the global one) runs the `idle_timeout` timers and is the
+    clock of the login limiter.
     """
     extra = dict(extra_resources or {})
     unknown = sorted(name for name in extra if name not in RESERVED)
     if unknown:
         raise ValueError(f"extra resources must use reserved names {RESERVED}, got {unknown}")
+    sessions = SessionStore(time.monotonic)
+    extra.setdefault(b"ui", UIResource(config, sessions))
     webdav = WebDAVResource(store, fetcher, config.streaming, ops=ops)
     root = _Root(config, webdav, extra)
-    if config.webdav.debug:
-        return _QuietSite(root, requestFactory=_TimedRequest)
     # Every request is body-capped: Twisted would otherwise buffer any upload whole.
-    return _QuietSite(root, requestFactory=BodyLimitedRequest)
+    factory = _TimedRequest if config.webdav.debug else _Request
+    site = _QuietSite(root, requestFactory=factory, timeout=idle_timeout, reactor=reactor)
+    site.login_limiter = LoginLimiter(site.reactor.seconds)
+    attach_sessions(site, sessions)
+    return site

@@ -30,7 +30,7 @@ from altmount.errors import (
 )
 from altmount.stream.fetcher import SegmentFetcher
 from altmount.stream.httprange import make_etag, select_range
-from altmount.stream.streamer import RangeStreamer
+from altmount.stream.streamer import RangeStreamer, zero_fill_applies
 from altmount.web.davxml import (
     MAX_BODY_BYTES,
     DavResource,
@@ -126,8 +126,9 @@ class WebDAVResource(Resource):
             log.error(
                 "%s %s: metadata store error: %s",
                 request.method.decode("latin-1"),
-                request.uri,
+                request.path.decode("latin-1"),
                 exc,
+                extra={"request_id": getattr(request, "request_id", "")},
             )
             return _plain(request, 500, f"metadata store error: {exc}")
         except AltmountError as exc:
@@ -366,8 +367,14 @@ class _Delivery:
         self._gone = False
         self._handle = None
         consumer: Any = request
+        # DummyRequest and other request types without our id log without one.
+        request_id = getattr(request, "request_id", "")
+        self._log_context: dict[str, Any] = {"request_id": request_id}
         if ops is not None:
-            self._handle = ops.streams.open(record.path, _client_of(request), start, end)
+            self._handle = ops.streams.open(
+                record.path, _client_of(request), start, end, request_id
+            )
+            self._log_context = self._handle.log_context
             consumer = _CountingConsumer(request, self._handle)
         self._streamer = RangeStreamer(
             fetcher,
@@ -377,6 +384,9 @@ class _Delivery:
             consumer,
             read_ahead=streaming.streaming_chunk_size,
             max_buffer=streaming.max_range_size,
+            zero_fill=zero_fill_applies(streaming.missing_article_policy, record.path),
+            on_hole=self._hole,
+            log_context=self._log_context,
         )
 
     def begin(self) -> None:
@@ -387,6 +397,19 @@ class _Delivery:
     def _close(self, outcome: str) -> None:
         if self._handle is not None:
             self._handle.close(outcome)
+
+    def _hole(self, index: int, message_id: str) -> None:
+        """A segment missing everywhere was served as zeros: record it (once per article)."""
+        if self._ops is not None:
+            self._ops.record_hole(self._record.path, index, message_id)
+        else:
+            log.warning(
+                "%s: segment %d (<%s>) missing on every provider, served as zeros",
+                self._record.path,
+                index,
+                message_id,
+                extra=self._log_context,
+            )
 
     def _client_gone(self, _reason: Failure) -> None:
         self._gone = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import random
+import re
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -16,6 +17,7 @@ from twisted.web.resource import Resource
 
 from altmount.config import Config, StreamingConfig, WebDAVConfig
 from altmount.errors import ArticleNotFound
+from altmount.logsetup import StructuredFormatter
 from altmount.metadata import FileRecord, MetadataStore, SegmentTable
 from altmount.web.site import build_site
 
@@ -251,10 +253,33 @@ def test_error_mid_stream_closes_connection(store):
 
 
 def test_debug_logs_each_request(store, caplog):
-    """With webdav.debug each request is logged with method, path, status, bytes and time."""
+    """With webdav.debug each request is one line: its id, method, path, status, bytes, time."""
     site = build_site(config(debug=True), store, MemoryFetcher())
     with caplog.at_level(logging.INFO, logger="altmount.web.site"):
-        request(site, path=PATH.encode(), headers={b"Range": b"bytes=0-99"})
+        response, _, _ = request(site, path=PATH.encode(), headers={b"Range": b"bytes=0-99"})
+    (record,) = [r for r in caplog.records if r.name == "altmount.web.site"]
+    request_id = response.headers[b"x-request-id"].decode()
+    assert re.fullmatch(r"[0-9a-f]{8}", request_id)
+    line = StructuredFormatter().format(record)
+    pattern = (
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO    altmount\.web\.site: "
+        rf"\[request_id={request_id}\] GET {re.escape(PATH)} -> 206, 100 bytes, \d+\.\d ms"
+    )
+    assert re.fullmatch(pattern, line), line
+
+
+def test_each_request_gets_its_own_id(store):
+    """Every response carries a fresh X-Request-Id, with or without webdav.debug."""
+    site = build_site(config(), store, MemoryFetcher())
+    ids = {request(site, path=b"/live", auth=False)[0].headers[b"x-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+def test_debug_line_masks_credentials_in_the_query(store, caplog):
+    """An apikey or ma_password in the URL is logged as ***."""
+    site = build_site(config(debug=True), store, MemoryFetcher())
+    with caplog.at_level(logging.INFO, logger="altmount.web.site"):
+        request(site, path=b"/live?apikey=0123456789abcdef&ma_password=hunter22&mode=queue")
     (line,) = [r.getMessage() for r in caplog.records if r.name == "altmount.web.site"]
-    assert line.startswith(f"GET {PATH} -> 206, 100 bytes, ")
-    assert line.endswith(" ms")
+    assert "0123456789abcdef" not in line and "hunter22" not in line
+    assert "apikey=***&ma_password=***&mode=queue" in line
