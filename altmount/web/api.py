@@ -25,16 +25,16 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from altmount.config import Config
 from altmount.errors import AltmountError, RequestError
-from altmount.queue.model import QueueItem
 from altmount.queue.service import QueueService
 from altmount.web.addurl import NZBDownloader
 from altmount.web.auth import REALM, auth_required, credentials_ok
 from altmount.web.multipart import MAX_NZB_BYTES, FormPart, parse_form
 from altmount.web.opsapi import OpsRoutes
+from altmount.web.opshandlers import queue_item_json
 from altmount.web.sabnzbd import SABnzbdAPI, SABnzbdRoot, json_error
 from altmount.web.session import session_authorized, unauthorized_message, wants_basic_challenge
 
-__all__ = ["ApiRoot", "build_api_resources", "item_json"]
+__all__ = ["ApiRoot", "build_api_resources"]
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +46,6 @@ _CODES = {
     409: "conflict",
     413: "payload_too_large",
 }
-
-
-def item_json(item: QueueItem) -> dict[str, Any]:
-    """A queue item as the REST API shows it."""
-    return {
-        "id": item.id,
-        "nzo_id": item.nzo_id,
-        "nzb_name": item.nzb_name,
-        "category": item.category,
-        "priority": item.priority.name.lower(),
-        "state": str(item.state),
-        "attempts": item.attempts,
-        "error": item.error,
-        "created_at": item.created_at,
-        "updated_at": item.updated_at,
-        "started_at": item.started_at,
-        "completed_at": item.completed_at,
-        "target_path": item.target_path,
-        "size": item.size,
-        "source": item.source,
-    }
 
 
 class ApiRoot(Resource):
@@ -146,7 +125,7 @@ class ApiRoot(Resource):
         item = yield self._queue.add(
             upload.data, name, fields.get("category") or None, priority, source="api"
         )
-        return 201, item_json(item)
+        return 201, queue_item_json(item)
 
     @staticmethod
     def _failed(failure: Failure, request: Request) -> tuple[int, str, str]:
