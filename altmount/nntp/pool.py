@@ -149,6 +149,12 @@ class ProviderPool:
         return len(self._queue)
 
     @property
+    def reachable(self) -> bool:
+        """False while the provider is refusing connections and none is open: the router
+        then asks other providers first instead of queueing behind the backoff."""
+        return bool(self._ready) or not self._backoff
+
+    @property
     def load(self) -> float:
         """Queued plus in-flight requests per pipeline slot; the router prefers the lowest."""
         in_flight = sum(conn.in_flight for conn in self._ready)
@@ -356,10 +362,10 @@ class ProviderPool:
 
     # -- connections -------------------------------------------------------------------
 
-    def _maybe_connect(self) -> None:
+    def _maybe_connect(self, at_least: int = 0) -> None:
         if not self.enabled or (self._backoff_call is not None and self._backoff_call.active()):
             return
-        wanted = len(self._queue) - len(self._attempts)
+        wanted = max(at_least, len(self._queue)) - len(self._attempts)
         if self._backoff:  # recovering from failures: probe with one connection at a time
             wanted = min(wanted, 1 - len(self._attempts))
         busy = len(self._ready) + len(self._draining) + len(self._attempts) + self._held
@@ -433,6 +439,10 @@ class ProviderPool:
     def _backoff_over(self) -> None:
         self._backoff_call = None
         self._pump()
+        if not self._queue and not self._ready and not self._attempts:
+            # Nothing queued (the router sends traffic elsewhere meanwhile): try one
+            # connection anyway, so a provider that comes back becomes reachable again.
+            self._maybe_connect(at_least=1)
 
     def disable(self, error: NNTPError) -> None:
         """Stop using this provider (e.g. a start-up probe met 481); logs one warning."""

@@ -43,11 +43,12 @@ class ProviderRouter:
         """
         return self._ask("body", message_id, priority, exclude)
 
-    def body_excluding(
-        self, message_id: str, exclude: Collection[str], priority: int = 0
-    ) -> defer.Deferred[bytes]:
-        """`body` from any provider but those named in `exclude`."""
-        return self._ask("body", message_id, priority, exclude)
+    def body_from(
+        self, message_id: str, priority: int = 0, exclude: Collection[str] = ()
+    ) -> defer.Deferred[tuple[bytes, str]]:
+        """`body`, with the name of the provider that answered (to exclude it when its
+        copy turns out corrupt)."""
+        return self._ask("body_from", message_id, priority, exclude)
 
     def stat(self, message_id: str, priority: int = 0) -> defer.Deferred[bool]:
         """True if any provider has the article; False only if every one said 430."""
@@ -62,7 +63,10 @@ class ProviderRouter:
         usable = [p for p in self._pools if p.enabled and p.name not in exclude]
         # sorted() is stable: equally loaded primaries keep configuration order.
         primaries = sorted((p for p in usable if not p.is_backup), key=lambda p: p.load)
-        return primaries + [p for p in usable if p.is_backup]
+        ordered = primaries + [p for p in usable if p.is_backup]
+        # A provider refusing connections goes last: waiting out its backoff would cost
+        # every request connect + request timeout before the failover.
+        return [p for p in ordered if p.reachable] + [p for p in ordered if not p.reachable]
 
     def _ask(
         self, kind: str, message_id: str, priority: int, exclude: Collection[str]
@@ -98,7 +102,7 @@ class ProviderRouter:
             if kind == "stat" and result is False:
                 errors.append(ArticleNotFound(message_id))
                 return next_or_give_up()
-            return result
+            return (result, pool.name) if kind == "body_from" else result
 
         def failed(failure: Failure) -> Any:
             if not isinstance(failure.value, NNTPError):
@@ -107,7 +111,7 @@ class ProviderRouter:
             return next_or_give_up()
 
         request = (
-            pool.body(message_id, priority) if kind == "body" else pool.stat(message_id, priority)
+            pool.stat(message_id, priority) if kind == "stat" else pool.body(message_id, priority)
         )
         return request.addCallbacks(answered, failed)
 

@@ -18,17 +18,18 @@ from typing import Any, Protocol
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 
-from altmount.errors import StreamError
+from altmount.errors import ArticleNotFound, NoProvidersAvailable, StreamError, YencError
 
 __all__ = ["BodySource", "FetcherStats", "SegmentFetcher"]
 
 
 class BodySource(Protocol):
-    """What the fetcher needs of the provider router: raw article bodies by message-id."""
+    """What the fetcher needs of the provider router: raw article bodies by message-id,
+    with the name of the provider that sent each."""
 
-    def body(
+    def body_from(
         self, message_id: str, priority: int = 0, exclude: frozenset[str] = frozenset()
-    ) -> Deferred[bytes]: ...
+    ) -> Deferred[tuple[bytes, str]]: ...
 
 
 class _Decoded(Protocol):
@@ -158,13 +159,7 @@ class SegmentFetcher:
         await self._slots.acquire()
         self._active += 1
         try:
-            decoded = await self._download(message_id, priority)
-            if not decoded.crc_ok:
-                # A corrupt copy is often a transfer or provider glitch: ask once more.
-                self._crc_retries += 1
-                decoded = await self._download(message_id, priority)
-                if not decoded.crc_ok:
-                    raise StreamError(f"CRC mismatch in segment {index} (<{message_id}>) of {path}")
+            decoded = await self._download_intact(message_id, priority, index, path)
             self._verify(table, index, decoded, path)
         except CancelledError:
             raise
@@ -181,8 +176,33 @@ class SegmentFetcher:
         self._bytes_decoded += len(decoded.data)
         return decoded.data
 
-    async def _download(self, message_id: str, priority: int) -> _Decoded:
-        body = await self._router.body(message_id, priority)
+    async def _download_intact(
+        self, message_id: str, priority: int, index: int, path: str
+    ) -> _Decoded:
+        """Download and decode; a corrupt copy (CRC mismatch, broken yEnc) is fetched once
+        more, from another provider when there is one, else from the same (a glitch)."""
+        body, source = await self._router.body_from(message_id, priority)
+        problem: Exception
+        try:
+            decoded = await self._decode_body(body)
+            if decoded.crc_ok:
+                return decoded
+            problem = StreamError(f"CRC mismatch in segment {index} (<{message_id}>) of {path}")
+        except YencError as exc:
+            problem = exc
+        self._crc_retries += 1
+        try:
+            body, _ = await self._router.body_from(message_id, priority, frozenset({source}))
+        except NoProvidersAvailable:
+            body, _ = await self._router.body_from(message_id, priority)
+        except ArticleNotFound:
+            raise problem from None  # nobody else has it: the corruption is the news
+        decoded = await self._decode_body(body)
+        if not decoded.crc_ok:
+            raise problem
+        return decoded
+
+    async def _decode_body(self, body: bytes) -> _Decoded:
         self._bytes_fetched += len(body)
         if self._run_decode is not None:
             return await self._run_decode(body)

@@ -57,11 +57,11 @@ def serve(store_dir: str) -> None:
             self.articles = articles
             self.delays = delays
 
-        def body(self, message_id, priority=0, exclude=frozenset()):
+        def body_from(self, message_id, priority=0, exclude=frozenset()):
             call = None
             d = Deferred(lambda _d: call.cancel())
             delay = self.delays[message_id.split(".")[0]]
-            call = reactor.callLater(delay, d.callback, self.articles[message_id])
+            call = reactor.callLater(delay, d.callback, (self.articles[message_id], "delayed"))
             return d
 
     class Stats(Resource):

@@ -45,8 +45,8 @@ def main(store_dir: str, idle_timeout: float) -> None:
         def __init__(self, articles: dict[str, bytes]) -> None:
             self.articles = articles
 
-        def body(self, message_id, priority=0, exclude=frozenset()):
-            return defer.succeed(self.articles[message_id])
+        def body_from(self, message_id, priority=0, exclude=frozenset()):
+            return defer.succeed((self.articles[message_id], "memory"))
 
     release = post_release({"film.mkv": FILE_DATA}, article_size=64_000, salt="sec")
     posted = release.files[0]

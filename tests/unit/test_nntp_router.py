@@ -92,9 +92,12 @@ def test_last_real_error_wins_over_430():
 
 
 def test_exclude_skips_provider():
-    """body_excluding never asks the excluded provider."""
+    """body_from never asks an excluded provider and names the one that answered."""
     reactor, servers, router = _network(("a", [], False), ("b", [], False))
-    assert _result(reactor, router.body_excluding("r7@test", {"a"})) == ARTICLES["r7@test"]
+    assert _result(reactor, router.body_from("r7@test", exclude={"a"})) == (
+        ARTICLES["r7@test"],
+        "b",
+    )
     assert servers["a"].commands["BODY"] == 0 and servers["b"].commands["BODY"] == 1
 
 
@@ -123,3 +126,29 @@ def test_close_closes_every_pool():
     reactor.flush()
     assert closed.called and not any(p.enabled for p in router.providers)
     assert servers["a"].current_connections == 0
+
+
+def test_refusing_primary_is_asked_last_until_it_returns():
+    """A primary that refuses connections does not delay requests: the backup answers at
+    once, and once the primary accepts connections again it is asked first again."""
+    reactor, servers, router = _network(("a", [], False), ("backup", [], True))
+    reactor.refused.add("a")
+    pool_a = router.providers[0]
+    first = []
+    router.body("r1@test").addBoth(first.append)  # the first request learns that "a" refuses
+    reactor.flush()
+    reactor.advance(NNTP.connect_timeout_seconds + NNTP.request_timeout_seconds)
+    reactor.flush()
+    assert first == [ARTICLES["r1@test"]] and not pool_a.reachable
+    served_before = servers["backup"].commands["BODY"]
+    box = []
+    router.body("r2@test").addBoth(box.append)
+    reactor.flush()
+    assert box == [ARTICLES["r2@test"]]  # no wait for "a"'s connect + request timeout
+    assert servers["backup"].commands["BODY"] == served_before + 1
+    reactor.refused.discard("a")
+    reactor.advance(60)  # backoff expires: the idle pool reconnects by itself
+    reactor.flush()
+    assert pool_a.reachable
+    assert _result(reactor, router.body("r3@test")) == ARTICLES["r3@test"]
+    assert servers["a"].commands["BODY"] == 1

@@ -40,35 +40,35 @@ class InlinePool:
 
 
 class ManualRouter:
-    """Hands out a Deferred per body() call; the test fires them."""
+    """Hands out a Deferred per body_from() call; the test fires them."""
 
     def __init__(self, articles=RELEASE.articles):
         self.articles = articles
         self.calls: list[tuple[str, Deferred]] = []
         self.cancelled: list[str] = []
 
-    def body(self, message_id, priority=0, exclude=frozenset()):
+    def body_from(self, message_id, priority=0, exclude=frozenset()):
         d = Deferred(lambda _: self.cancelled.append(message_id))
         self.calls.append((message_id, d))
         return d
 
     def answer(self, position):
         message_id, d = self.calls[position]
-        d.callback(self.articles[message_id])
+        d.callback((self.articles[message_id], "manual"))
 
 
 class InstantRouter:
-    """Answers every body() at once from memory."""
+    """Answers every body_from() at once from memory."""
 
     def __init__(self, articles=RELEASE.articles):
         self.articles = articles
         self.calls = 0
 
-    def body(self, message_id, priority=0, exclude=frozenset()):
+    def body_from(self, message_id, priority=0, exclude=frozenset()):
         self.calls += 1
         if message_id not in self.articles:
             return fail(ArticleNotFound(message_id))
-        return succeed(self.articles[message_id])
+        return succeed((self.articles[message_id], "instant"))
 
 
 def make(router, workers=2, decode=None):
@@ -223,3 +223,30 @@ def test_counters_return_to_zero_after_mixed_outcomes(workers):
         router.answer(position)
     assert all(d.called for d in fetches)
     assert (fetcher.active, fetcher.queued) == (0, 0)
+
+
+def test_corrupt_copy_is_refetched_from_another_provider():
+    """A provider serving a corrupt copy is left out of the retry: the other one answers."""
+    from altmount.config import NNTPConfig, ProviderConfig
+    from altmount.nntp.pool import ProviderPool
+    from altmount.nntp.router import ProviderRouter
+    from altmount.nntp.stats import ProviderStats
+    from altmount.testing.nntpserver import Faults, MemoryNetReactor, NNTPServerFactory
+
+    network = MemoryNetReactor()
+    servers = {
+        "a": NNTPServerFactory(network, RELEASE.articles, Faults(corrupt_rate=1.0), seed=1),
+        "b": NNTPServerFactory(network, RELEASE.articles, Faults(), seed=1),
+    }
+    pools = []
+    for name, server in servers.items():
+        network.servers[name] = server
+        provider = ProviderConfig(name=name, host=name, tls=False, max_connections=1)
+        pools.append(ProviderPool(network, provider, NNTPConfig(), ProviderStats(name)))
+    fetcher = make(ProviderRouter(pools), decode=real_decode)
+    result = []
+    fetcher.fetch(TABLE, 2, path="/f.bin").addBoth(result.append)
+    network.flush()
+    assert bytes(result[0]) == DATA[2 * PART : 3 * PART]
+    assert [servers[n].commands["BODY"] for n in ("a", "b")] == [1, 1]
+    assert fetcher.stats().crc_retries == 1
