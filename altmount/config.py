@@ -148,8 +148,8 @@ class NNTPConfig:
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    pool: str = _opt("thread", "where yEnc decode runs: thread (GIL released) or process",
-                     choices=("thread", "process"))
+    pool: str = _opt("thread", "where stream decodes run: thread (GIL released), process, "
+                     "or inline on the reactor thread", choices=("thread", "process", "inline"))
     decode_workers: int = _opt(0, "decode pool size (0: one per core)", min=0, max=256)
 
 

@@ -61,7 +61,7 @@ class Engine:
             self.router,
             self.decode_pool,
             config.streaming.max_download_workers,
-            run_decode=self.process_pool.decode if self.process_pool else None,
+            run_decode=self._stream_decoder(config.engine.pool),
         )
         self.importer = DirectImporter(
             self.fetch_article,
@@ -77,6 +77,17 @@ class Engine:
             config.engine.pool,
             len(self.pools),
         )
+
+    def _stream_decoder(self, pool: str):
+        """The fetcher's decode hook: None means its own thread-pool decode."""
+        if self.process_pool is not None:
+            return self.process_pool.decode
+        if pool == "inline":
+            # ~70 us per 700 KB article with SIMD: cheaper on the reactor thread than the
+            # hand-off to a pool thread and back (measured: 1.6-1.95 vs 2.3-2.5 CPU-s/GiB),
+            # at the price of decoding on one core only.
+            return lambda body: defer.maybeDeferred(_core.decode_article, body)
+        return None
 
     def decode(self, body: bytes) -> defer.Deferred:
         """Decode one article body in the decode pool; fires with a DecodedArticle

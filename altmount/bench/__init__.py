@@ -118,7 +118,7 @@ def _users(value: str) -> tuple[int, ...]:
 )
 @click.option("--window-mb", type=int, default=16, show_default=True, help="Read-ahead per stream.")
 @click.option(
-    "--pool", type=click.Choice(["thread", "process"]), default="thread", show_default=True
+    "--pool", type=click.Choice(["thread", "process", "inline"]), default="thread", show_default=True
 )
 @click.option(
     "--users",

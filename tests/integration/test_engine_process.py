@@ -174,6 +174,7 @@ class ServerWithProcessPool(unittest.TestCase):
     """`engine.pool: process` serves byte-exact files and ranges over real sockets."""
 
     timeout = 60
+    POOL = "process"
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -186,7 +187,7 @@ class ServerWithProcessPool(unittest.TestCase):
                 "webdav": {"port": 8080, "bind_address": "127.0.0.1", "user": "u", "password": "p"},
                 "metadata": {"root_path": os.path.join(folder, "md"), "map_size_mb": 64},
                 "database": {"path": os.path.join(folder, "db.sqlite")},
-                "engine": {"pool": "process", "decode_workers": 2},
+                "engine": {"pool": self.POOL, "decode_workers": 2},
                 "providers": [
                     {
                         "name": "A",
@@ -228,7 +229,7 @@ class ServerWithProcessPool(unittest.TestCase):
     @defer.inlineCallbacks
     def test_full_get_and_ranges_byte_exact(self):
         """A full GET and random ranges decoded in worker processes are byte-exact."""
-        self.assertIsNotNone(self.server.engine.process_pool)
+        self.assertEqual(self.server.engine.process_pool is not None, self.POOL == "process")
         code, data = yield self.get()
         self.assertEqual((code, data == DATA), (200, True))
         rng = random.Random(9)
@@ -237,3 +238,9 @@ class ServerWithProcessPool(unittest.TestCase):
             end = min(SIZE - 1, start + rng.randrange(1, 600_000))
             code, data = yield self.get(f"bytes={start}-{end}")
             self.assertEqual((code, data == DATA[start : end + 1]), (206, True))
+
+
+class ServerWithInlineDecode(ServerWithProcessPool):
+    """`engine.pool: inline` (decode on the reactor thread) serves byte-exact files and ranges."""
+
+    POOL = "inline"
