@@ -24,6 +24,7 @@ from altmount.errors import RequestError
 from altmount.ops.filehealth import HealthScheduler
 from altmount.ops.health import PROBE_INTERVAL_SECONDS, HealthMonitor
 from altmount.ops.healthstore import MAX_RECORDED_MISSING, FileHealth, HealthStore
+from altmount.ops.heartbeat import ReactorHeartbeat
 from altmount.ops.meters import DurationMeter
 from altmount.ops.metrics import OpsMetrics
 from altmount.ops.streams import StreamRegistry
@@ -89,6 +90,7 @@ class Ops:
         self.metrics = OpsMetrics(self)
         self.streams = StreamRegistry(clock, wall, on_first_byte=self._first_byte)
         self.imports = DurationMeter(clock)
+        self.heartbeat = ReactorHeartbeat(reactor, clock=clock)
         self.health = HealthMonitor(reactor, engine, queue, probe_interval=probe_interval)
         self.health_store = HealthStore(os.path.join(config.metadata.root_path, "health"))
         self.files = HealthScheduler(
@@ -106,6 +108,7 @@ class Ops:
         """Start the provider/database probe, the import poll and the file health checks."""
         self.health.start()
         self.files.start()
+        self.heartbeat.start()
         if self.queue is not None:
             self._imports_loop = LoopingCall(self.poll_imports)
             self._imports_loop.clock = self.reactor
@@ -117,6 +120,7 @@ class Ops:
         if self._imports_loop is not None and self._imports_loop.running:
             self._imports_loop.stop()
         self._imports_loop = None
+        self.heartbeat.stop()
         polling = self._polling
         if polling is not None:
             yield defer.DeferredList([polling], consumeErrors=True)

@@ -132,6 +132,7 @@ class Handlers:
                 "fetch_failures_total": fetched.failures,
                 "crc_retries_total": fetched.crc_retries,
             },
+            "reactor": self._ops.heartbeat.as_dict(),
             "window_seconds": {
                 "current_speed": CURRENT_WINDOW_SECONDS,
                 "avg_speed": AVERAGE_WINDOW_SECONDS,

@@ -130,3 +130,21 @@ def test_routes_not_ours_return_none():
     assert routes.match(b"POST", "/api/queue/upload") == (None, {}, False)
     route, params, known = routes.match(b"GET", "/api/queue/7")
     assert known and params == {"item_id": "7"}
+
+
+def test_heartbeat_measures_reactor_lag():
+    """A timer that runs late by 300 ms is recorded as a stall with its lag."""
+    from twisted.internet.task import Clock
+
+    from altmount.ops.heartbeat import ReactorHeartbeat
+
+    clock = Clock()
+    beat = ReactorHeartbeat(clock, interval=0.05, clock=clock.seconds)
+    beat.start()
+    clock.advance(0.05)
+    assert beat.max_lag == 0 and beat.stalls == 0
+    clock.advance(0.35)  # the reactor came back 300 ms late
+    assert round(beat.max_lag, 3) == 0.3 and beat.stalls == 1
+    assert beat.as_dict()["max_lag_ms"] == 300.0
+    beat.stop()
+    assert clock.getDelayedCalls() == []
