@@ -325,6 +325,7 @@ def soak(
         idle_after = time.monotonic() - after_load
         fds_after = open_fds(server.pid)
         first_minute = next((mib for at, mib in load.rss if at >= rss_reference), load.rss[-1][1])
+        reactor_lag = _reactor_lag(http_port)
         stats = nntp_stats(out)
         return {
             "seconds": seconds,
@@ -352,6 +353,7 @@ def soak(
             "nntp_peak": {name: s["peak"] for name, s in stats.items()},
             "nntp_bodies": {name: s["bodies"] for name, s in stats.items()},
             "longest_live_gap_ms": round(load.longest_gap * 1000, 1),
+            "reactor": reactor_lag,
         }
     finally:
         for child in reversed(children):
@@ -362,6 +364,15 @@ def soak(
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
+
+
+def _reactor_lag(port: int) -> dict:
+    """The server's own heartbeat figures (longest reactor lag, stalls over 250 ms)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/api/health/streaming", headers=AUTH)
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    return answer["reactor"]
 
 
 def _live(port: int) -> bool:
