@@ -63,6 +63,7 @@ class _State(Enum):
     AUTH_PASS = "auth_pass"  # AUTHINFO PASS sent
     READY = "ready"
     QUITTING = "quitting"  # QUIT queued: nothing more may be sent
+    FAILING = "failing"  # a request timed out: the connection is being dropped
     CLOSED = "closed"
 
 
@@ -287,6 +288,9 @@ class NNTPClientProtocol(Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
+        # Unusable before the head's errback runs: its retry must not be pipelined
+        # straight back onto this connection, which is about to be dropped.
+        self._state = _State.FAILING
         if self._sent:
             head = self._sent.popleft()
             head.deferred.errback(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,8 @@ class ProviderPool:
         self._expiry_call: IDelayedCall | None = None
         self._last_connect_error: NNTPError | None = None
         self._ever_connected = False
+        #: Connections that already charged a failure to a request (see _job_failed).
+        self._failed_conns: weakref.WeakSet[NNTPClientProtocol] = weakref.WeakSet()
         self._closing = False
         self._disabled_error: NNTPError | None = None
         if not provider.enabled:
@@ -247,7 +250,7 @@ class ProviderPool:
 
     def _idle_connection(self) -> NNTPClientProtocol | None:
         for conn in self._ready:
-            if not conn.in_flight:
+            if not conn.in_flight and conn.usable:
                 return conn
         return None
 
@@ -255,7 +258,7 @@ class ProviderPool:
         best, best_load = None, self._depth
         for conn in self._ready:
             load = conn.in_flight
-            if load < best_load:
+            if load < best_load and conn.usable:
                 best, best_load = conn, load
                 if not load:
                     break
@@ -302,8 +305,16 @@ class ProviderPool:
         if isinstance(error, ProviderAuthError):
             self._disable(error)
         retry = not isinstance(error, ArticleNotFound | ProviderAuthError)
+        # A connection that fails takes its whole pipeline down, head first. Only the
+        # head was at fault (its request stalled or broke the connection); the requests
+        # queued behind it are re-sent without spending one of their attempts.
+        collateral = isinstance(error, NNTPConnectionLost) and conn in self._failed_conns
+        self._failed_conns.add(conn)
         if job.deferred.called:
             pass
+        elif retry and collateral and self.enabled:
+            job.deadline = self._deadline()
+            self._enqueue(job)
         elif retry and job.attempts < self._nntp.max_retries and self.enabled:
             job.attempts += 1
             job.deadline = self._deadline()

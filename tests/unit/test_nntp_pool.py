@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 
 import pytest
+from twisted.python.failure import Failure
 
 from altmount.config import NNTPConfig, ProviderConfig
 from altmount.errors import (
     ArticleNotFound,
     NNTPConnectionLost,
+    NNTPTimeout,
     ProviderAuthError,
     ProviderUnavailable,
 )
@@ -180,6 +182,24 @@ def test_timeout_reissues_on_a_new_connection():
     reactor.flush()
     assert results == [ARTICLES["a1@test"], ARTICLES["a2@test"]]
     assert pool.stats.errors["timeout"] == 1 and server.connections_total == 2
+
+
+def test_requests_behind_a_stall_keep_their_attempts():
+    """When a stalled head drops the connection, only the head spends a retry: the request
+    pipelined behind it outlives the head's retries and succeeds once the stalls stop."""
+    faults = Faults(stall_rate=1.0)
+    reactor, server, pool = _setup(max_connections=1, depth=2, faults=faults)
+    results = _collect([pool.body("a1@test"), pool.body("a2@test")])
+    reactor.flush()
+    for _ in range(NNTP.max_retries + 1):  # the head's first try and every retry stall
+        reactor.advance(NNTP.request_timeout_seconds + 0.1)
+        reactor.flush()
+    assert isinstance(results[0], Failure) and results[0].check(NNTPTimeout)
+    assert results[1] is None  # still queued: the stalls behind cost it nothing
+    faults.stall_rate = 0.0
+    reactor.advance(NNTP.request_timeout_seconds + 0.1)
+    reactor.flush()
+    assert results[1] == ARTICLES["a2@test"]
 
 
 def test_missing_article_not_retried():
