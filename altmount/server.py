@@ -109,6 +109,7 @@ class Server:
         )
         host = self.http_port.getHost()
         log.info("serving WebDAV on http://%s:%d/ (also under /webdav/)", host.host, host.port)
+        self.queue.add_settled_listener(self.ops.record_import)
         self.queue.start()
         self.ops.start()
         if self.config.import_.watch_dir:

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -116,6 +116,7 @@ class QueueService:
         self._running: dict[int, defer.Deferred] = {}
         self._imports: dict[int, defer.Deferred] = {}
         self._abandoned: set[int] = set()
+        self._settled_listeners: list[Callable[[QueueItem], object]] = []
         self._waiters: dict[int, list[defer.Deferred]] = {}
 
     # -- store operations --------------------------------------------------------
@@ -335,6 +336,9 @@ class QueueService:
         self._abandoned.discard(item_id)
         if final is not None and final.state == State.PENDING:
             return  # a transient failure: retry at the next poll, not in a tight loop
+        if final is not None:
+            for listener in self._settled_listeners:
+                listener(final)
         self.wake()
 
     @defer.inlineCallbacks
@@ -449,6 +453,11 @@ class QueueService:
         )
 
     # -- waiting for results -----------------------------------------------------------
+
+    def add_settled_listener(self, listener: Callable[[QueueItem], object]) -> None:
+        """Call `listener(item)` whenever this process finishes processing an item
+        (completed or failed for good), e.g. to time imports without polling."""
+        self._settled_listeners.append(listener)
 
     def wait_for(self, item_id: int) -> defer.Deferred[QueueItem]:
         """Fires with the item once it is completed, failed or cancelled, whoever processes it.

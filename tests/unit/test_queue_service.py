@@ -334,3 +334,15 @@ def test_enqueue_by_another_process_is_seen_within_a_change_check(env, tmp_path)
     reactor.advance(service_module.CHANGE_CHECK_SECONDS)
     assert service_module.CHANGE_CHECK_SECONDS < INTERVAL
     assert [c[1] for c in importer.calls] == ["Other.nzb"]
+
+
+def test_settled_listeners_hear_each_finished_item(env):
+    """A listener is told once per item this process completes, with its final state."""
+    _, _, importer, queue = env
+    heard = []
+    queue.add_settled_listener(heard.append)
+    queue.start()
+    item = result(queue.add(NZB, "Show.nzb", "tv"))
+    assert heard == []
+    importer.finish(0)
+    assert [(i.id, i.state) for i in heard] == [(item.id, State.COMPLETED)]
