@@ -31,23 +31,6 @@ FILE_SIZE = 4 * 1024 * 1024
 DEADLINE = 15.0
 
 
-@pytest.fixture
-def spawn():
-    """Start child processes that are killed (and reaped) when the test ends, pass or fail."""
-    children: list[subprocess.Popen] = []
-
-    def start(args: list[str], **options) -> subprocess.Popen:
-        child = subprocess.Popen(args, cwd=ROOT, **options)
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=10)
-
-
 def altmount(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     """Run one altmount command to completion."""
     return subprocess.run(

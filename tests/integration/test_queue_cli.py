@@ -6,13 +6,11 @@ from __future__ import annotations
 import subprocess
 import time
 
-import pytest
 import yaml
 from test_cli import (
     ALTMOUNT,
     AUTH,
     FILE_SIZE,
-    ROOT,
     altmount,
     fake_nntp,
     free_port,
@@ -28,23 +26,6 @@ from altmount.queue import QueueStore, State
 from altmount.queue.watch import PROCESSED_DIR
 
 FAST = {"import": {"queue_processing_interval_seconds": 0.2, "watch_interval_seconds": 0.2}}
-
-
-@pytest.fixture
-def spawn():
-    """Start child processes that are killed (and reaped) when the test ends."""
-    children: list[subprocess.Popen] = []
-
-    def start(args: list[str], **options) -> subprocess.Popen:
-        child = subprocess.Popen(args, cwd=ROOT, **options)
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=10)
 
 
 def serve(spawn, config):

@@ -73,23 +73,6 @@ def test_two_processes_claim_each_item_exactly_once(tmp_path):
     store.close()
 
 
-@pytest.fixture
-def spawn():
-    """Start child processes that are killed (and reaped) when the test ends."""
-    children: list[subprocess.Popen] = []
-
-    def start(args: list[str], **options) -> subprocess.Popen:
-        child = subprocess.Popen(args, cwd=ROOT, **options)
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=10)
-
-
 def free_port() -> int:
     """A port nothing listens on now (bound and closed again)."""
     with socket.socket() as probe:
