@@ -330,20 +330,19 @@ class QueueStore:
 
     def get(self, item_id: int) -> QueueItem:
         """The item with this id, or QueueItemNotFound."""
-        row = self._conn.execute(
-            f"SELECT {COLUMNS} FROM queue_items WHERE id = ?", (item_id,)
-        ).fetchone()
-        if row is None:
-            raise QueueItemNotFound(f"no queue item with id {item_id}")
-        return _item(row)
+        return self._one("id", item_id, f"id {item_id}")
 
     def get_by_nzo(self, nzo_id: str) -> QueueItem:
         """The item with this SABnzbd nzo_id, or QueueItemNotFound."""
+        return self._one("nzo_id", nzo_id, f"nzo_id {nzo_id!r}")
+
+    def _one(self, column: str, value: object, label: str) -> QueueItem:
+        # `column` is one of our own names, never user input.
         row = self._conn.execute(
-            f"SELECT {COLUMNS} FROM queue_items WHERE nzo_id = ?", (nzo_id,)
+            f"SELECT {COLUMNS} FROM queue_items WHERE {column} = ?", (value,)
         ).fetchone()
         if row is None:
-            raise QueueItemNotFound(f"no queue item with nzo_id {nzo_id!r}")
+            raise QueueItemNotFound(f"no queue item with {label}")
         return _item(row)
 
     def nzb(self, item_id: int) -> bytes:
