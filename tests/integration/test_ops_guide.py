@@ -125,7 +125,8 @@ def server_states(sock_path) -> dict[str, tuple[str, str]]:
             data += chunk
     rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
     return {
-        row["svname"]: (row["status"], row["check_status"])
+        # "* L7OK": HAProxy marks the last result with "* " while the next check runs.
+        row["svname"]: (row["status"], row["check_status"].removeprefix("* "))
         for row in rows
         if row["pxname"] == "altmount" and row["svname"] not in ("BACKEND", "FRONTEND")
     }
