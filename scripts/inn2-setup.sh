@@ -26,8 +26,9 @@ GROUP=alt.binaries.test
 AUTH_READERS_CONF=$NEWSETC/readers-altmount.conf
 AUTH_PASSWD_FILE=$NEWSETC/altmount-newsusers
 # Debian packages the suite needs next to INN2 (real clients of the WebDAV server).
-PACKAGES=(inn2 ffmpeg curl rclone fuse3 openssl par2 jq haproxy rar)
-# rar (the archive tests' tool) is in Debian's non-free component.
+PACKAGES=(inn2 ffmpeg curl rclone fuse3 openssl par2 jq haproxy rar 7zip genisoimage xorriso udftools nzbget)
+# rar (the archive tests' tool) is in Debian's non-free component; 7zip, genisoimage, xorriso and
+# udftools make the 7z and ISO/UDF test images; nzbget is the bench's real-peer downloader.
 NONFREE_SOURCES=/etc/apt/sources.list.d/altmount-nonfree.sources
 
 log() { printf 'inn2-setup: %s\n' "$*" >&2; }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Piece", "ArchiveMember"]
+from altmount.metadata import Cipher, SegmentTable
+
+__all__ = ["Piece", "ArchiveMember", "MemberFile"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +32,21 @@ class ArchiveMember:
     stored: bool
     encrypted: bool
     pieces: tuple[Piece, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFile:
+    """A member ready to become a candidate: its path in the archive and where its bytes are.
+
+    `table` maps the member's bytes onto articles; with a `cipher` those bytes are
+    AES-CBC ciphertext and the member is the plaintext window the cipher names.
+    """
+
+    path: str
+    table: SegmentTable
+    cipher: Cipher | None = None
+
+    @property
+    def size(self) -> int:
+        """The member's size (plaintext)."""
+        return self.cipher.size if self.cipher is not None else self.table.size

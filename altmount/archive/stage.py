@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from altmount.archive.grouping import ArchiveSet, Volume, group_volumes, name_ordinal, set_members
-from altmount.archive.model import ArchiveMember
+from altmount.archive.model import ArchiveMember, MemberFile
 from altmount.archive.rar import detect
 from altmount.archive.scan import VolumeScan
 from altmount.errors import ArchiveError, ArticleNotFound, ImportFailed, YencError
@@ -31,8 +31,9 @@ from altmount.importer.names import has_known_extension
 from altmount.importer.pipeline import ArticleFetcher, Candidate, ImportFile, ImportJob
 from altmount.importer.probe import first_failure
 from altmount.metadata import SegmentTable
+from altmount.stream.cbc import cipher_span, decrypt_range
 
-__all__ = ["ArchiveStage", "member_table"]
+__all__ = ["ArchiveStage", "member_table", "read_member"]
 
 
 class _Articles:
@@ -96,6 +97,24 @@ def _read(
     reads = [_segment_bytes(articles, table, j) for j in range(first, last + 1)]
     gathered = defer.gatherResults(reads, consumeErrors=True).addErrback(first_failure)
     return gathered.addCallback(lambda parts: (int(table.offsets[first]), b"".join(parts)))
+
+
+def read_member(
+    articles: _Articles, member: MemberFile, start: int, size: int
+) -> defer.Deferred[bytes]:
+    """Member bytes [start, start + size) (clipped to its end), decrypted when encrypted."""
+    end = min(start + size, member.size)
+    if start >= end:
+        return defer.succeed(b"")
+    cipher = member.cipher
+    if cipher is None:
+        return _read(articles, member.table, start, end - start).addCallback(
+            lambda got: got[1][start - got[0] : end - got[0]]
+        )
+    span = cipher_span(cipher, start, end)
+    return _read(articles, member.table, span.start, span.end - span.start).addCallback(
+        lambda got: decrypt_range(cipher, start, end, got[1][span.start - got[0] :])
+    )
 
 
 def member_table(member: ArchiveMember, volumes: Sequence[SegmentTable]) -> SegmentTable:
@@ -185,16 +204,17 @@ class ArchiveStage:
         # Why non-media members were left out: told only when nothing else explains a failure.
         minor: list[str] = []
         tables = {file.index: file.table for file in volume_files}
-        found: list[tuple[str, SegmentTable]] = []
+        found: list[MemberFile] = []
         for archive in group_volumes([item for item in scanned if isinstance(item, Volume)]):
             found += self._members(archive, tables, reasons, minor)
         named = []
-        for path, table in found:
+        for member in found:
+            path = member.path
             if not has_known_extension(path, self._allowed):
-                head = yield _read(articles, table, 0, MAGIC_PREFIX)
-                extension = sniff_extension(head[1])
+                head = yield read_member(articles, member, 0, MAGIC_PREFIX)
+                extension = sniff_extension(head)
                 path = path + extension if extension else path
-            named.append(Candidate(path, table, "archive"))
+            named.append(Candidate(path, member.table, "archive", member.cipher))
         volume_ids = {file.table.message_ids[0] for file in volume_files}
         kept = [c for c in job.candidates if c.table.message_ids[0] not in volume_ids]
         candidates = (*kept, *named)
@@ -211,8 +231,8 @@ class ArchiveStage:
         tables: dict[int, SegmentTable],
         reasons: list[str],
         minor: list[str],
-    ) -> list[tuple[str, SegmentTable]]:
-        """(path, table) of every stored member of a set; why media members are left
+    ) -> list[MemberFile]:
+        """Every stored member of a set; why media members are left
         out goes to `reasons`, why other members are to `minor`."""
         if archive.problem is not None:
             reasons.append(archive.problem)
@@ -243,5 +263,5 @@ class ArchiveStage:
                     f"compressed archive: {member.path} uses method {member.method}, not streamable"
                 )
             elif member.size > 0:
-                found.append((_safe_path(member.path), member_table(member, volumes)))
+                found.append(MemberFile(_safe_path(member.path), member_table(member, volumes)))
         return found

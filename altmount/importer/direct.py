@@ -18,7 +18,7 @@ from twisted.internet import defer
 
 from altmount.config import Config
 from altmount.errors import ImportFailed, MetadataError, NZBParseError, PathError
-from altmount.importer.layout import release_dir, release_name
+from altmount.importer.layout import name_password, release_dir, release_name
 from altmount.importer.names import choose_name
 from altmount.importer.par2names import Par2Stage
 from altmount.importer.pipeline import (
@@ -75,7 +75,10 @@ class ParseStage:
             folder = release_dir(
                 self._config.sabnzbd.complete_dir, self._config.category(job.category).dir, release
             )
-            return replace(job, data=b"", nzb=nzb, release=release, folder=folder)
+            password = nzb.password or name_password(job.nzb_filename)[1]
+            return replace(
+                job, data=b"", nzb=nzb, release=release, folder=folder, password=password
+            )
 
         def failed(failure):
             failure.trap(NZBParseError)
@@ -110,19 +113,18 @@ class WriteStage:
 
     def run(self, job: ImportJob) -> ImportJob:
         """The job with the records written."""
-        assert job.nzb is not None
         now = self._wall_clock()
-        password = job.nzb.password or ""
         try:
             records = tuple(
                 FileRecord(
                     f"{job.folder}/{c.name}",
-                    c.table.size,
+                    c.size,
                     now,
                     "ok",
                     c.table,
                     job.release,
-                    password,
+                    job.password,
+                    c.cipher,
                 )
                 for c in job.candidates
             )

@@ -22,6 +22,7 @@ from altmount.metadata import SegmentTable
 __all__ = [
     "PartHeader",
     "safe_name",
+    "name_password",
     "release_name",
     "release_dir",
     "uniform_table",
@@ -36,6 +37,7 @@ MAX_NAME_BYTES = 255
 MAX_RELEASE_BYTES = 160
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 _NZB_SUFFIX = re.compile(r"\.nzb(\.gz)?$", re.IGNORECASE)
+_NAME_PASSWORD = re.compile(r"\{\{(.+?)\}\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +67,20 @@ def safe_name(name: str, fallback: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     return head + suffix.decode() if head else fallback
 
 
+def name_password(nzb_filename: str) -> tuple[str, str]:
+    """(file name without it, password) for posters' `Name{{password}}.nzb` convention
+    (SABnzbd's too); the password is "" when the name carries none."""
+    match = _NAME_PASSWORD.search(nzb_filename)
+    if match is None:
+        return nzb_filename, ""
+    return nzb_filename[: match.start()] + nzb_filename[match.end() :], match.group(1)
+
+
 def release_name(nzb_filename: str, meta_name: str | None) -> str:
-    """The release folder name: the NZB's <meta type="name">, else its file name stem."""
+    """The release folder name: the NZB's <meta type="name">, else its file name stem
+    (without a `{{password}}`)."""
     stem = _NZB_SUFFIX.sub("", posixpath.basename(nzb_filename.replace("\\", "/")))
-    return safe_name(meta_name or stem, "release", MAX_RELEASE_BYTES)
+    return safe_name(meta_name or name_password(stem)[0], "release", MAX_RELEASE_BYTES)
 
 
 def release_dir(complete_dir: str, category_dir: str, release: str) -> str:

@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from altmount.importer.layout import PartHeader
-from altmount.metadata import FileRecord, SegmentTable
+from altmount.metadata import Cipher, FileRecord, SegmentTable
 from altmount.nzb import NZB, NZBFile
 
 __all__ = [
@@ -83,11 +83,20 @@ class LostFile:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A file the release may expose: its name, where its bytes are, and how it was named."""
+    """A file the release may expose: its name, where its bytes are, and how it was named.
+
+    With a `cipher` (a member of an encrypted archive) the table holds ciphertext.
+    """
 
     name: str
     table: SegmentTable
     origin: str
+    cipher: Cipher | None = None
+
+    @property
+    def size(self) -> int:
+        """The file's size (the plaintext's, when encrypted)."""
+        return self.cipher.size if self.cipher is not None else self.table.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,9 @@ class ImportJob:
     nzb: NZB | None = None
     release: str = ""
     folder: str = ""
+    #: The release's archive password: the NZB's <meta type="password">, else the
+    #: `{{password}}` in its file name, else "".
+    password: str = ""
     files: tuple[ImportFile, ...] = ()
     lost: tuple[LostFile, ...] = ()
     #: Message-ids whose BODY was read, so STATting them again proves nothing.

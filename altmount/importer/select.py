@@ -49,9 +49,9 @@ class SelectStage:
                 f"no streamable media file in the release (files: {listed}); "
                 "allowed extensions are import.allowed_file_extensions"
             )
-        largest = max(c.table.size for c in allowed)
-        kept = [c for c in allowed if not is_sample(c.name, c.table.size, largest)]
-        skipped += [c.name for c in allowed if is_sample(c.name, c.table.size, largest)]
+        largest = max(c.size for c in allowed)
+        kept = [c for c in allowed if not is_sample(c.name, c.size, largest)]
+        skipped += [c.name for c in allowed if is_sample(c.name, c.size, largest)]
         if self._rename and len(kept) == 1 and job.release:
             kept = [_renamed(kept[0], job.release)]
         names = dedupe_names([c.name for c in kept])

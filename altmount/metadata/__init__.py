@@ -2,6 +2,7 @@
 
 from altmount.metadata.records import (
     RECORD_VERSION,
+    Cipher,
     FileRecord,
     SegmentTable,
     decode_record,
@@ -11,6 +12,7 @@ from altmount.metadata.store import DirEntry, MetadataStore
 
 __all__ = [
     "RECORD_VERSION",
+    "Cipher",
     "FileRecord",
     "SegmentTable",
     "decode_record",

@@ -6,12 +6,16 @@ decoded data starting at `skips[i]`. Plain posted files have `skips == 0`;
 members of stored archives start inside a segment, so the first segment of a
 member skips the archive header bytes.
 
-Encoding (version 1, little-endian):
+Members of encrypted archives carry a `Cipher`: their segment table holds
+AES-CBC ciphertext and the file is a window of the plaintext.
+
+Encoding (version 2, little-endian; version 1 is version 2 without the cipher):
 
     header   <B B 2x I q d   version, status code, segment count n, size, mtime
     arrays   offsets (n+1) int64, skips n int64, part_begins n int64
-    blobs    5 x (<I length + bytes): path, release, password,
-             groups joined by NUL, message-ids joined by NUL
+    blobs    6 x (<I length + bytes): path, release, password,
+             groups joined by NUL, message-ids joined by NUL,
+             cipher (empty, or <q q offset, size + 16-byte IV + key)
 
 The 24-byte header keeps the arrays 8-byte aligned so decoding maps them with
 `numpy.frombuffer` without copying.
@@ -33,18 +37,22 @@ __all__ = [
     "RECORD_VERSION",
     "STATUSES",
     "SegmentTable",
+    "Cipher",
     "FileRecord",
     "encode_record",
     "decode_record",
 ]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+#: Record versions `decode_record` reads.
+READABLE_VERSIONS = (1, 2)
 #: File health: every article found / some missing but repairable / unreadable.
 STATUSES = ("ok", "degraded", "corrupted")
 
 _HEADER = struct.Struct("<BB2xIqd")
 _LENGTH = struct.Struct("<I")
 _INT64 = np.dtype("<i8")
+_CIPHER_WINDOW = struct.Struct("<qq")
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -154,8 +162,36 @@ class SegmentTable:
 
 
 @dataclass(frozen=True, slots=True)
+class Cipher:
+    """AES-CBC over a segment table's bytes (an encrypted archive member).
+
+    Decrypting the table's bytes with `key`, starting from `iv`, gives a
+    plaintext of which the file is bytes [offset, offset + size): CBC lets any
+    block be decrypted with the ciphertext block before it as IV, so a range
+    read costs one extra 16-byte block, never a read from the start.
+    """
+
+    key: bytes
+    iv: bytes
+    offset: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if len(self.key) not in (16, 24, 32) or len(self.iv) != 16:
+            raise MetadataError(
+                f"AES needs a 16, 24 or 32-byte key and a 16-byte IV, "
+                f"not {len(self.key)} and {len(self.iv)} bytes"
+            )
+        if self.offset < 0 or self.size < 0:
+            raise MetadataError(f"cipher window {self.offset}+{self.size} is negative")
+
+
+@dataclass(frozen=True, slots=True)
 class FileRecord:
-    """One file of the virtual tree: where it is, how big, how healthy, its segments."""
+    """One file of the virtual tree: where it is, how big, how healthy, its segments.
+
+    With a `cipher`, `size` is the plaintext size and the segments hold ciphertext.
+    """
 
     path: str
     size: int
@@ -164,20 +200,29 @@ class FileRecord:
     segments: SegmentTable
     release: str
     password: str = ""
+    cipher: Cipher | None = None
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or "\x00" in self.path:
             raise MetadataError(f"file record path {self.path!r} is not an absolute path")
         if self.status not in STATUSES:
             raise MetadataError(f"file record status {self.status!r} is not one of {STATUSES}")
-        if self.size != self.segments.size:
+        if self.cipher is not None:
+            if self.size != self.cipher.size or (
+                self.cipher.offset + self.cipher.size > self.segments.size
+            ):
+                raise MetadataError(
+                    f"file record {self.path}: {self.size} plaintext bytes at "
+                    f"{self.cipher.offset} do not fit {self.segments.size} ciphertext bytes"
+                )
+        elif self.size != self.segments.size:
             raise MetadataError(
                 f"file record {self.path}: size {self.size} but segments cover {self.segments.size}"
             )
 
 
 def encode_record(record: FileRecord) -> bytes:
-    """Pack `record` into the version-1 binary form."""
+    """Pack `record` into the version-2 binary form."""
     table = record.segments
     header = _HEADER.pack(
         RECORD_VERSION,
@@ -192,6 +237,7 @@ def encode_record(record: FileRecord) -> bytes:
         record.password.encode("utf-8"),
         "\x00".join(table.groups).encode("utf-8"),
         "\x00".join(table.message_ids).encode("utf-8"),
+        _encode_cipher(record.cipher),
     )
     parts = [
         header,
@@ -209,7 +255,7 @@ def decode_record(data: bytes) -> FileRecord:
     if len(data) < _HEADER.size:
         raise MetadataError(f"metadata record truncated: {len(data)} bytes")
     version, status_code, n, size, mtime = _HEADER.unpack_from(data)
-    if version != RECORD_VERSION:
+    if version not in READABLE_VERSIONS:
         raise MetadataError(
             f"metadata record version {version} is not supported (expected {RECORD_VERSION}); "
             "re-import the release or upgrade altmount"
@@ -225,7 +271,7 @@ def decode_record(data: bytes) -> FileRecord:
         arrays.append(np.frombuffer(data, dtype=_INT64, count=count, offset=position))
         position = end
     blobs = []
-    for _ in range(5):
+    for _ in range(5 if version == 1 else 6):
         if position + _LENGTH.size > len(data):
             raise MetadataError("metadata record truncated in its strings")
         (length,) = _LENGTH.unpack_from(data, position)
@@ -237,7 +283,7 @@ def decode_record(data: bytes) -> FileRecord:
     if position != len(data):
         raise MetadataError(f"metadata record has {len(data) - position} trailing bytes")
     try:
-        path, release, password, groups, ids = (blob.decode("utf-8") for blob in blobs)
+        path, release, password, groups, ids = (blob.decode("utf-8") for blob in blobs[:5])
     except UnicodeDecodeError as exc:
         raise MetadataError(f"metadata record has invalid UTF-8: {exc}") from None
     message_ids = tuple(ids.split("\x00")) if n else ()
@@ -258,4 +304,21 @@ def decode_record(data: bytes) -> FileRecord:
         segments=table,
         release=release,
         password=password,
+        cipher=_decode_cipher(blobs[5]) if version > 1 else None,
     )
+
+
+def _encode_cipher(cipher: Cipher | None) -> bytes:
+    if cipher is None:
+        return b""
+    return _CIPHER_WINDOW.pack(cipher.offset, cipher.size) + cipher.iv + cipher.key
+
+
+def _decode_cipher(blob: bytes) -> Cipher | None:
+    if not blob:
+        return None
+    if len(blob) < _CIPHER_WINDOW.size + 16:
+        raise MetadataError(f"metadata record cipher truncated: {len(blob)} bytes")
+    offset, size = _CIPHER_WINDOW.unpack_from(blob)
+    iv_end = _CIPHER_WINDOW.size + 16
+    return Cipher(blob[iv_end:], blob[_CIPHER_WINDOW.size : iv_end], offset, size)

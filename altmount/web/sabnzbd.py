@@ -23,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from altmount.config import Config
 from altmount.errors import AltmountError, QueueError, QueueItemNotFound
+from altmount.importer.layout import name_password
 from altmount.queue.model import ACTIVE_STATES, HISTORY_STATES, QueueItem, State
 from altmount.queue.service import QueueService
 from altmount.web.addurl import NZBDownloader
@@ -314,6 +315,11 @@ class SABnzbdAPI(Resource):
         name = params.get("nzbname", "").strip() or filename
         if not name.lower().endswith((".nzb", ".nzb.gz")):
             name += ".nzb"
+        password = params.get("password", "").strip()
+        if password and not name_password(name)[1]:
+            # SABnzbd's `password` parameter: kept the way posters pass one, in the name.
+            cut = name.lower().rfind(".nzb")
+            name = f"{name[:cut]}{{{{{password}}}}}{name[cut:]}"
         category = params.get("cat") or params.get("category")
         return self._queue.add(
             data, name, category, _priority(params.get("priority")), source=source

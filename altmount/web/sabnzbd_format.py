@@ -19,6 +19,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from altmount.config import CategoryConfig, Config
+from altmount.importer.layout import name_password
 from altmount.queue.model import Priority, QueueItem, State
 
 __all__ = [
@@ -170,7 +171,7 @@ def complete_dir(config: Config) -> str:
 def _release_title(item: QueueItem) -> str:
     if item.target_path:
         return item.target_path.rstrip("/").rsplit("/", 1)[-1]
-    name = item.nzb_name
+    name = name_password(item.nzb_name)[0]
     for suffix in (".nzb.gz", ".nzb"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -255,7 +256,7 @@ def history_slot(config: Config, item: QueueItem) -> dict[str, Any]:
         "id": item.id,
         "completed": int(completed),
         "name": _release_title(item),
-        "nzb_name": item.nzb_name,
+        "nzb_name": name_password(item.nzb_name)[0],
         "category": category_out(config, item.category),
         "pp": "D",
         "script": "None",

@@ -28,6 +28,7 @@ from altmount.errors import (
     RangeNotSatisfiable,
     RequestError,
 )
+from altmount.stream.cbc import CbcWindow, DecryptingConsumer, cipher_span
 from altmount.stream.fetcher import SegmentFetcher
 from altmount.stream.httprange import make_etag, select_range
 from altmount.stream.streamer import RangeStreamer, zero_fill_applies
@@ -376,6 +377,12 @@ class _Delivery:
             )
             self._log_context = self._handle.log_context
             consumer = _CountingConsumer(request, self._handle)
+        if record.cipher is not None:
+            # Encrypted archive member: stream the ciphertext blocks covering the
+            # range (plus the block before, its IV) and decrypt them on the way out.
+            span = cipher_span(record.cipher, start, end)
+            consumer = DecryptingConsumer(consumer, CbcWindow(record.cipher, span))
+            start, end = span.start, span.end
         self._streamer = RangeStreamer(
             fetcher,
             record,

@@ -25,6 +25,11 @@ ARTICLE = 100_000
 SLOW_ARTICLE = 50_000
 MOVIE = "/complete/movies/Big Film (2024)/big film.mkv"
 SLOW = "/complete/slow/slow.mkv"
+SECRET = "/complete/movies/Secret/secret.mkv"
+SECRET_KEY = bytes(range(32))
+SECRET_IV = bytes(range(16))
+#: The file is a window of the plaintext (as in a solid 7z folder): it starts this far in.
+SECRET_OFFSET = 21
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"usenet:secret").decode()}
 D = "{DAV:}"
 
@@ -37,6 +42,20 @@ def slow_bytes() -> bytes:
     return random.Random(2).randbytes(4 * 1024 * 1024)
 
 
+def secret_bytes() -> bytes:
+    return random.Random(3).randbytes(1024 * 1024 + 77)
+
+
+def secret_ciphertext() -> bytes:
+    """AES-256-CBC of 21 bytes of other data + the file, zero-padded to a block."""
+    from cryptography.hazmat.primitives.ciphers import Cipher as AesCipher
+    from cryptography.hazmat.primitives.ciphers import algorithms, modes
+
+    plain = b"p" * SECRET_OFFSET + secret_bytes()
+    plain += bytes(-len(plain) % 16)
+    return AesCipher(algorithms.AES(SECRET_KEY), modes.CBC(SECRET_IV)).encryptor().update(plain)
+
+
 def serve(store_dir: str) -> None:
     """Child process: build the site over a memory 'Usenet' and print the port."""
     from twisted.internet import reactor
@@ -45,7 +64,7 @@ def serve(store_dir: str) -> None:
     from twisted.web.resource import Resource
 
     from altmount.config import Config, StreamingConfig, WebDAVConfig
-    from altmount.metadata import FileRecord, MetadataStore, SegmentTable
+    from altmount.metadata import Cipher, FileRecord, MetadataStore, SegmentTable
     from altmount.stream.fetcher import SegmentFetcher
     from altmount.testing.articles import post_release
     from altmount.web.site import build_site
@@ -81,10 +100,18 @@ def serve(store_dir: str) -> None:
         table = SegmentTable.uniform(posted.message_ids, size, len(posted.data))
         store.put_files([FileRecord(path, len(posted.data), 1_700_000_000.0, "ok", table, "r")])
         delays[posted.message_ids[0].split(".")[0]] = 0.002 if release is movie else 0.05
+    secret = post_release({"secret.bin": secret_ciphertext()}, article_size=ARTICLE, salt="c")
+    posted = secret.files[0]
+    table = SegmentTable.uniform(posted.message_ids, ARTICLE, len(posted.data))
+    cipher = Cipher(SECRET_KEY, SECRET_IV, SECRET_OFFSET, len(secret_bytes()))
+    store.put_files(
+        [FileRecord(SECRET, cipher.size, 1_700_000_000.0, "ok", table, "r", "", cipher)]
+    )
+    delays[posted.message_ids[0].split(".")[0]] = 0.002
     pool = ThreadPool(minthreads=1, maxthreads=2, name="decode")
     pool.start()
     reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
-    router = DelayedRouter({**movie.articles, **slow.articles}, delays)
+    router = DelayedRouter({**movie.articles, **slow.articles, **secret.articles}, delays)
     fetcher = SegmentFetcher(reactor, router, pool, 4)
     config = Config(
         webdav=WebDAVConfig(user="usenet", password="secret", bind_address="127.0.0.1", port=1),
@@ -183,6 +210,39 @@ def test_range_get(server, header):
     status, headers, body = fetch(server, "GET", quoted(MOVIE), {**AUTH, "Range": header})
     assert status == 206
     assert headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
+    assert body == data[start:end]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "bytes=0-0",
+        "bytes=5-20",
+        "bytes=99990-300017",
+        "bytes=-1",
+        "bytes=-100",
+        "bytes=1048000-",
+    ],
+)
+def test_encrypted_member_decrypts_any_range(server, header):
+    """An encrypted archive member streams as plaintext: whole, from mid-block, across
+    articles and to its unaligned end, reading only the ciphertext blocks it needs."""
+    data = secret_bytes()
+    headers = {**AUTH, "Range": header} if header else AUTH
+    status, got_headers, body = fetch(server, "GET", quoted(SECRET), headers)
+    if header is None:
+        assert (status, body) == (200, data)
+        assert int(got_headers["Content-Length"]) == len(data)
+        return
+    spec = header.removeprefix("bytes=")
+    first, _, last = spec.partition("-")
+    if not first:
+        start, end = len(data) - int(last), len(data)
+    else:
+        start, end = int(first), min(int(last) + 1, len(data)) if last else len(data)
+    assert status == 206
+    assert got_headers["Content-Range"] == f"bytes {start}-{end - 1}/{len(data)}"
     assert body == data[start:end]
 
 

@@ -10,6 +10,7 @@ from altmount.importer.layout import (
     PartHeader,
     dedupe_names,
     is_allowed,
+    name_password,
     release_dir,
     release_name,
     safe_name,
@@ -43,6 +44,26 @@ def test_safe_name_caps_length_on_utf8_boundary():
     name = safe_name("é" * 5000, "x")
     assert len(name.encode()) <= 255
     name.encode().decode()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Show.S01{{pa55}}.nzb", ("Show.S01.nzb", "pa55")),
+        ("Movie {{p w}}", ("Movie ", "p w")),
+        ("{{only}}.nzb", (".nzb", "only")),
+        ("plain.nzb", ("plain.nzb", "")),
+        ("empty{{}}.nzb", ("empty{{}}.nzb", "")),
+    ],
+)
+def test_name_password(name, expected):
+    """`{{password}}` in an NZB name is split off; names without one are unchanged."""
+    assert name_password(name) == expected
+
+
+def test_release_name_drops_the_password():
+    """The release folder never shows the password."""
+    assert release_name("Show.S01{{pa55}}.nzb", None) == "Show.S01"
 
 
 def test_release_name_prefers_meta_name():

@@ -222,6 +222,18 @@ def test_meta_name_and_password_kept(store):
     assert result.files[0].password == "s3cret"
 
 
+def test_password_from_the_nzb_name(store):
+    """`Name{{password}}.nzb` (the posters' convention) gives the password and a clean folder;
+    a <meta type="password"> wins over it."""
+    release = post_release({"a.mkv": media("mkv", 5000, 1)})
+    result, _, _ = run_import(store, release, release.nzb, name="Show.S01{{pa55}}.nzb")
+    assert result.release_dir.endswith("/Show.S01")
+    assert result.files[0].password == "pa55"
+    meta = post_release({"b.mkv": media("mkv", 5000, 2)}, meta={"password": "meta"}, salt="m")
+    result, _, _ = run_import(store, meta, meta.nzb, name="Other{{name}}.nzb")
+    assert result.files[0].password == "meta"
+
+
 def test_season_pack_keeps_every_episode_and_drops_samples(store):
     """Every episode stays, same-named files are numbered, samples and .nfo are left out."""
     files = {f"E{i:02d}.mkv": media("mkv", 100_000, i) for i in range(1, 7)}

@@ -13,6 +13,7 @@ from altmount.errors import MetadataError
 from altmount.metadata.records import (
     RECORD_VERSION,
     STATUSES,
+    Cipher,
     FileRecord,
     SegmentTable,
     decode_record,
@@ -123,6 +124,44 @@ def test_round_trip() -> None:
     """encode then decode gives back an equal record."""
     record = _record(password="s3cr\u00e9t", status="degraded")
     assert decode_record(encode_record(record)) == record
+
+
+def test_encrypted_record_round_trip() -> None:
+    """A record with a cipher keeps key, IV and plaintext window; its size is the plaintext's."""
+    cipher = Cipher(bytes(range(32)), bytes(range(16, 32)), 7, 200)
+    record = _record(size=200, cipher=cipher)
+    decoded = decode_record(encode_record(record))
+    assert decoded == record and decoded.cipher == cipher
+
+
+def test_cipher_validation() -> None:
+    """Bad key or IV lengths, negative windows and windows past the ciphertext are refused."""
+    with pytest.raises(MetadataError, match="key"):
+        Cipher(b"k" * 20, b"i" * 16, 0, 1)
+    with pytest.raises(MetadataError, match="IV"):
+        Cipher(b"k" * 32, b"i" * 8, 0, 1)
+    with pytest.raises(MetadataError, match="negative"):
+        Cipher(b"k" * 32, b"i" * 16, -1, 1)
+    with pytest.raises(MetadataError, match="do not fit"):
+        _record(size=250, cipher=Cipher(b"k" * 32, b"i" * 16, 1, 250))
+    with pytest.raises(MetadataError, match="plaintext"):
+        _record(size=100, cipher=Cipher(b"k" * 32, b"i" * 16, 0, 99))
+
+
+def test_version_1_records_still_decode() -> None:
+    """Records written before ciphers existed (version 1: five strings) decode unchanged."""
+    record = _record(password="pw")
+    data = encode_record(record)
+    assert data.endswith(struct.pack("<I", 0))  # the empty cipher blob
+    legacy = bytes([1]) + data[1:-4]
+    assert decode_record(legacy) == record
+
+
+def test_truncated_cipher_is_refused() -> None:
+    """A cipher blob too short for its window and IV is corruption."""
+    data = encode_record(_record())[:-4] + struct.pack("<I", 3) + b"abc"
+    with pytest.raises(MetadataError, match="cipher"):
+        decode_record(data)
 
 
 def test_encoding_layout() -> None:

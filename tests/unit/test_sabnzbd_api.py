@@ -290,6 +290,22 @@ def test_addfile_nzbfile_field_and_nzbname() -> None:
     assert queue.items[1].category == "Default"
 
 
+def test_addfile_password_parameter() -> None:
+    """SABnzbd's `password` parameter travels with the job as `{{password}}` in its name,
+    and the queue shows the name without it."""
+    api, queue, _ = _setup()
+    body, content_type = _multipart("name", "Film.NZB", NZB)
+    _call(
+        api,
+        {"mode": "addfile", "apikey": KEY, "password": "s3cret"},
+        body=body,
+        content_type=content_type,
+    )
+    assert queue.items[1].nzb_name == "Film{{s3cret}}.NZB"
+    slots = _json(_call(api, {"mode": "queue", "apikey": KEY}))["queue"]["slots"]
+    assert slots[0]["filename"] == "Film"
+
+
 def test_addfile_paused_priority() -> None:
     """priority=-2 adds the item paused, as SABnzbd does."""
     api, queue, _ = _setup()
