@@ -12,6 +12,7 @@ release fails only when no media file is left to stream.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -36,23 +37,39 @@ from altmount.stream.cbc import cipher_span, decrypt_range
 __all__ = ["ArchiveStage", "member_table", "read_member"]
 
 
-class _Articles:
-    """Decoded article data by message-id, each fetched once however often it is asked."""
+#: Decoded articles the stage keeps for re-reading (least recently used go first). A
+#: release of many volumes fetches two articles per volume at once; past this the
+#: oldest are dropped and fetched again if asked, so memory stays bounded.
+ARTICLE_CACHE_BYTES = 48 << 20
 
-    def __init__(self, fetch: ArticleFetcher) -> None:
+
+class _Articles:
+    """Decoded article data by message-id: fetched once while it stays in the bounded
+    cache, however often it is asked."""
+
+    def __init__(self, fetch: ArticleFetcher, budget: int = ARTICLE_CACHE_BYTES) -> None:
         self._fetch = fetch
-        self._known: dict[str, bytes | Failure] = {}
+        self._budget = budget
+        self._known: OrderedDict[str, bytes | Failure] = OrderedDict()
+        self._bytes = 0
+        self._read: set[str] = set()
         self._waiting: dict[str, list[defer.Deferred[bytes]]] = {}
 
     @property
     def read(self) -> frozenset[str]:
         """Message-ids whose body arrived."""
-        return frozenset(mid for mid, data in self._known.items() if isinstance(data, bytes))
+        return frozenset(self._read)
+
+    @property
+    def held(self) -> int:
+        """Decoded bytes in the cache now."""
+        return self._bytes
 
     def get(self, message_id: str) -> defer.Deferred[bytes]:
         """Fires with the article's decoded data."""
         known = self._known.get(message_id)
         if known is not None:
+            self._known.move_to_end(message_id)
             return defer.fail(known) if isinstance(known, Failure) else defer.succeed(known)
         waiter: defer.Deferred[bytes] = defer.Deferred()
         first = message_id not in self._waiting
@@ -62,12 +79,20 @@ class _Articles:
         return waiter
 
     def _arrived(self, result: Any, message_id: str) -> None:
-        self._known[message_id] = result if isinstance(result, Failure) else bytes(result.data)
+        known = result if isinstance(result, Failure) else bytes(result.data)
+        if isinstance(known, bytes):
+            self._read.add(message_id)
+            self._bytes += len(known)
+        self._known[message_id] = known
         for waiter in self._waiting.pop(message_id, []):
-            if isinstance(result, Failure):
-                waiter.errback(result)
+            if isinstance(known, Failure):
+                waiter.errback(known)
             else:
-                waiter.callback(self._known[message_id])
+                waiter.callback(known)
+        while self._bytes > self._budget and len(self._known) > 1:
+            _, dropped = self._known.popitem(last=False)
+            if isinstance(dropped, bytes):
+                self._bytes -= len(dropped)
 
 
 class _Broken:
