@@ -16,6 +16,7 @@ from altmount.errors import (
     ProviderUnavailable,
 )
 from altmount.nntp.pool import ProviderPool
+from altmount.nntp.protocol import ArticleBody
 from altmount.nntp.stats import ProviderStats
 from altmount.testing.nntpserver import Faults, MemoryNetReactor, NNTPServerFactory
 
@@ -69,7 +70,7 @@ def test_jobs_spread_over_connections_before_pipelining():
     results = _collect([pool.body(m) for m in list(ARTICLES)[:4]])
     assert pool.connections_connecting == 4
     reactor.flush()
-    assert server.connections_total == 4 and all(isinstance(r, bytes) for r in results)
+    assert server.connections_total == 4 and all(isinstance(r, ArticleBody) for r in results)
     assert pool.connections_open == 4 and pool.connections_idle == 4
 
 
@@ -89,8 +90,8 @@ def test_idle_connection_is_reused_before_opening_another():
     reactor.flush()
     second = _collect([pool.body(list(ARTICLES)[1])])
     reactor.flush()
-    assert server.connections_total == 1 and isinstance(first[0], bytes)
-    assert isinstance(second[0], bytes)
+    assert server.connections_total == 1 and isinstance(first[0], ArticleBody)
+    assert isinstance(second[0], ArticleBody)
 
 
 def test_backoff_after_connect_failure():
@@ -163,12 +164,35 @@ def test_disconnect_mid_body_is_retried():
 
 
 def test_retries_exhausted_fail_with_last_error():
-    """A body that always breaks fails after max_retries retries with the last error."""
+    """A body that always breaks fails after max_retries charged retries with the last
+    error. Its losses come in quick succession, so each charged one is followed by one
+    free loss per connection (the outage rule below): bounded, never endless."""
     reactor, server, pool = _setup(max_connections=1, depth=1, faults=Faults(disconnect_rate=1.0))
     results = _collect([pool.body("a1@test")])
     reactor.flush()
     assert results[0].check(NNTPConnectionLost)
-    assert server.commands["BODY"] == 1 + NNTP.max_retries
+    assert server.commands["BODY"] == 1 + NNTP.max_retries * 2
+
+
+def test_provider_restart_charges_a_request_once():
+    """A provider drops every connection at once. The pool notices the losses one at a
+    time, so the request's retry lands on an idle sibling that is already dead: that
+    loss is the same outage, not another attempt, and the request survives it even
+    with max_retries 1."""
+    nntp = NNTPConfig(request_timeout_seconds=5, max_retries=1)
+    faults = Faults()
+    reactor, server, pool = _setup(max_connections=3, depth=2, faults=faults, nntp=nntp)
+    warm = _collect([pool.body(m) for m in list(ARTICLES)[:6]])
+    reactor.flush()
+    assert warm == [ARTICLES[m] for m in list(ARTICLES)[:6]] and reactor.open_connections == 3
+    faults.stall_rate = 1.0
+    results = _collect([pool.body("a7@test")])
+    reactor.flush()
+    for pump in reactor._pumps:
+        pump.serverIO.loseConnection()
+    faults.stall_rate = 0.0
+    reactor.flush()
+    assert results == [ARTICLES["a7@test"]]
 
 
 def test_timeout_reissues_on_a_new_connection():
