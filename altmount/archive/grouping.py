@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from altmount.archive.model import ArchiveMember, Piece
-from altmount.archive.rar import Block, Kind, rar4_method_name
+from altmount.archive.rar import Block, Crypt, Kind, rar4_method_name
 from altmount.errors import ArchiveError
 
-__all__ = ["Volume", "ArchiveSet", "name_ordinal", "group_volumes", "set_members"]
+__all__ = ["Volume", "ArchiveSet", "RarMember", "name_ordinal", "group_volumes", "set_members"]
 
 _PART = re.compile(r"^(?P<stem>.*)\.part(?P<n>\d+)\.rar$", re.IGNORECASE)
 _FIRST = re.compile(r"^(?P<stem>.*)\.rar$", re.IGNORECASE)
@@ -29,13 +29,18 @@ _NUMERIC = re.compile(r"^(?P<stem>.*)\.(?P<n>\d{1,4})$")
 
 @dataclass(frozen=True, slots=True)
 class Volume:
-    """One posted file that is a RAR volume: its name, format and block headers."""
+    """One posted file that is a RAR volume: its name, format and block headers.
+
+    `locked`: its headers are encrypted and the password did not open them, so
+    `blocks` stop where they begin.
+    """
 
     key: int
     name: str
     version: int
     size: int
     blocks: tuple[Block, ...]
+    locked: bool = False
 
     @property
     def main(self) -> Block | None:
@@ -46,6 +51,11 @@ class Volume:
     def end(self) -> Block | None:
         """The end-of-archive block, when the volume has one."""
         return next((b for b in self.blocks if b.kind is Kind.END), None)
+
+    @property
+    def headers_decrypted(self) -> bool:
+        """True when its headers were encrypted and decrypted: the password is proved."""
+        return not self.locked and any(b.headers_encrypted for b in self.blocks)
 
     @property
     def files(self) -> list[Block]:
@@ -86,6 +96,19 @@ class Volume:
         if end is None:
             return True if self.tail_piece() else None
         return end.more_volumes or self.tail_piece() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RarMember:
+    """A member of a RAR set and, when its data is encrypted, the key parameters.
+
+    An encrypted member's pieces hold one AES-CBC stream, continued across
+    volumes (rar cuts it anywhere and pads only the whole to 16 bytes), so the
+    member is the first `member.size` bytes of its pieces' decryption.
+    """
+
+    member: ArchiveMember
+    crypt: Crypt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +217,13 @@ def _set_label(volume: Volume) -> str:
     return volume.name
 
 
-def set_members(archive: ArchiveSet) -> list[ArchiveMember]:
+def set_members(archive: ArchiveSet) -> list[RarMember]:
     """The members of an ordered set, split pieces joined; directories left out.
 
     Raises ArchiveError naming the set when a piece does not continue the member
     the previous volume left open, or a stored member's pieces miss its size.
     """
-    members: list[ArchiveMember] = []
+    members: list[RarMember] = []
     open_blocks: list[tuple[int, Block]] = []
     for index, volume in enumerate(archive.volumes):
         for block in volume.files:
@@ -226,7 +249,7 @@ def set_members(archive: ArchiveSet) -> list[ArchiveMember]:
     return members
 
 
-def _member(archive: ArchiveSet, blocks: list[tuple[int, Block]]) -> ArchiveMember:
+def _member(archive: ArchiveSet, blocks: list[tuple[int, Block]]) -> RarMember:
     first = blocks[0][1]
     version = archive.volumes[0].version
     method = f"m{first.method}" if version == 5 else rar4_method_name(first.method)
@@ -235,8 +258,20 @@ def _member(archive: ArchiveSet, blocks: list[tuple[int, Block]]) -> ArchiveMemb
     encrypted = any(b.encrypted for _, b in blocks)
     packed = sum(p.length for p in pieces)
     size = first.unpacked_size if first.unpacked_size is not None else packed
-    if stored and not encrypted and packed != size:
+    if stored and encrypted:
+        if first.unpacked_size is None:
+            raise ArchiveError(
+                f"{archive.name}: encrypted member {first.name} does not announce its size"
+            )
+        # AES pads the stored bytes to whole 16-byte blocks.
+        if packed != -(-size // 16) * 16:
+            raise ArchiveError(
+                f"{archive.name}: encrypted stored member {first.name} holds {packed} bytes, "
+                f"not {size} padded to 16"
+            )
+    elif stored and packed != size:
         raise ArchiveError(
             f"{archive.name}: stored member {first.name} holds {packed} bytes but announces {size}"
         )
-    return ArchiveMember(first.name, size, method, stored, encrypted, pieces)
+    member = ArchiveMember(first.name, size, method, stored, encrypted, pieces)
+    return RarMember(member, first.crypt if encrypted else None)

@@ -3,7 +3,9 @@
 `parse_block` reads the one block header that starts at a given volume offset
 from the bytes the caller has, and answers either the `Block` or a `Need` (how
 many bytes from that offset it must see first). The data areas are never read:
-a stored member's bytes are located, not copied.
+a stored member's bytes are located, not copied. Encrypted headers (`rar -hp`)
+are parsed with a `HeaderCipher` the caller passes in (rarcrypto.py makes them
+from the password); they answer `Locked` when they do not decrypt.
 
 References: RAR 5.0 archive format (rarlab.com/technote.htm: vint, general
 header layout, header types 1-5, file header, extra records); RAR 4.x
@@ -14,10 +16,12 @@ technote.txt shipped with RAR 3.x/4.x (MARK_HEAD, MAIN_HEAD 0x73, FILE_HEAD
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from altmount.errors import ArchiveError
 
@@ -27,8 +31,11 @@ __all__ = [
     "MAX_HEADER_SIZE",
     "MAX_MEMBER_SIZE",
     "Kind",
+    "Crypt",
     "Block",
     "Need",
+    "Locked",
+    "HeaderCipher",
     "detect",
     "signature_size",
     "parse_block",
@@ -46,6 +53,7 @@ MAX_MEMBER_SIZE = 1 << 50
 MAX_NAME_BYTES = 64 * 1024
 
 _RAR5_FIRST_READ = 4 + 3  # CRC32 + the longest header size vint allowed
+_AES_BLOCK = 16
 _RAR4_BASE = struct.Struct("<HBHH")
 _RAR4_FILE = struct.Struct("<IIBIIBBHI")
 _U32 = struct.Struct("<I")
@@ -64,6 +72,23 @@ class Kind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Crypt:
+    """How data or headers are encrypted: AES-256 with a PBKDF2 key (RAR 5) or AES-128
+    with a SHA-1 key (RAR 4; the IV comes from the key derivation too).
+
+    `lg2_count` is RAR 5's log2 of the PBKDF2 iterations; `iv` is RAR 5's IV of a
+    file's data (empty for the archive encryption header and for RAR 4); `check`
+    is RAR 5's 8-byte password check value, None when absent or damaged.
+    """
+
+    version: int
+    salt: bytes
+    lg2_count: int = 0
+    iv: bytes = b""
+    check: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Block:
     """One parsed block header; `data_offset`/`data_size` locate its data area in the volume.
 
@@ -71,6 +96,9 @@ class Block:
     first volume) and `headers_encrypted`; file headers fill `name`, `unpacked_size`
     (None when the archiver did not know it), `method`, `stored`, `is_dir`,
     `encrypted` and the split flags; RAR 4 end blocks may carry `volume_number`.
+    `crypt` holds the key parameters of an encrypted file's data (None for RAR 4
+    files encrypted before RAR 3, not AES) or, on a RAR 5 encryption header, of the
+    headers that follow.
     """
 
     kind: Kind
@@ -90,6 +118,7 @@ class Block:
     split_before: bool = False
     split_after: bool = False
     more_volumes: bool = False
+    crypt: Crypt | None = None
 
     @property
     def next_offset(self) -> int:
@@ -102,6 +131,25 @@ class Need:
     """The block cannot be parsed yet: `size` bytes from its offset are needed."""
 
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """An encrypted header did not decrypt: no or a wrong password (or damage that cannot
+    be told apart from one, when no check value proved the key)."""
+
+
+class HeaderCipher(Protocol):
+    """Decrypts encrypted headers: each is `prefix_size` bytes (RAR 5's IV, RAR 4's salt),
+    then the header padded to whole AES blocks."""
+
+    prefix_size: int
+    #: True when a password check value proved the key: a bad header is then damage.
+    verified: bool
+
+    def decrypt(self, prefix: bytes, ciphertext: bytes) -> bytes:
+        """Plaintext of whole AES blocks that follow `prefix`."""
+        ...
 
 
 def detect(prefix: bytes) -> int | None:
@@ -124,20 +172,27 @@ def rar4_method_name(method: int) -> str:
 
 
 def parse_block(
-    version: int, data: bytes, offset: int, volume_size: int, label: str
-) -> Block | Need:
+    version: int,
+    data: bytes,
+    offset: int,
+    volume_size: int,
+    label: str,
+    headers: HeaderCipher | None = None,
+) -> Block | Need | Locked:
     """Parse the block header at volume offset `offset`; `data` holds the bytes from there on.
 
-    Raises ArchiveError naming `label` when the header is corrupt (CRC), impossible
-    (sizes past the end of the volume, absurd sizes) or truncated by the volume's end.
+    With `headers` the header is encrypted and decrypted with it. Raises ArchiveError
+    naming `label` when the header is corrupt (CRC), impossible (sizes past the end
+    of the volume, absurd sizes) or truncated by the volume's end; an encrypted one
+    that does not decrypt is `Locked` unless the key was proved (then it is damage).
     """
     if not 0 <= offset < volume_size:
         raise ArchiveError(
             f"{label}: block header expected at byte {offset}, past the end of the volume ({volume_size} bytes); the volume is truncated"
         )
     if version == 5:
-        return _parse_rar5(data, offset, volume_size, label)
-    return _parse_rar4(data, offset, volume_size, label)
+        return _parse_rar5(data, offset, volume_size, label, headers)
+    return _parse_rar4(data, offset, volume_size, label, headers)
 
 
 class _Fields:
@@ -196,42 +251,102 @@ def _check_data(
         )
 
 
-def _parse_rar5(data: bytes, offset: int, volume_size: int, label: str) -> Block | Need:
-    where = f"{label}: block at byte {offset}"
-    first = min(_RAR5_FIRST_READ, volume_size - offset)
+def _truncated(where: str, volume_size: int) -> ArchiveError:
+    return ArchiveError(
+        f"{where}: header runs past the end of the volume ({volume_size} bytes); the volume is truncated"
+    )
+
+
+def _garbled(headers: HeaderCipher | None, problem: ArchiveError) -> Locked:
+    """A header that makes no sense: damage when it is plain or its key was proved, else
+    (an encrypted header and an unproved key) Locked."""
+    if headers is None or headers.verified:
+        raise problem
+    return Locked()
+
+
+def _decrypted(
+    data: bytes,
+    offset: int,
+    volume_size: int,
+    where: str,
+    headers: HeaderCipher,
+    header_size: Callable[[bytes, str], int],
+) -> tuple[bytes, int] | Need | Locked:
+    """(plaintext, bytes taken in the volume) of the encrypted header at `offset`.
+
+    `header_size` reads the header's own size from its first decrypted block.
+    """
+    prefix = headers.prefix_size
+    first = prefix + _AES_BLOCK
+    if offset + first > volume_size:
+        return _garbled(headers, _truncated(where, volume_size))
     if len(data) < first:
         return Need(first)
-    head = _Fields(data, 4, first, where)
     try:
-        header_size = head.vint()
+        total = header_size(headers.decrypt(bytes(data[:prefix]), bytes(data[prefix:first])), where)
+    except ArchiveError as exc:
+        return _garbled(headers, exc)
+    span = prefix + -(-total // _AES_BLOCK) * _AES_BLOCK
+    if offset + span > volume_size:
+        return _garbled(headers, _truncated(where, volume_size))
+    if len(data) < span:
+        return Need(span)
+    return headers.decrypt(bytes(data[:prefix]), bytes(data[prefix:span])), span
+
+
+def _rar5_header_size(head: bytes, where: str) -> int:
+    """CRC32 + size vint + the size it gives, from the first bytes of a RAR 5 header."""
+    fields = _Fields(head, 4, min(len(head), _RAR5_FIRST_READ), where)
+    try:
+        header_size = fields.vint()
     except ArchiveError:
         raise ArchiveError(
             f"{where}: header size field is not a 1-3 byte integer (corrupt header)"
         ) from None
-    total = head.pos + header_size
     if header_size == 0 or header_size > MAX_HEADER_SIZE:
         raise ArchiveError(f"{where}: impossible header size {header_size}")
-    if offset + total > volume_size:
-        raise ArchiveError(
-            f"{where}: header runs past the end of the volume ({volume_size} bytes); the volume is truncated"
-        )
-    if len(data) < total:
-        return Need(total)
-    if zlib.crc32(data[4:total]) != _U32.unpack_from(data)[0]:
-        raise ArchiveError(f"{where}: header CRC mismatch (corrupt header)")
-    fields = _Fields(data, head.pos, total, where)
+    return fields.pos + header_size
+
+
+def _parse_rar5(
+    data: bytes, offset: int, volume_size: int, label: str, headers: HeaderCipher | None
+) -> Block | Need | Locked:
+    where = f"{label}: block at byte {offset}"
+    if headers is not None:
+        got = _decrypted(data, offset, volume_size, where, headers, _rar5_header_size)
+        if not isinstance(got, tuple):
+            return got
+        plain, span = got
+        total = _rar5_header_size(plain, where)
+    else:
+        first = min(_RAR5_FIRST_READ, volume_size - offset)
+        if len(data) < first:
+            return Need(first)
+        total = span = _rar5_header_size(bytes(data[:first]), where)
+        if offset + total > volume_size:
+            raise _truncated(where, volume_size)
+        if len(data) < total:
+            return Need(total)
+        plain = data
+    if zlib.crc32(plain[4:total]) != _U32.unpack_from(plain)[0]:
+        return _garbled(headers, ArchiveError(f"{where}: header CRC mismatch (corrupt header)"))
+    fields = _Fields(plain, 4, total, where)
+    fields.vint()  # the header size, read above
     kind_code, flags = fields.vint(), fields.vint()
     extra_size = fields.vint() if flags & 0x0001 else 0
     data_size = fields.vint() if flags & 0x0002 else 0
     if extra_size > total - fields.pos:
         raise ArchiveError(f"{where}: extra area larger than the header")
     extra_start = total - extra_size
-    base: dict[str, Any] = {"offset": offset, "data_offset": offset + total, "data_size": data_size}
+    base: dict[str, Any] = {"offset": offset, "data_offset": offset + span, "data_size": data_size}
+    if kind_code in (2, 3):
+        return _rar5_file(fields, kind_code, flags, extra_start, base, volume_size, label)
+    _check_data(label, offset, offset + span, data_size, volume_size, "")
     if kind_code == 1:
         archive_flags = fields.vint()
         number = fields.vint() if archive_flags & 0x0002 else 0
         is_volume = bool(archive_flags & 0x0001)
-        _check_data(label, offset, offset + total, data_size, volume_size, "")
         return Block(
             Kind.MAIN,
             **base,
@@ -239,14 +354,30 @@ def _parse_rar5(data: bytes, offset: int, volume_size: int, label: str) -> Block
             first_volume=is_volume and number == 0,
             volume_number=number if is_volume else None,
         )
-    if kind_code in (2, 3):
-        return _rar5_file(fields, kind_code, flags, extra_start, base, volume_size, label)
-    _check_data(label, offset, offset + total, data_size, volume_size, "")
     if kind_code == 4:
-        return Block(Kind.ENCRYPTION, **base, headers_encrypted=True)
+        return Block(
+            Kind.ENCRYPTION, **base, headers_encrypted=True, crypt=_rar5_crypt(fields, False)
+        )
     if kind_code == 5:
         return Block(Kind.END, **base, more_volumes=bool(fields.vint() & 0x0001))
     return Block(Kind.OTHER, **base)
+
+
+def _rar5_crypt(fields: _Fields, with_iv: bool) -> Crypt:
+    """The archive encryption header's fields, or a file encryption record's (with an IV)."""
+    version, flags = fields.vint(), fields.vint()
+    if version != 0:
+        raise ArchiveError(f"{fields.where}: unknown RAR 5 encryption version {version}")
+    lg2_count = fields.take(1)[0]
+    salt = fields.take(16)
+    iv = fields.take(16) if with_iv else b""
+    check = None
+    if flags & 0x0001:
+        value = fields.take(12)
+        # The check value carries its own SHA-256 checksum: a damaged one proves nothing.
+        if hashlib.sha256(value[:8]).digest()[:4] == value[8:]:
+            check = value[:8]
+    return Crypt(5, salt, lg2_count, iv, check)
 
 
 def _rar5_file(
@@ -273,15 +404,16 @@ def _rar5_file(
     name = fields.take(name_size).decode("utf-8", errors="replace")
     if fields.pos > extra_start:
         raise ArchiveError(f"{fields.where}: file fields overlap the extra area")
-    encrypted = False
+    crypt = None
     extra = _Fields(fields.data, extra_start, fields.end, fields.where)
     while extra.pos < extra.end:
         size = extra.vint()
         record_end = extra.pos + size
         if size == 0 or record_end > extra.end:
             raise ArchiveError(f"{fields.where}: extra record runs past the header")
-        if extra.vint() == 0x01:  # file encryption record
-            encrypted = True
+        record = _Fields(extra.data, extra.pos, record_end, fields.where)
+        if record.vint() == 0x01:  # file encryption record
+            crypt = _rar5_crypt(record, True)
         extra.pos = record_end
     size_known = not file_flags & 0x0008
     if size_known and unpacked > MAX_MEMBER_SIZE:
@@ -296,40 +428,51 @@ def _rar5_file(
         method=method,
         stored=method == 0,
         is_dir=bool(file_flags & 0x0001),
-        encrypted=encrypted,
+        encrypted=crypt is not None,
         split_before=bool(flags & 0x0008),
         split_after=bool(flags & 0x0010),
+        crypt=crypt,
     )
 
 
-def _parse_rar4(data: bytes, offset: int, volume_size: int, label: str) -> Block | Need:
-    where = f"{label}: block at byte {offset}"
-    first = min(_RAR4_BASE.size + 4, volume_size - offset)
-    if len(data) < first:
-        return Need(first)
-    if first < _RAR4_BASE.size:
-        raise ArchiveError(
-            f"{where}: header runs past the end of the volume ({volume_size} bytes); the volume is truncated"
-        )
-    crc, kind_code, flags, header_size = _RAR4_BASE.unpack_from(data)
-    long_block = bool(flags & 0x8000)
-    minimum = _RAR4_BASE.size + (4 if long_block else 0)
-    if header_size < minimum:
+def _rar4_header_size(head: bytes, where: str) -> int:
+    """The header size field of a RAR 4 header (its first 7 bytes), checked for sanity."""
+    _crc, _kind, flags, header_size = _RAR4_BASE.unpack_from(head)
+    if header_size < _RAR4_BASE.size + (4 if flags & 0x8000 else 0):
         raise ArchiveError(f"{where}: impossible header size {header_size}")
-    if offset + header_size > volume_size:
-        raise ArchiveError(
-            f"{where}: header runs past the end of the volume ({volume_size} bytes); the volume is truncated"
-        )
-    if len(data) < header_size:
-        return Need(header_size)
-    if zlib.crc32(data[2:header_size]) & 0xFFFF != crc:
-        raise ArchiveError(f"{where}: header CRC mismatch (corrupt header)")
-    data_size = _U32.unpack_from(data, _RAR4_BASE.size)[0] if long_block else 0
-    fields = _Fields(data, _RAR4_BASE.size, header_size, where)
-    base: dict[str, Any] = {"offset": offset, "data_offset": offset + header_size}
+    return header_size
+
+
+def _parse_rar4(
+    data: bytes, offset: int, volume_size: int, label: str, headers: HeaderCipher | None
+) -> Block | Need | Locked:
+    where = f"{label}: block at byte {offset}"
+    if headers is not None:
+        got = _decrypted(data, offset, volume_size, where, headers, _rar4_header_size)
+        if not isinstance(got, tuple):
+            return got
+        plain, span = got
+    else:
+        first = min(_RAR4_BASE.size + 4, volume_size - offset)
+        if len(data) < first:
+            return Need(first)
+        if first < _RAR4_BASE.size:
+            raise _truncated(where, volume_size)
+        span = _rar4_header_size(bytes(data[: _RAR4_BASE.size]), where)
+        if offset + span > volume_size:
+            raise _truncated(where, volume_size)
+        if len(data) < span:
+            return Need(span)
+        plain = data
+    crc, kind_code, flags, header_size = _RAR4_BASE.unpack_from(plain)
+    if zlib.crc32(plain[2:header_size]) & 0xFFFF != crc:
+        return _garbled(headers, ArchiveError(f"{where}: header CRC mismatch (corrupt header)"))
+    data_size = _U32.unpack_from(plain, _RAR4_BASE.size)[0] if flags & 0x8000 else 0
+    fields = _Fields(plain, _RAR4_BASE.size, header_size, where)
+    base: dict[str, Any] = {"offset": offset, "data_offset": offset + span}
     if kind_code == 0x74:
         return _rar4_file(fields, flags, base, volume_size, label)
-    _check_data(label, offset, offset + header_size, data_size, volume_size, "")
+    _check_data(label, offset, offset + span, data_size, volume_size, "")
     base["data_size"] = data_size
     if kind_code == 0x73:
         is_volume = bool(flags & 0x0001)
@@ -351,7 +494,7 @@ def _parse_rar4(data: bytes, offset: int, volume_size: int, label: str) -> Block
 def _rar4_file(
     fields: _Fields, flags: int, base: dict[str, Any], volume_size: int, label: str
 ) -> Block:
-    packed, unpacked, _host, _crc, _time, _version, method, name_size, _attributes = (
+    packed, unpacked, _host, _crc, _time, version, method, name_size, _attributes = (
         _RAR4_FILE.unpack(fields.take(_RAR4_FILE.size))
     )
     if flags & 0x0100:  # LHD_LARGE: high 32 bits of both sizes
@@ -362,6 +505,12 @@ def _rar4_file(
         decode_rar4_name(raw_name) if flags & 0x0200 else raw_name.decode("cp437", errors="replace")
     )
     name = name.replace("\\", "/")
+    encrypted = bool(flags & 0x0004)
+    crypt = None
+    # AES (RAR 3.x's crypt) from unpack version 2.9 on; older versions used ciphers
+    # of their own, which are not supported (crypt stays None).
+    if encrypted and version >= 29:
+        crypt = Crypt(4, fields.take(8) if flags & 0x0400 else b"")
     if unpacked > MAX_MEMBER_SIZE:
         raise ArchiveError(f"{label}: {name} announces an absurd size ({unpacked} bytes)")
     _check_data(label, base["offset"], base["data_offset"], packed, volume_size, name)
@@ -375,9 +524,10 @@ def _rar4_file(
         method=method,
         stored=method == 0x30,
         is_dir=flags & 0x00E0 == 0x00E0,
-        encrypted=bool(flags & 0x0004),
+        encrypted=encrypted,
         split_before=bool(flags & 0x0001),
         split_after=bool(flags & 0x0002),
+        crypt=crypt,
     )
 
 

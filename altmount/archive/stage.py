@@ -6,7 +6,9 @@ once (they hold the headers of a typical release), deeper articles only when a
 header lies there (many small files before the media). The volumes are then
 grouped into ordered sets (grouping.py) and each stored member becomes a
 candidate whose segment table points into the volumes' articles, slice by slice.
-Compressed, encrypted and incomplete sets are refused with the reason; the
+Encrypted members (and encrypted headers) are opened with the release's
+password and stream through a `Cipher`. Compressed and incomplete sets, and
+encrypted ones without the right password, are refused with the reason; the
 release fails only when no media file is left to stream.
 """
 
@@ -21,9 +23,11 @@ import numpy as np
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from altmount.archive import nested, sevenzip_stage
 from altmount.archive.grouping import ArchiveSet, Volume, group_volumes, name_ordinal, set_members
 from altmount.archive.model import ArchiveMember, MemberFile
 from altmount.archive.rar import detect
+from altmount.archive.rarcrypto import RarKeys
 from altmount.archive.scan import VolumeScan
 from altmount.errors import ArchiveError, ArticleNotFound, ImportFailed, YencError
 from altmount.importer.layout import is_allowed, safe_name
@@ -31,7 +35,7 @@ from altmount.importer.magic import MAGIC_PREFIX, sniff_extension
 from altmount.importer.names import has_known_extension
 from altmount.importer.pipeline import ArticleFetcher, Candidate, ImportFile, ImportJob
 from altmount.importer.probe import first_failure
-from altmount.metadata import SegmentTable
+from altmount.metadata import Cipher, SegmentTable
 from altmount.stream.cbc import cipher_span, decrypt_range
 
 __all__ = ["ArchiveStage", "member_table", "read_member"]
@@ -190,23 +194,29 @@ class ArchiveStage:
     def run(self, job: ImportJob) -> ImportJob | defer.Deferred[ImportJob]:
         """The job with archive members as candidates, or ImportFailed when none can stream."""
         rars = [(file, version) for file in job.files if (version := detect(file.head.prefix))]
-        if not rars:
-            return job
         names = {c.table.message_ids[0]: c.name for c in job.candidates}
+        sevenzip = sevenzip_stage.SevenZipSets(job.files, names, self._allowed)
+        if not rars and not sevenzip.sets:
+            return job
         articles = _Articles(self._fetch)
+        keys = RarKeys(job.password)
         scans = [
-            self._scan(articles, file, version, names.get(file.table.message_ids[0], file.label))
+            self._scan(
+                articles, keys, file, version, names.get(file.table.message_ids[0], file.label)
+            )
             for file, version in rars
         ]
+        scans.append(sevenzip.read(articles, job.password))
         gathered = defer.gatherResults(scans, consumeErrors=True).addErrback(first_failure)
-        return gathered.addCallback(self._expose, job, [file for file, _ in rars], articles)
+        volume_files = [file for file, _ in rars] + sevenzip.files
+        return gathered.addCallback(self._expose, job, volume_files, articles, keys)
 
     @defer.inlineCallbacks
-    def _scan(self, articles: _Articles, file: ImportFile, version: int, name: str):
+    def _scan(self, articles: _Articles, keys: RarKeys, file: ImportFile, version: int, name: str):
         table = file.table
         for index in {0, len(table) - 1}:
             articles.get(table.message_ids[index]).addErrback(lambda _: None)
-        scan = VolumeScan(version, table.size, name)
+        scan = VolumeScan(version, table.size, name, keys)
         try:
             while (wanted := scan.want()) is not None:
                 start, data = yield _read(articles, table, *wanted)
@@ -215,7 +225,7 @@ class ArchiveStage:
             return _Broken(str(exc))
         except (ArticleNotFound, YencError) as exc:
             return _Broken(f"{name}: cannot read its headers: {exc}")
-        return Volume(file.index, name, version, table.size, tuple(scan.blocks))
+        return Volume(file.index, name, version, table.size, tuple(scan.blocks), scan.locked)
 
     @defer.inlineCallbacks
     def _expose(
@@ -224,6 +234,7 @@ class ArchiveStage:
         job: ImportJob,
         volume_files: list[ImportFile],
         articles: _Articles,
+        keys: RarKeys,
     ):
         reasons = [item.error for item in scanned if isinstance(item, _Broken)]
         # Why non-media members were left out: told only when nothing else explains a failure.
@@ -231,7 +242,16 @@ class ArchiveStage:
         tables = {file.index: file.table for file in volume_files}
         found: list[MemberFile] = []
         for archive in group_volumes([item for item in scanned if isinstance(item, Volume)]):
-            found += self._members(archive, tables, reasons, minor)
+            found += yield self._members(archive, tables, articles, keys, reasons, minor)
+        for item in scanned:
+            if isinstance(item, sevenzip_stage.SevenZipFound):
+                found += item.members
+                reasons += item.reasons
+                minor += item.minor
+        # Archives and disc images stored inside: their members replace them.
+        opened = yield nested.expand(self, articles, found, job.password, keys)
+        found = list(opened.members)
+        reasons, minor = reasons + [*opened.reasons], minor + [*opened.minor]
         named = []
         for member in found:
             path = member.path
@@ -250,19 +270,22 @@ class ArchiveStage:
             job = job.warn(reason)
         return replace(job, candidates=candidates, verified=job.verified | articles.read)
 
+    @defer.inlineCallbacks
     def _members(
         self,
         archive: ArchiveSet,
         tables: dict[int, SegmentTable],
+        articles: _Articles,
+        keys: RarKeys,
         reasons: list[str],
         minor: list[str],
-    ) -> list[MemberFile]:
-        """Every stored member of a set; why media members are left
-        out goes to `reasons`, why other members are to `minor`."""
+    ):
+        """Fires with every stored member of a set, encrypted ones with their `Cipher`; why
+        media members are left out goes to `reasons`, why other members are to `minor`."""
         if archive.problem is not None:
             reasons.append(archive.problem)
             return []
-        if any(block.headers_encrypted for volume in archive.volumes for block in volume.blocks):
+        if any(volume.locked for volume in archive.volumes):
             named = name_ordinal(archive.name)
             reasons.append(
                 f"{named[0] if named else archive.name}: encrypted archive, no/wrong password"
@@ -274,19 +297,100 @@ class ArchiveStage:
             reasons.append(str(exc))
             return []
         volumes = [tables[volume.key] for volume in archive.volumes]
-        found = []
-        for member in members:
+        # Decrypted headers (a check value or their CRCs) prove the password for the data too.
+        proven = any(volume.headers_decrypted for volume in archive.volumes)
+        found: list[MemberFile] = []
+        unproven: list[tuple[MemberFile, str, list[str]]] = []
+        for item in members:
+            member = item.member
             media = is_allowed(member.path, self._allowed) or not has_known_extension(
                 member.path, self._allowed
             )
-            if member.encrypted:
-                (reasons if media else minor).append(
-                    f"{archive.name}: encrypted archive, no/wrong password ({member.path})"
-                )
-            elif not member.stored:
-                (reasons if media else minor).append(
+            refused = reasons if media else minor
+            if not member.stored:
+                refused.append(
                     f"compressed archive: {member.path} uses method {member.method}, not streamable"
                 )
-            elif member.size > 0:
-                found.append(MemberFile(_safe_path(member.path), member_table(member, volumes)))
+                continue
+            if member.size == 0:
+                continue
+            path = _safe_path(member.path)
+            if not member.encrypted:
+                found.append(MemberFile(path, member_table(member, volumes)))
+                continue
+            if item.crypt is None:
+                refused.append(
+                    f"{archive.name}: {member.path} uses the encryption of RAR 2, not supported"
+                )
+                continue
+            try:
+                key = keys.data_key(item.crypt, archive.name)
+            except ArchiveError as exc:
+                refused.append(str(exc))
+                continue
+            if key is None:
+                refused.append(_wrong_password(archive.name, member.path))
+                continue
+            cipher = Cipher(key[0], key[1], 0, member.size)
+            file = MemberFile(path, member_table(member, volumes), cipher)
+            if proven or item.crypt.check is not None:
+                found.append(file)
+            else:
+                unproven.append((file, member.path, refused))
+        if unproven:
+            found += yield _proved(archive.name, articles, unproven)
         return found
+
+
+def _wrong_password(archive: str, path: str) -> str:
+    return f"{archive}: encrypted archive, no/wrong password ({path})"
+
+
+def _shows_magic(head: bytes) -> bool:
+    """True when decrypted bytes start like a known container (altmount.importer.magic).
+
+    A wrong key decrypts to random bytes, which show a 4-byte magic once in 2^32;
+    the bare MPEG audio frame sync (2 bytes, random data shows it once in 8192) is
+    no proof, so MP3 counts only with its ID3 tag.
+    """
+    extension = sniff_extension(head)
+    return extension is not None and (extension != ".mp3" or head.startswith(b"ID3"))
+
+
+@defer.inlineCallbacks
+def _proved(archive: str, articles: _Articles, unproven: list[tuple[MemberFile, str, list[str]]]):
+    """Fires with the members whose key is proved by a decrypted member start.
+
+    Rule for data encrypted without a password check value (RAR 4's, or RAR 5's
+    without one): a key is right when at least one member decrypted with it starts
+    with a known magic (`_shows_magic`); the members of a key that shows none are
+    refused as a wrong password. Members that have no magic at byte 0 (an .iso)
+    are served only when another member with the same key proves it.
+    """
+    reads = [
+        read_member(articles, file, 0, MAGIC_PREFIX).addErrback(_unreadable)
+        for file, _, _ in unproven
+    ]
+    heads = yield defer.gatherResults(reads, consumeErrors=True).addErrback(first_failure)
+    opened = {
+        file.cipher.key
+        for (file, _, _), head in zip(unproven, heads, strict=True)
+        if file.cipher is not None and isinstance(head, bytes) and _shows_magic(head)
+    }
+    found = []
+    for (file, path, refused), head in zip(unproven, heads, strict=True):
+        if file.cipher is not None and file.cipher.key in opened:
+            found.append(file)
+        elif isinstance(head, Exception):
+            refused.append(f"{archive}: cannot read {path}: {head}")
+        else:
+            refused.append(
+                _wrong_password(archive, f"{path}: its decrypted start shows no known format")
+            )
+    return found
+
+
+def _unreadable(failure: Failure) -> BaseException:
+    """A missing or undecodable article is a reason to refuse a member, not a stage error."""
+    failure.trap(ArticleNotFound, YencError)
+    return failure.value

@@ -43,12 +43,23 @@ log = logging.getLogger(__name__)
 INITIAL_BACKOFF_SECONDS = 0.5
 #: Longest wait between connect attempts to an unreachable provider.
 MAX_BACKOFF_SECONDS = 30.0
+#: Connection losses of one request within this long of each other are one outage.
+OUTAGE_SECONDS = 1.0
 
 
 class _Job:
     """One caller's request, possibly tried on several connections."""
 
-    __slots__ = ("kind", "message_id", "priority", "deferred", "attempts", "deadline")
+    __slots__ = (
+        "kind",
+        "message_id",
+        "priority",
+        "deferred",
+        "attempts",
+        "deadline",
+        "lost_at",
+        "outage_losses",
+    )
 
     def __init__(self, kind: str, message_id: str, priority: int, deadline: float) -> None:
         self.kind = kind
@@ -56,6 +67,8 @@ class _Job:
         self.priority = priority
         self.deadline = deadline
         self.attempts = 0
+        self.lost_at = -OUTAGE_SECONDS  # when a connection loss last cost an attempt
+        self.outage_losses = 0
         # Cancelling a queued job just lets the queue skip it; an answer that arrives
         # for a cancelled job in flight is dropped.
         self.deferred: defer.Deferred[Any] = defer.Deferred()
@@ -308,7 +321,8 @@ class ProviderPool:
         # A connection that fails takes its whole pipeline down, head first. Only the
         # head was at fault (its request stalled or broke the connection); the requests
         # queued behind it are re-sent without spending one of their attempts.
-        collateral = isinstance(error, NNTPConnectionLost) and conn in self._failed_conns
+        lost = isinstance(error, NNTPConnectionLost)
+        collateral = lost and (conn in self._failed_conns or self._same_outage(job))
         self._failed_conns.add(conn)
         if job.deferred.called:
             pass
@@ -322,6 +336,26 @@ class ProviderPool:
         else:
             job.deferred.errback(error)
         self._after_answer(conn)
+
+    def _same_outage(self, job: _Job) -> bool:
+        """Whether this connection loss is part of one the job was already charged for.
+
+        A provider that drops every connection at once (a restart) is noticed one
+        connection at a time, so a retried request can be sent to a sibling that is
+        already dead. Losses soon after the charged one are the same outage, free up to
+        one per connection; a request that kills each connection it is sent on is
+        still charged each time after that.
+        """
+        now = self._reactor.seconds()
+        if (
+            now - job.lost_at < OUTAGE_SECONDS
+            and job.outage_losses < self._provider.max_connections
+        ):
+            job.outage_losses += 1
+            return True
+        job.lost_at = now
+        job.outage_losses = 0
+        return False
 
     def _after_answer(self, conn: NNTPClientProtocol) -> None:
         self._pump()

@@ -1,6 +1,7 @@
 """Stored RAR sets made by the real `rar` tool (RAR 5) and by tests/data/rar/rar4writer.py
 (RAR 4, checked with `rar t`), posted to the fake NNTP server on 127.0.0.1, imported by an
-Engine and read back through `_core.plan_range`/`assemble_range`, byte for byte."""
+Engine and read back through `_core.plan_range`/`assemble_range`, byte for byte; encrypted
+members (password in the NZB meta) decrypted with `altmount.stream.cbc` as WebDAV does."""
 
 from __future__ import annotations
 
@@ -19,15 +20,20 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from altmount import _core
+from altmount.archive.rar import Kind, detect
+from altmount.archive.rarcrypto import RarKeys
+from altmount.archive.scan import VolumeScan
 from altmount.config import parse_config
 from altmount.engine import Engine
 from altmount.errors import ImportFailed
+from altmount.stream.cbc import cipher_span, decrypt_range
 from altmount.testing.articles import post_release
 from altmount.testing.nntpserver import Faults, listen
 
 ARTICLE = 40_000
 VOLUME = 150_001  # not a multiple of the article size
 MKV = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska"
+PASSWORD = "s3cret pässword"
 _WRITER = Path(__file__).parent.parent / "data" / "rar" / "rar4writer.py"
 
 
@@ -71,6 +77,17 @@ def make_rar(
             for p in sorted(Path(folder).iterdir())
             if p.name.startswith(archive.split(".")[0] + ".")
         }
+
+
+def piece_ends(volumes: dict[str, bytes], password: str) -> list[int]:
+    """Member offsets where each volume's piece of the one member ends (volumes in order)."""
+    keys, ends = RarKeys(password), [0]
+    for name, data in volumes.items():
+        scan = VolumeScan(detect(data), len(data), name, keys)
+        while scan.want() is not None:
+            scan.feed(0, data)
+        ends += [ends[-1] + b.data_size for b in scan.blocks if b.kind is Kind.FILE]
+    return ends[1:]
 
 
 class ArchiveImports(unittest.TestCase):
@@ -118,17 +135,35 @@ class ArchiveImports(unittest.TestCase):
         return self.engine
 
     @defer.inlineCallbacks
-    def imported(self, volumes: dict[str, bytes], nzb_name: str = "Show.S01.nzb", faults=None):
-        """Post the volumes, import them; fires with (ImportResult, engine)."""
-        release = post_release(volumes, article_size=ARTICLE)
+    def imported(
+        self,
+        volumes: dict[str, bytes],
+        nzb_name: str = "Show.S01.nzb",
+        faults=None,
+        password: str | None = None,
+    ):
+        """Post the volumes (`password` in the NZB meta), import them; fires with
+        (ImportResult, engine)."""
+        meta = {"password": password} if password is not None else None
+        release = post_release(volumes, article_size=ARTICLE, meta=meta)
         engine = self.start(release.articles, faults)
         result = yield engine.importer.import_nzb(release.nzb, nzb_name, "tv")
         return result, engine
 
     @defer.inlineCallbacks
     def read(self, engine: Engine, record, start: int = 0, end: int | None = None):
-        """Bytes [start, end) of a record, through plan_range, the provider and assemble_range."""
+        """Bytes [start, end) of a record; an encrypted one's ciphertext is decrypted."""
         end = record.size if end is None else end
+        if record.cipher is None:
+            return (yield self.read_segments(engine, record, start, end))
+        span = cipher_span(record.cipher, start, end)
+        ciphertext = yield self.read_segments(engine, record, span.start, span.end)
+        return decrypt_range(record.cipher, start, end, ciphertext)
+
+    @defer.inlineCallbacks
+    def read_segments(self, engine: Engine, record, start: int, end: int):
+        """Bytes [start, end) of a record's segments, through plan_range, the provider and
+        assemble_range."""
         table = record.segments
         plan = _core.plan_range(table.offsets, table.skips, start, end)
         pieces = []
@@ -142,10 +177,14 @@ class ArchiveImports(unittest.TestCase):
 
     @defer.inlineCallbacks
     def check(
-        self, volumes: dict[str, bytes], expected: dict[str, bytes], nzb_name: str = "Show.S01.nzb"
+        self,
+        volumes: dict[str, bytes],
+        expected: dict[str, bytes],
+        nzb_name: str = "Show.S01.nzb",
+        password: str | None = None,
     ):
         """Import the volumes; the release holds exactly `expected` (relative paths), byte-exact."""
-        result, engine = yield self.imported(volumes, nzb_name)
+        result, engine = yield self.imported(volumes, nzb_name, password=password)
         prefix = result.release_dir + "/"
         by_path = {r.path.removeprefix(prefix): r for r in result.files}
         self.assertEqual(sorted(by_path), sorted(expected))
@@ -161,10 +200,10 @@ class ArchiveImports(unittest.TestCase):
         return result
 
     @defer.inlineCallbacks
-    def refused(self, volumes: dict[str, bytes], *phrases: str):
+    def refused(self, volumes: dict[str, bytes], *phrases: str, password: str | None = None):
         """The import fails with every phrase in its reason."""
         with self.assertRaises(ImportFailed) as raised:
-            yield self.imported(volumes)
+            yield self.imported(volumes, password=password)
         for phrase in phrases:
             self.assertIn(phrase, str(raised.exception))
         return str(raised.exception)
@@ -322,6 +361,138 @@ class ArchiveImports(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
+    def check_encrypted(
+        self,
+        volumes: dict[str, bytes],
+        name: str,
+        data: bytes,
+        password: str = PASSWORD,
+        nzb_name: str = "Show.S01.nzb",
+    ):
+        """Import with the password; the one member streams byte-exact over random ranges,
+        ranges around AES blocks and ranges across the volume boundaries."""
+        result, engine = yield self.imported(volumes, nzb_name, password=password)
+        (record,) = result.files
+        self.assertEqual(record.path.rsplit("/", 1)[1], name)
+        self.assertIsNotNone(record.cipher)
+        self.assertEqual(record.size, len(data))
+        self.assertEqual((yield self.read(engine, record)), data)
+        size = len(data)
+        cases = [(0, 1), (15, 17), (16, 32), (17, 4111), (size - 17, size), (size - 1, size)]
+        for end in piece_ends(volumes, password)[:-1]:
+            cases += [(end - 1, end + 1), (end, end + 100), (end - 17, end + 33)]
+        rng = random.Random(size)
+        for _ in range(25):
+            start = rng.randrange(size)
+            cases.append((start, start + rng.randint(1, 200_000)))
+        for start, end in cases:
+            end = min(end, size)
+            got = yield self.read(engine, record, start, end)
+            self.assertEqual(got, data[start:end], f"range {start}-{end}")
+        return result
+
+    @defer.inlineCallbacks
+    def test_rar5_encrypted_data_single_volume(self):
+        """A -p member streams decrypted with the password from the NZB meta."""
+        need_rar()
+        data = media(40, 300_000)
+        volumes = make_rar({"Movie.mkv": data}, ["-m0", f"-p{PASSWORD}"])
+        yield self.check_encrypted(volumes, "Movie.mkv", data)
+
+    @defer.inlineCallbacks
+    def test_rar5_encrypted_data_part_volumes(self):
+        """-p volumes of an odd size: one CBC stream cut across volumes decrypts byte-exact."""
+        need_rar()
+        data = media(41, 700_000)
+        volumes = make_rar({"Movie.mkv": data}, ["-m0", f"-p{PASSWORD}", f"-v{VOLUME}b"])
+        self.assertGreater(len(volumes), 4)
+        self.assertTrue(any(end % 16 for end in piece_ends(volumes, PASSWORD)[:-1]))
+        yield self.check_encrypted(volumes, "Movie.mkv", data)
+
+    @defer.inlineCallbacks
+    def test_rar5_encrypted_headers_single_volume(self):
+        """A -hp archive: headers decrypted at import, the member streams decrypted."""
+        need_rar()
+        data = media(42, 300_000)
+        volumes = make_rar({"Movie.mkv": data}, ["-m0", f"-hp{PASSWORD}"])
+        yield self.check_encrypted(volumes, "Movie.mkv", data)
+
+    @defer.inlineCallbacks
+    def test_rar5_encrypted_headers_part_volumes(self):
+        """-hp volumes of an odd size, posted under random names, stream byte-exact."""
+        need_rar()
+        data = media(43, 600_000)
+        made = make_rar({"Movie.mkv": data}, ["-m0", f"-hp{PASSWORD}", f"-v{VOLUME}b"])
+        self.assertGreater(len(made), 3)
+        rng = random.Random(43)
+        # Random names, in volume order (check_encrypted takes the boundaries from that order).
+        volumes = {rng.randbytes(8).hex(): volume for volume in made.values()}
+        yield self.check_encrypted(volumes, "Movie.mkv", data)
+
+    @defer.inlineCallbacks
+    def test_password_from_the_nzb_file_name(self):
+        """Without a meta password the `{{password}}` in the NZB file name opens the archive."""
+        need_rar()
+        data = media(44, 200_000)
+        volumes = make_rar({"Movie.mkv": data}, ["-m0", "-psecret"])
+        release = post_release(volumes, article_size=ARTICLE)
+        engine = self.start(release.articles)
+        result = yield engine.importer.import_nzb(release.nzb, "Movie{{secret}}.nzb", "movies")
+        (record,) = result.files
+        self.assertEqual((yield self.read(engine, record)), data)
+
+    @defer.inlineCallbacks
+    def test_rar4_encrypted_data_volumes(self):
+        """RAR 4 AES-128 data in .rar/.r00 volumes (checked by `rar t -p`) streams byte-exact."""
+        data = media(45, 500_000)
+        volumes = self.rar4({"Movie.mkv": data}, "old", password=PASSWORD)
+        self.assertGreater(len(volumes), 3)
+        yield self.check_encrypted(volumes, "Movie.mkv", data)
+
+    @defer.inlineCallbacks
+    def test_rar4_encrypted_headers_volumes(self):
+        """RAR 4 -hp volumes (checked by `rar t -p`) are walked decrypted and stream byte-exact."""
+        data = media(46, 500_000)
+        volumes = self.rar4(
+            {"Movie.mkv": data}, "part", directory=None, password=PASSWORD, encrypt_headers=True
+        )
+        yield self.check_encrypted(volumes, "Movie.mkv", data)
+
+    @defer.inlineCallbacks
+    def test_rar5_wrong_password_data_is_refused(self):
+        """A wrong password for -p data is caught by the check value, before any data is read."""
+        need_rar()
+        volumes = make_rar({"Movie.mkv": media(47, 100_000)}, ["-m0", "-psecret"])
+        yield self.refused(
+            volumes, "set.rar: encrypted archive, no/wrong password (Movie.mkv)", password="wrong"
+        )
+
+    @defer.inlineCallbacks
+    def test_rar5_wrong_password_headers_is_refused(self):
+        """A wrong password for -hp headers is caught by the encryption header's check value."""
+        need_rar()
+        volumes = make_rar({"Movie.mkv": media(48, 100_000)}, ["-m0", "-hpsecret", "-v60001b"])
+        reason = yield self.refused(volumes, password="wrong")
+        self.assertEqual(reason, "set: encrypted archive, no/wrong password")
+
+    @defer.inlineCallbacks
+    def test_rar4_wrong_password_data_is_refused(self):
+        """RAR 4 data has no check value: the decrypted start of the .mkv shows no magic."""
+        volumes = self.rar4({"Movie.mkv": media(49, 400_000)}, "old", password="secret")
+        yield self.refused(
+            volumes, "set.rar: encrypted archive, no/wrong password (Movie.mkv: ", password="wrong"
+        )
+
+    @defer.inlineCallbacks
+    def test_rar4_wrong_password_headers_is_refused(self):
+        """RAR 4 -hp headers that fail their CRC after decryption mean a wrong password."""
+        volumes = self.rar4(
+            {"Movie.mkv": media(50, 400_000)}, "part", password="secret", encrypt_headers=True
+        )
+        reason = yield self.refused(volumes, password="wrong")
+        self.assertEqual(reason, "set: encrypted archive, no/wrong password")
+
+    @defer.inlineCallbacks
     def test_rar4_part_volumes(self):
         """RAR 4 .partN.rar volumes (checked by `rar t`) stream byte-exact."""
         yield self.check(
@@ -344,18 +515,26 @@ class ArchiveImports(unittest.TestCase):
         yield self.check(dict(items), files)
 
     def rar4(
-        self, files: dict[str, bytes], style: str, directory: str | None = None
+        self,
+        files: dict[str, bytes],
+        style: str,
+        directory: str | None = None,
+        password: str | None = None,
+        encrypt_headers: bool = False,
     ) -> dict[str, bytes]:
         """RAR 4 volumes of `files` by name; tested with `rar t` when the tool is there."""
         writer = rar4writer()
         entries = ([(directory, None)] if directory else []) + list(files.items())
-        volumes = writer.write_rar4(entries, VOLUME)
+        volumes = writer.write_rar4(entries, VOLUME, password, encrypt_headers)
         named = dict(zip(writer.volume_names("set", len(volumes), style), volumes, strict=True))
         if shutil.which("rar"):
             with tempfile.TemporaryDirectory() as folder:
                 for name, data in named.items():
                     (Path(folder) / name).write_bytes(data)
-                subprocess.run(["rar", "t", "-idq", next(iter(named))], cwd=folder, check=True)
+                switches = [f"-p{password}"] if password is not None else ["-p-"]
+                subprocess.run(
+                    ["rar", "t", "-idq", *switches, next(iter(named))], cwd=folder, check=True
+                )
         return named
 
     @defer.inlineCallbacks

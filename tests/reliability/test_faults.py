@@ -147,7 +147,9 @@ class ProviderFaults(Rig):
         yield restarting
         self.assertTrue(data == DATA, "bytes differ")
         pool = self.server.engine.router.providers[0]
-        self.assertGreater(pool.stats.errors["connection_lost"], 0)
+        # Under load the drop can find the connections idle between requests: then no
+        # request fails with it (the error counter stays 0), but the pool logs the loss.
+        self.assertTrue(any("connection lost" in m for m in self.messages(logging.INFO)))
         self.assertGreater(pool.stats.errors["connect"], 0)
         self.assertTrue(any("retrying with backoff" in m for m in self.messages(logging.WARNING)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from collections import Counter
 from pathlib import Path
@@ -11,18 +12,22 @@ from twisted.internet.defer import Deferred
 
 from altmount import _core
 from altmount.archive.grouping import Volume, group_volumes, name_ordinal, set_members
-from altmount.archive.rar import detect
+from altmount.archive.rar import Kind, detect
+from altmount.archive.rarcrypto import RarKeys
 from altmount.archive.scan import VolumeScan
 from altmount.config import parse_config
 from altmount.errors import ArticleNotFound, ImportFailed
 from altmount.importer import DirectImporter
 from altmount.metadata import MetadataStore
+from altmount.stream.cbc import decrypt_range
 from altmount.testing.articles import post_release
 
 DATA = Path(__file__).parent.parent / "data" / "rar"
 MOVIE = b"\x1a\x45\xdf\xa3" + random.Random(1).randbytes(6000)
 RAR5 = [f"rar5-vol.part{n}.rar" for n in (1, 2, 3)]
 RAR4 = ["rar4-vol.rar", "rar4-vol.r00", "rar4-vol.r01"]
+RAR5_HP_VOL = [f"rar5-headers-encrypted-vol.part{n}.rar" for n in (1, 2, 3)]
+RAR4_HP_VOL = [f"rar4-headers-encrypted-vol.{ext}" for ext in ("rar", "r00", "r01")]
 
 
 def volume(key: int, name: str, data: bytes) -> Volume:
@@ -62,7 +67,7 @@ def test_shuffled_obfuscated_volumes_are_ordered_by_headers(names):
     (archive,) = group_volumes(shuffled)
     assert archive.problem is None
     assert [v.key for v in archive.volumes] == [0, 1, 2]
-    (member,) = [m for m in set_members(archive) if m.path.endswith(".mkv")]
+    (member,) = [m.member for m in set_members(archive) if m.member.path.endswith(".mkv")]
     joined = b"".join(
         (DATA / names[p.volume]).read_bytes()[p.offset : p.offset + p.length] for p in member.pieces
     )
@@ -88,9 +93,11 @@ class Providers:
         self.articles, self.missing = articles, set(missing)
         self.pending: list[tuple[Deferred, str, str]] = []
         self.asked: Counter[str] = Counter()
+        self.bodies: set[str] = set()
 
     def fetch(self, message_id):
         """BODY + decode."""
+        self.bodies.add(message_id)
         return self._queue("body", message_id)
 
     def stat(self, message_id):
@@ -127,9 +134,12 @@ def store(tmp_path):
         yield opened
 
 
-def run_import(store, files: dict[str, bytes], article_size: int = 1000):
-    """Import the posted files; (result, rounds, release)."""
-    release = post_release(files, article_size=article_size)
+def run_import(
+    store, files: dict[str, bytes], article_size: int = 1000, password: str | None = None
+):
+    """Import the posted files (`password` in the NZB meta); (result, rounds, release)."""
+    meta = {"password": password} if password is not None else None
+    release = post_release(files, article_size=article_size, meta=meta)
     providers = Providers(release.articles)
     config, _ = parse_config("")
     importer = DirectImporter(providers.fetch, providers.stat, store, config)
@@ -138,16 +148,27 @@ def run_import(store, files: dict[str, bytes], article_size: int = 1000):
 
 
 def read_all(record, release) -> bytes:
-    """The record's bytes through plan_range and assemble_range."""
+    """The record's bytes through plan_range and assemble_range, decrypted when encrypted."""
     table = record.segments
-    plan = _core.plan_range(table.offsets, table.skips, 0, record.size)
+    size = int(table.offsets[-1])
+    plan = _core.plan_range(table.offsets, table.skips, 0, size)
     pieces = [
         _core.decode_article(release.articles[table.message_ids[i]]).data
         for i in range(plan.first, plan.last)
     ]
-    out = bytearray(record.size)
+    out = bytearray(size)
     _core.assemble_range(out, pieces, plan)
+    if record.cipher is not None:
+        return decrypt_range(record.cipher, 0, record.size, bytes(out))
     return bytes(out)
+
+
+def rar4writer():
+    """The test-side RAR 4 writer module."""
+    spec = importlib.util.spec_from_file_location("rar4writer", DATA / "rar4writer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_archive_stage_costs_one_round_trip(store):
@@ -186,3 +207,97 @@ def test_encrypted_fails_clearly(store, name):
     result, _, _ = run_import(store, {name: (DATA / name).read_bytes()})
     assert result.check(ImportFailed)
     assert "encrypted archive, no/wrong password" in result.getErrorMessage()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["rar5-encrypted.rar"],
+        ["rar5-headers-encrypted.rar"],
+        [f"rar5-encrypted-vol.part{n}.rar" for n in (1, 2, 3)],
+        RAR5_HP_VOL,
+        ["rar4-encrypted.rar"],
+        RAR4_HP_VOL,
+    ],
+)
+def test_encrypted_member_streams_with_the_password(store, names):
+    """With the NZB's password an encrypted member becomes a record with its Cipher."""
+    files = {n: (DATA / n).read_bytes() for n in names}
+    result, _, release = run_import(store, files, article_size=777, password="secret")
+    (record,) = result.files
+    assert record.cipher is not None and record.size == len(MOVIE)
+    assert record.segments.size == 6016  # the ciphertext, padded to 16
+    assert read_all(record, release) == MOVIE
+
+
+def test_encrypted_headers_cost_only_their_articles(store):
+    """Walking -hp volumes reads the articles holding headers, not the data between."""
+    files = {n: (DATA / n).read_bytes() for n in RAR5_HP_VOL}
+    release = post_release(files, article_size=200, meta={"password": "secret"})
+    providers = Providers(release.articles)
+    config, _ = parse_config("")
+    importer = DirectImporter(providers.fetch, providers.stat, store, config)
+    result, _ = providers.run(importer.import_nzb(release.nzb, "Movie.nzb"))
+    assert len(result.files) == 1
+    inside_data = set()
+    for posted in release.files:
+        walker = VolumeScan(5, len(posted.data), posted.name, RarKeys("secret"))
+        while walker.want() is not None:
+            walker.feed(0, posted.data)
+        (piece,) = [b for b in walker.blocks if b.kind is Kind.FILE]
+        for index, message_id in enumerate(posted.message_ids):
+            if piece.data_offset <= index * 200 and (index + 1) * 200 <= piece.next_offset:
+                inside_data.add(message_id)
+    assert len(inside_data) >= 27
+    assert not providers.bodies & inside_data
+
+
+@pytest.mark.parametrize(
+    ("names", "reason"),
+    [
+        (
+            ["rar5-encrypted.rar"],
+            "rar5-encrypted.rar: encrypted archive, no/wrong password (movie.mkv)",
+        ),
+        (RAR5_HP_VOL, "rar5-headers-encrypted-vol: encrypted archive, no/wrong password"),
+        (
+            ["rar4-encrypted.rar"],
+            "rar4-encrypted.rar: encrypted archive, no/wrong password "
+            "(movie.mkv: its decrypted start shows no known format)",
+        ),
+        (
+            RAR4_HP_VOL,
+            "rar4-headers-encrypted-vol: encrypted archive, no/wrong password",
+        ),
+    ],
+)
+def test_wrong_password_fails_clearly(store, names, reason):
+    """A wrong password fails the import with the no/wrong password reason, never garbage."""
+    files = {n: (DATA / n).read_bytes() for n in names}
+    result, _, _ = run_import(store, files, password="not it")
+    assert result.check(ImportFailed)
+    assert result.getErrorMessage() == reason
+
+
+def test_rar4_member_without_a_magic_is_not_served(store):
+    """RAR 4 data keeps no check value: an .iso (no magic at byte 0) alone proves no key."""
+    disc = bytes(40_000)
+    volumes = rar4writer().write_rar4([("disc.iso", disc)], password="secret")
+    result, _, _ = run_import(store, {"disc.rar": volumes[0]}, password="secret")
+    assert result.check(ImportFailed)
+    assert result.getErrorMessage() == (
+        "disc.rar: encrypted archive, no/wrong password "
+        "(disc.iso: its decrypted start shows no known format)"
+    )
+
+
+def test_rar4_member_proved_by_another_with_the_same_key(store):
+    """A decrypted .mkv start proves the key, so the .iso encrypted with it is served too."""
+    disc = bytes(40_000)
+    members = [("disc.iso", disc), ("movie.mkv", MOVIE)]
+    volumes = rar4writer().write_rar4(members, password="secret")
+    result, _, release = run_import(store, {"both.rar": volumes[0]}, password="secret")
+    by_name = {r.path.rsplit("/", 1)[1]: r for r in result.files}
+    assert sorted(by_name) == ["disc.iso", "movie.mkv"]
+    assert read_all(by_name["disc.iso"], release) == disc
+    assert read_all(by_name["movie.mkv"], release) == MOVIE
