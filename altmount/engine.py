@@ -3,9 +3,11 @@
 One place wires the metadata store, the provider pools and router, the decode
 pool, the segment fetcher and the importer, so `serve`, `import` and the
 benchmarks assemble exactly the same thing. `engine.pool` chooses where stream
-decodes run: `thread` (the decode thread pool; sabyenc3 releases the GIL) or
-`process` (worker processes fed through shared memory, `altmount.engine_process`).
-The thread pool exists in both modes: imports parse NZBs and decode in it.
+decodes run: `thread` (bodies over `INLINE_DECODE_MAX` in the decode thread pool,
+where sabyenc3 releases the GIL; smaller ones on the reactor thread), `inline` (all
+on the reactor thread) or `process` (worker processes fed through shared memory,
+`altmount.engine_process`). The thread pool exists in every mode: imports parse
+NZBs and decode in it.
 """
 
 from __future__ import annotations
@@ -23,13 +25,23 @@ from altmount.engine_process import ProcessDecodePool
 from altmount.importer import DirectImporter
 from altmount.metadata import MetadataStore
 from altmount.nntp.pool import ProviderPool
+from altmount.nntp.protocol import MAX_BODY_SIZE, ArticleBody, body_chunks
 from altmount.nntp.router import ProviderRouter
 from altmount.nntp.stats import ProviderStats
 from altmount.stream.fetcher import SegmentFetcher
 
-__all__ = ["Engine"]
+__all__ = ["INLINE_DECODE_MAX", "Engine"]
 
 log = logging.getLogger(__name__)
+
+#: With `engine.pool: thread`, stream bodies up to this size are decoded on the reactor
+#: thread all the same: a SIMD decode of a 716,800-byte part (~0.1 ms) costs less than
+#: handing it to a pool thread and back (~0.25 ms of process CPU per article, GIL
+#: hand-overs included; benchmarks/RESULTS.md). Bigger bodies go to the pool, so that no
+#: single decode holds the reactor for long.
+INLINE_DECODE_MAX = 2 * 1024 * 1024
+#: The largest body each pool decodes on the reactor thread (`process`: none).
+INLINE_MAX_BY_POOL = {"thread": INLINE_DECODE_MAX, "inline": MAX_BODY_SIZE}
 
 
 class Engine:
@@ -61,7 +73,8 @@ class Engine:
             self.router,
             self.decode_pool,
             config.streaming.max_download_workers,
-            run_decode=self._stream_decoder(config.engine.pool),
+            run_decode=self._stream_decoder(),
+            inline_max=INLINE_MAX_BY_POOL.get(config.engine.pool, 0),
         )
         self.importer = DirectImporter(
             self.fetch_article,
@@ -78,23 +91,22 @@ class Engine:
             len(self.pools),
         )
 
-    def _stream_decoder(self, pool: str):
-        """The fetcher's decode hook: None means its own thread-pool decode."""
-        if self.process_pool is not None:
-            return self.process_pool.decode
-        if pool == "inline":
-            # ~70 us per 700 KB article with SIMD: cheaper on the reactor thread than the
-            # hand-off to a pool thread and back (measured: 1.6-1.95 vs 2.3-2.5 CPU-s/GiB),
-            # at the price of decoding on one core only.
-            return lambda body: defer.maybeDeferred(_core.decode_article, body)
-        return None
+    def _stream_decoder(self):
+        """The fetcher's decode hook for the process pool (None for the other pools)."""
+        process_pool = self.process_pool
+        if process_pool is None:
+            return None
+        # The process pool copies one buffer into shared memory: it gets the chunks joined.
+        return lambda chunks: process_pool.decode(b"".join(chunks))
 
-    def decode(self, body: bytes) -> defer.Deferred:
+    def decode(self, body: ArticleBody | bytes) -> defer.Deferred:
         """Decode one article body in the decode pool; fires with a DecodedArticle
         whose `data` is bytes (importers keep and slice it)."""
         if self.process_pool is not None:
-            return self.process_pool.decode(body, copy=True)
-        return deferToThreadPool(self.reactor, self.decode_pool, _core.decode_article, body)
+            return self.process_pool.decode(bytes(body), copy=True)
+        return deferToThreadPool(
+            self.reactor, self.decode_pool, _core.decode_article, body_chunks(body)
+        )
 
     def fetch_article(self, message_id: str) -> defer.Deferred:
         """Fetch and decode one article; fires with its DecodedArticle (for imports)."""

@@ -18,20 +18,24 @@ __all__ = [
     "DecodedArticle",
     "RangePlan",
     "decode_article",
+    "find_body_end",
     "plan_range",
     "assemble_range",
 ]
 
 if os.environ.get("ALTMOUNT_PURE") == "1":
     from altmount._core.ranges_py import assemble_range, plan_range
-    from altmount._core.yenc_py import decode_article
+    from altmount._core.yenc_py import decode_article, find_body_end
 
     IMPLEMENTATION = "python"
 else:
     try:
         # The compiled modules have the twins' signatures (held to it by the tests).
         from altmount._core._ranges import assemble_range, plan_range  # type: ignore[no-redef]
-        from altmount._core._yenc import decode_article  # type: ignore[no-redef]
+        from altmount._core._yenc import (  # type: ignore[no-redef]
+            decode_article,
+            find_body_end,
+        )
     except ImportError as exc:
         raise AltmountError(
             f"the compiled altmount._core extensions are missing ({exc}); "

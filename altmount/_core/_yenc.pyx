@@ -12,6 +12,16 @@ them, a CRC field); the remaining ways it could frame differently (an
 "=ypart" or "\\r\\n=yend " inside the data) always make its output shorter,
 which the size check catches. Any failure (error, wrong size, bad CRC) falls
 back to the scalar decoder below, which computes exactly the twin's answer.
+
+A body may also come as the list of chunks the NNTP parser received. sabyenc3
+decodes such a list without joining it; we parse the frame on a small probe (the
+start of the first chunk and the end of the last) and join the chunks only when
+the header or the =yend line is not wholly inside them, or the fast path fails.
+
+`find_body_end` is the NNTP parser's scan for the line that ends a data block: it
+reads every received byte, so it is here in C (memchr for the dot, then its
+neighbours) rather than ``bytes.find``, whose scalar search of the 5-byte needle
+costs several times the decode itself.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -25,8 +35,9 @@ from sabyenc3 import decode_usenet_chunks
 
 from altmount._core import _messages as msg
 from altmount._core.types import DecodedArticle
+from altmount.errors import YencError
 
-__all__ = ["decode_article"]
+__all__ = ["decode_article", "find_body_end"]
 
 cdef enum:
     CR = 13
@@ -38,6 +49,10 @@ cdef enum:
     MAX_DECIMAL_DIGITS = 18
     # sabyenc3 looks for "\r\n=yend " only in the last MAX_TAIL_BYTES of the body.
     SABYENC_TAIL = 1024
+    # Bytes of the first and of the last chunk that the frame of a chunked body is
+    # parsed from: room for junk and long names before the data, and for the tail.
+    PROBE_HEAD = 4096
+    PROBE_TAIL = 2048
 
 
 cdef struct Frame:
@@ -47,29 +62,30 @@ cdef struct Frame:
     long long begin_f, end_f  # raw =ypart values, begin_f < 0 without =ypart
     long long yend_size  # -1 when absent
     long long crc  # -1 when None
+    Py_ssize_t header_next  # first byte after the =ybegin (=ypart) line
+    Py_ssize_t yend_start  # first byte of the =yend line
     bint fast_ok
 
 
 def decode_article(body):
     """Decode one article body; raise `YencError` when it is not valid yEnc.
 
-    `body` is bytes, bytearray or a contiguous memoryview. A CRC mismatch is not
-    an error: the result has ``crc_ok=False``.
+    `body` is bytes, bytearray, a contiguous memoryview, or a list or tuple of
+    bytes chunks that make up the body in order. A CRC mismatch is not an error:
+    the result has ``crc_ok=False``.
     """
     cdef Py_buffer view
     cdef Frame f
     cdef const unsigned char* p
+    if type(body) is list or type(body) is tuple:
+        return _decode_chunks(body)
     PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
     try:
         p = <const unsigned char*>view.buf
         _parse_frame(p, view.len, &f)
-        raw_name = (<const char*>p)[f.name_start:f.name_end]
-        try:
-            name = raw_name.decode("utf-8")
-        except UnicodeDecodeError:
-            name = raw_name.decode("latin-1")
+        name = _name(p, &f)
         if f.fast_ok:
-            article = _fast(body, &f, name)
+            article = _fast([body if type(body) is bytes else bytes(body)], &f, name)
             if article is not None:
                 return article
         return _slow(p, &f, name)
@@ -77,12 +93,51 @@ def decode_article(body):
         PyBuffer_Release(&view)
 
 
-cdef object _fast(object body, Frame* f, str name):
-    """sabyenc3 on the whole body, or None when its answer cannot be used as is."""
-    # sabyenc3 reads bytes objects only: one copy when given a bytearray/memoryview.
-    src = body if type(body) is bytes else bytes(body)
+cdef object _decode_chunks(object chunks):
+    """Decode a chunked body: sabyenc3 on the chunks when the frame can be read from
+    the ends of the first and last chunk, else the joined body."""
+    cdef Frame f
+    cdef Py_ssize_t count = len(chunks), head_len
+    cdef const unsigned char* pp
+    if count == 1 and type(chunks[0]) is bytes:
+        return decode_article(chunks[0])
+    cdef list parts = list(chunks)
+    cdef bint all_bytes = count > 1
+    for chunk in parts:
+        if type(chunk) is not bytes:
+            all_bytes = False
+            break
+    if all_bytes:
+        head = (<bytes>parts[0])[:PROBE_HEAD]
+        probe = head + (<bytes>parts[count - 1])[-PROBE_TAIL:]
+        head_len = len(head)
+        pp = probe
+        try:
+            _parse_frame(pp, len(probe), &f)
+        except YencError:
+            f.fast_ok = False  # maybe an artefact of the seam: the joined body decides
+        # The frame is the whole body's when no byte it was read from lies past the
+        # seam: the header lines and the start of the next line ("=ypart" + CRLF,
+        # looked at when there is no =ypart line) before it, the =yend line after it.
+        if f.fast_ok and f.header_next + 8 <= head_len and f.yend_start - 2 >= head_len:
+            article = _fast(parts, &f, _name(pp, &f))
+            if article is not None:
+                return article
+    return decode_article(b"".join(parts))
+
+
+cdef str _name(const unsigned char* p, Frame* f):
+    raw_name = (<const char*>p)[f.name_start:f.name_end]
     try:
-        data, _, crc_ok = decode_usenet_chunks([src])
+        return raw_name.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw_name.decode("latin-1")
+
+
+cdef object _fast(list chunks, Frame* f, str name):
+    """sabyenc3 on the body's chunks (bytes), or None when its answer cannot be used as is."""
+    try:
+        data, _, crc_ok = decode_usenet_chunks(chunks)
     except ValueError:
         return None
     cdef Py_ssize_t n = len(data)
@@ -93,6 +148,35 @@ cdef object _fast(object body, Frame* f, str name):
     return DecodedArticle(
         data, name, f.part, f.total, f.begin, f.end, f.crc if f.crc >= 0 else None, True
     )
+
+
+def find_body_end(data, Py_ssize_t start=0):
+    """Index of the first CRLF "." CRLF in `data` at or after `start` (>= 0), or -1.
+
+    That line ends an NNTP data block (RFC 3977 3.1.1); same answer as
+    ``data.find(b"\\r\\n.\\r\\n", start)``.
+    """
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef const unsigned char* q
+    cdef Py_ssize_t n, i
+    if start < 0:
+        raise ValueError(f"start must not be negative, got {start}")
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    p = <const unsigned char*>view.buf
+    n = view.len
+    i = start + 2  # where the dot of a match starting at `start` would be
+    while i + 2 < n:
+        q = <const unsigned char*>memchr(p + i, DOT, n - 2 - i)
+        if q == NULL:
+            break
+        i = q - p
+        if p[i - 2] == CR and p[i - 1] == LF and p[i + 1] == CR and p[i + 2] == LF:
+            PyBuffer_Release(&view)
+            return i - 2
+        i += 1
+    PyBuffer_Release(&view)
+    return -1
 
 
 cdef object _slow(const unsigned char* p, Frame* f, str name):
@@ -353,6 +437,7 @@ cdef int _parse_frame(const unsigned char* p, Py_ssize_t n, Frame* f) except -1:
         lf -= 1
     if tail <= header_next or not _is_keyword(p, yend_start, tail, b"=yend"):
         raise msg.truncated()
+    f.header_next, f.yend_start = header_next, yend_start
     f.yend_size = _decimal(p, yend_start + 5, tail, b"size", "=yend")
     yend_part = _decimal(p, yend_start + 5, tail, b"part", "=yend")
     pcrc = _hex(p, yend_start + 5, tail, b"pcrc32", "=yend")

@@ -28,6 +28,9 @@ line), so it has two readings in the wild:
 The first reading is the primary one; the second is tried only when the first
 fails the size or CRC check, and used only if it passes both. A dangling ``=``
 at the very end of the data is dropped in both readings.
+
+A body may be given as the list (or tuple) of chunks it arrived in: it means the
+chunks joined. `find_body_end` finds the line that ends an NNTP data block.
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ from altmount._core import _messages as msg
 from altmount._core.types import DecodedArticle
 from altmount.errors import YencError
 
-__all__ = ["decode_article"]
+__all__ = ["decode_article", "find_body_end"]
 
 _CR, _LF, _SP = 0x0D, 0x0A, 0x20
 _MAX_DECIMAL_DIGITS = 18  # anything longer overflows the Cython int64 and is no real size
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 #: Plain (unescaped) yEnc characters: output = input - 42 (mod 256).
 _PLAIN = bytes((c - 42) & 0xFF for c in range(256))
+_BODY_END = b"\r\n.\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +68,15 @@ class _Frame:
     data_end: int
 
 
-def decode_article(body: bytes | bytearray | memoryview) -> DecodedArticle:
+def decode_article(
+    body: bytes | bytearray | memoryview | list[bytes] | tuple[bytes, ...],
+) -> DecodedArticle:
     """Decode one article body; raise `YencError` when it is not valid yEnc.
 
-    A CRC mismatch is not an error: the result has ``crc_ok=False``.
+    `body` is bytes-like, or a list or tuple of bytes chunks that make up the body
+    in order. A CRC mismatch is not an error: the result has ``crc_ok=False``.
     """
-    raw = bytes(body)
+    raw = b"".join(body) if isinstance(body, list | tuple) else bytes(body)
     frame = _parse_frame(raw)
     region = raw[frame.data_start : frame.data_end]
     data = _decode(region, split_escapes=False)
@@ -82,6 +89,16 @@ def decode_article(body: bytes | bytearray | memoryview) -> DecodedArticle:
     if err is not None:
         raise err
     return _article(frame, data, ok)
+
+
+def find_body_end(data: bytes | bytearray | memoryview, start: int = 0) -> int:
+    """Index of the first CRLF "." CRLF in `data` at or after `start` (>= 0), or -1.
+
+    That line ends an NNTP data block (RFC 3977 3.1.1).
+    """
+    if start < 0:
+        raise ValueError(f"start must not be negative, got {start}")
+    return bytes(data).find(_BODY_END, start)
 
 
 def _article(frame: _Frame, data: bytes, crc_ok: bool) -> DecodedArticle:

@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from altmount.bench.presets import PRESETS
+
 __all__ = ["bench"]
 
 
@@ -118,7 +120,10 @@ def _users(value: str) -> tuple[int, ...]:
 )
 @click.option("--window-mb", type=int, default=16, show_default=True, help="Read-ahead per stream.")
 @click.option(
-    "--pool", type=click.Choice(["thread", "process", "inline"]), default="thread", show_default=True
+    "--pool",
+    type=click.Choice(["thread", "process", "inline"]),
+    default="thread",
+    show_default=True,
 )
 @click.option(
     "--users",
@@ -138,6 +143,12 @@ def _users(value: str) -> tuple[int, ...]:
 @click.option("--disconnect-rate", type=float, default=0.0)
 @click.option("--verify", is_flag=True, help="md5 the bytes of the full read.")
 @click.option("--seed", type=int, default=1)
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    help="Streaming settings of the operator guide's preset (instead of --window-mb and "
+    "--connections); the report adds the guide's memory estimate.",
+)
 @click.option("--server", help="Measure a running altmount, e.g. http://user:pass@host:8080.")
 @click.option("--path", help="With --server: the WebDAV path of the file to read.")
 @click.option("--pid", type=int, help="With --server: its process id, for CPU and memory.")

@@ -121,6 +121,15 @@ class ProcessTree:
         """Peak resident set (VmHWM) of the main process, MiB."""
         return self._status(self.pid, "VmHWM:")
 
+    def reset_peak_rss(self) -> bool:
+        """Restart the main process's peak (VmHWM) from its RSS now (Linux clear_refs);
+        False when not allowed (another user's process)."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
     def rss_mib(self) -> tuple[float, float]:
         """(main process RSS, sum over the tree) now, MiB. The sum counts shared
         memory once per process that maps it, so it is an upper bound."""

@@ -10,6 +10,9 @@ CPU and memory), and this process as the HTTP client. Scenarios, in order:
 time to complete the read); (d) click→first byte: SABnzbd `addfile` until the first
 byte of the media file arrives over WebDAV. Then the raw ceiling: the same articles
 fetched and decoded by a minimal pipelined client with the same connection count.
+Each charged scenario reports altmount's CPU s/GiB and peak RSS; `--preset` runs with
+one of the operator guide's streaming presets (`altmount.bench.presets`) and the
+report carries the guide's memory estimate for scenario (b) beside the measured peak.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from altmount.bench.common import (
     windowed_rates,
 )
 from altmount.bench.httpclient import Target, Transfer, add_nzb, timed_get, wait_first_byte
+from altmount.bench.presets import PRESETS, guide_estimate_mib
 from altmount.bench.rawfetch import raw_fetch
 
 __all__ = ["StreamOptions", "local_altmount", "remote_altmount", "run_stream_bench"]
@@ -69,9 +73,17 @@ class StreamOptions:
     disconnect_rate: float = 0.0
     verify: bool = False
     seed: int = 1
+    preset: str | None = None
     server: str | None = None
     path: str | None = None
     pid: int | None = None
+
+    def streaming(self) -> tuple[int, int, int]:
+        """(max_range_size MiB, streaming_chunk_size MiB, max_download_workers) of the run:
+        the preset's, else derived from the window and the connection count."""
+        if self.preset is not None:
+            return PRESETS[self.preset]
+        return max(32, self.window_mb * 2), self.window_mb, self.connections
 
 
 @dataclass(slots=True)
@@ -84,6 +96,7 @@ class _Run:
     tree: ProcessTree | None
     served: int = 0
     cpu: float = 0.0
+    peak_rss: float = 0.0
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -91,15 +104,20 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _charge(run: _Run, scenario: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a scenario and add the served bytes and CPU s/GiB of altmount's tree."""
-    before = run.tree.cpu_seconds() if run.tree else 0.0
+    """Run a scenario; add the served bytes, CPU s/GiB and peak RSS of altmount's tree."""
+    tree = run.tree
+    before = tree.cpu_seconds() if tree else 0.0
+    peak_known = tree.reset_peak_rss() if tree else False
     result = scenario()
-    cpu = (run.tree.cpu_seconds() - before) if run.tree else None
+    cpu = (tree.cpu_seconds() - before) if tree else None
     served = result["bytes"]
     run.served += served
     if cpu is not None:
         run.cpu += cpu
     result["cpu_s_per_gib"] = round(cpu / (served / GIB), 2) if cpu is not None and served else None
+    peak = tree.peak_rss_mib() if tree and peak_known else None
+    result["peak_rss_mib"] = None if peak is None else round(peak, 1)
+    run.peak_rss = max(run.peak_rss, peak or 0.0)
     return result
 
 
@@ -192,6 +210,7 @@ def _clicks(run: _Run, nzb: bytes, count: int) -> dict[str, Any]:
 
 
 def _config_text(workdir: Path, nntp_port: int, http_port: int, opts: StreamOptions) -> str:
+    max_range_mib, chunk_mib, workers = opts.streaming()
     return f"""
 webdav: {{port: {http_port}, bind_address: 127.0.0.1, user: bench, password: bench}}
 api: {{key_override: {API_KEY}}}
@@ -201,14 +220,27 @@ database: {{path: {workdir / "altmount.db"}}}
 import: {{queue_processing_interval_seconds: 0.1}}
 engine: {{pool: {opts.pool}}}
 streaming:
-  max_download_workers: {opts.connections}
-  streaming_chunk_size: {opts.window_mb * MIB}
-  max_range_size: {max(32, opts.window_mb * 2) * MIB}
+  max_download_workers: {workers}
+  streaming_chunk_size: {chunk_mib * MIB}
+  max_range_size: {max_range_mib * MIB}
 log: {{level: warn}}
 providers:
   - {{name: fake, host: 127.0.0.1, port: {nntp_port}, tls: false,
       max_connections: {opts.connections}, inflight_requests: {opts.depth}}}
 """
+
+
+def _streaming_report(opts: StreamOptions) -> dict[str, Any]:
+    """The streaming settings of the run and the guide's memory estimate for scenario (b)
+    (one active range per user)."""
+    max_range_mib, chunk_mib, workers = opts.streaming()
+    return {
+        "preset": opts.preset,
+        "max_range_size": max_range_mib * MIB,
+        "streaming_chunk_size": chunk_mib * MIB,
+        "max_download_workers": workers,
+        "guide_estimate_mib": guide_estimate_mib(max_range_mib, workers, max(opts.users)),
+    }
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -356,7 +388,11 @@ def run_stream_bench(
         tree = ProcessTree(env["pid"]) if env["pid"] else None
         run = _Run(env["target"], env["path"], env["size"], tree)
         sampler = RssSampler(tree) if tree else None
-        result: dict[str, Any] = {"options": asdict(opts), "import_ms": env["import_ms"]}
+        result: dict[str, Any] = {
+            "options": asdict(opts),
+            "import_ms": env["import_ms"],
+            "streaming": _streaming_report(opts),
+        }
         with sampler or nullcontext():
             log("(a) sequential full read")
             result["sequential"] = _charge(run, lambda: _sequential(run, env["md5"]))
@@ -366,7 +402,7 @@ def run_stream_bench(
                 sweep.append(_charge(run, lambda u=users: _concurrent(run, u, opts.range_mb, rng)))
             result["concurrent"] = sweep[-1]
             result["concurrent_sweep"] = [
-                {"users": s["users"], "mb_s": s["mb_s"], "p05_mb_s": s["p05_mb_s"]} for s in sweep
+                {k: s[k] for k in ("users", "mb_s", "p05_mb_s", "peak_rss_mib")} for s in sweep
             ]
             log(f"(c) {opts.seeks} random seeks")
             result["seeks"] = _charge(run, lambda: _seeks(run, opts.seeks, opts.seek_mb, rng))
@@ -391,7 +427,7 @@ def run_stream_bench(
             "cpu_s_per_gib": round(run.cpu / (run.served / GIB), 2)
             if tree and run.served
             else None,
-            "peak_rss_mib": round(tree.peak_rss_mib(), 1) if tree else None,
+            "peak_rss_mib": round(max(run.peak_rss, tree.peak_rss_mib()), 1) if tree else None,
             "peak_rss_tree_mib": round(sampler.peak_tree_mib, 1) if sampler else None,
             "rss_samples": sampler.samples if sampler else [],
         }

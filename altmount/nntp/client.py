@@ -33,6 +33,7 @@ from altmount.errors import (
 )
 from altmount.nntp.protocol import (
     MULTILINE,
+    ArticleBody,
     NNTPStatus,
     Response,
     ResponseParser,
@@ -130,11 +131,12 @@ class NNTPClientProtocol(Protocol):
         """Requests sent or queued on this connection and not yet answered."""
         return len(self._sent) + len(self._waiting)
 
-    def body(self, message_id: str) -> defer.Deferred[bytes]:
-        """BODY: the dot-stuffed body (without the final '.' line); 430 → ArticleNotFound."""
+    def body(self, message_id: str) -> defer.Deferred[ArticleBody]:
+        """BODY: the dot-stuffed body (without the final '.' line) as the chunks it
+        arrived in; 430 → ArticleNotFound."""
         return self._request("BODY", message_id, self._article_data)
 
-    def head(self, message_id: str) -> defer.Deferred[bytes]:
+    def head(self, message_id: str) -> defer.Deferred[ArticleBody]:
         """HEAD: the dot-stuffed header block; 430 → ArticleNotFound."""
         return self._request("HEAD", message_id, self._article_data)
 
@@ -323,7 +325,7 @@ class NNTPClientProtocol(Protocol):
         elif response.code == NNTPStatus.CLOSING:
             self._shutdown(NNTPConnectionLost(f"provider {self._name}: closed by QUIT"))
 
-    def _article_data(self, response: Response, message_id: str) -> bytes:
+    def _article_data(self, response: Response, message_id: str) -> ArticleBody:
         if response.body is not None:
             return response.body
         raise self._error(response, message_id)

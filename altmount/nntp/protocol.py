@@ -2,20 +2,24 @@
 
 The client tells the parser, for each command it sends, which status codes announce a
 multi-line data block (`expect`); the parser turns any chunking of the server's bytes
-into `Response` events in the same order. Bodies are handed out still dot-stuffed and
-without the terminating ".\\r\\n" line: the yEnc decoder undoes the dot-stuffing in the
-same pass as the decoding, which saves a copy of every article.
+into `Response` events in the same order. Bodies are handed out still dot-stuffed,
+without the terminating ".\\r\\n" line and as the chunks they arrived in (`ArticleBody`):
+the yEnc decoder undoes the dot-stuffing in the same pass as the decoding and reads the
+chunks as they are, which saves two copies of every article.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
+from altmount._core import find_body_end
 from altmount.errors import NNTPProtocolError
 
 __all__ = [
+    "ArticleBody",
     "NNTPStatus",
     "Response",
     "ResponseParser",
@@ -23,6 +27,7 @@ __all__ = [
     "MAX_BODY_SIZE",
     "MAX_COMMAND_LINE",
     "MULTILINE",
+    "body_chunks",
     "encode_command",
     "message_id_arg",
 ]
@@ -79,6 +84,45 @@ MULTILINE: dict[str, frozenset[int]] = {
 }
 
 
+class ArticleBody:
+    """A data block as it arrived: the received chunks in order, never joined.
+
+    `altmount._core.decode_article` reads the chunks as they are. `len()` is the size
+    in bytes, `bytes()` joins the chunks (one copy) for whoever needs one buffer, and a
+    body equals bytes-like objects and bodies with the same content.
+    """
+
+    __slots__ = ("chunks", "_size")
+
+    def __init__(self, chunks: Iterable[bytes], size: int | None = None) -> None:
+        self.chunks: tuple[bytes, ...] = tuple(chunks)
+        self._size = sum(map(len, self.chunks)) if size is None else size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ArticleBody):
+            return self._size == other._size and bytes(self) == bytes(other)
+        if isinstance(other, bytes | bytearray | memoryview):
+            return self._size == len(other) and bytes(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(bytes(self))
+
+    def __repr__(self) -> str:
+        return f"<ArticleBody {self._size} bytes in {len(self.chunks)} chunk(s)>"
+
+
+def body_chunks(body: ArticleBody | bytes) -> tuple[bytes, ...]:
+    """The chunks of a body; a body given as one bytes object is one chunk."""
+    return body.chunks if isinstance(body, ArticleBody) else (body,)
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """One server response: status code, the rest of the status line, and the data block.
@@ -89,7 +133,7 @@ class Response:
 
     code: int
     text: str
-    body: bytes | None = None
+    body: ArticleBody | None = None
 
 
 class ResponseParser:
@@ -100,11 +144,11 @@ class ResponseParser:
     "400 idle timeout" before it hangs up) is returned as a single-line response.
     Any framing violation raises `NNTPProtocolError`; after that the parser is dead.
 
-    A body is kept as the list of received chunks and joined once at its end: one
-    copy per body. Appending to one growing buffer instead costs a reallocation and
-    copy of everything so far each time the buffer outgrows its allocation.
-    Each chunk is searched once for the terminator; the last four bytes before it
-    are kept to find a terminator split across two chunks.
+    A body is kept as the list of received chunks and handed out as such: only the
+    pieces of a chunk that also holds other responses are copied out of it.
+    Each chunk is searched once for the terminator (`find_body_end`, a C scan: it
+    reads every received byte); the last four bytes before it are kept to find a
+    terminator split across two chunks.
     """
 
     __slots__ = (
@@ -206,7 +250,7 @@ class ResponseParser:
         if 0 <= split < len(tail):
             at = seen - len(tail) + split
         else:
-            found = data.find(_TERMINATOR, pos)
+            found = find_body_end(data, pos)
             if found < 0:
                 rest = data[pos:] if pos else data
                 self._chunks.append(rest)
@@ -218,15 +262,26 @@ class ResponseParser:
             at = seen + found - pos
         # The body runs to the CRLF that starts the terminator: `at` body bytes.
         from_data = at - (seen - 2)
-        if from_data >= 0:
+        if from_data > 0:
             self._chunks.append(data[pos : pos + from_data])
-            body = b"".join(self._chunks)
-        else:  # the body ended inside the previous chunk
-            body = b"".join(self._chunks)[:at]
-        events.append(Response(self._body_code or 0, self._body_text, body))
+        elif from_data < 0:
+            self._drop_last(-from_data)  # the body ended inside the previous chunks
+        events.append(
+            Response(self._body_code or 0, self._body_text, ArticleBody(self._chunks, at))
+        )
         self._body_code = None
         self._chunks = []
         return pos + at + len(_TERMINATOR) - seen
+
+    def _drop_last(self, count: int) -> None:
+        """Take the last `count` bytes (part of a split terminator) off the chunks."""
+        chunks = self._chunks
+        while count:
+            last = chunks.pop()
+            if len(last) > count:
+                chunks.append(last[:-count])
+                return
+            count -= len(last)
 
 
 def message_id_arg(message_id: str) -> str:

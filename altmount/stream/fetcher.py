@@ -4,9 +4,10 @@
 downloads in progress (`streaming.max_download_workers`) with one FIFO queue, so
 many clients share the providers fairly and a client that goes away leaves the
 queue at once (a cancelled fetch cancels its queue entry or its download). Bodies
-come from the provider router, are decoded in the decode thread pool (sabyenc3
-releases the GIL), and are checked against the segment table before any byte of
-them reaches a client.
+come from the provider router as the chunks they arrived in, are decoded without
+joining them (on the reactor thread up to a size where that is cheaper than a
+hand-off, else in the decode thread pool, where sabyenc3 releases the GIL), and are
+checked against the segment table before any byte of them reaches a client.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 
 from altmount.errors import ArticleNotFound, NoProvidersAvailable, StreamError, YencError
+from altmount.nntp.protocol import ArticleBody, body_chunks
 
 __all__ = ["BodySource", "FetcherStats", "SegmentFetcher"]
 
@@ -29,7 +31,7 @@ class BodySource(Protocol):
 
     def body_from(
         self, message_id: str, priority: int = 0, exclude: frozenset[str] = frozenset()
-    ) -> Deferred[tuple[bytes, str]]: ...
+    ) -> Deferred[tuple[ArticleBody | bytes, str]]: ...
 
 
 class _Decoded(Protocol):
@@ -63,8 +65,11 @@ class SegmentFetcher:
 
     `decode_pool` is a started `twisted.python.threadpool.ThreadPool` (the engine
     owns its life cycle); `decode` defaults to `altmount._core.decode_article`.
-    `run_decode`, when given, replaces both: it takes a body and returns a Deferred
-    of the decoded article (the process pool's `decode`).
+    Bodies of at most `inline_max` bytes are decoded at once on the calling (reactor)
+    thread instead: for a SIMD decode that is cheaper than the hand-off to a pool
+    thread and back. `run_decode`, when given, replaces all of that: it returns a
+    Deferred of the decoded article (the process pool's decode). Both hooks take the
+    body's chunks (a tuple of bytes).
     """
 
     def __init__(
@@ -74,8 +79,9 @@ class SegmentFetcher:
         decode_pool: Any,
         max_download_workers: int,
         *,
-        decode: Callable[[bytes], _Decoded] | None = None,
-        run_decode: Callable[[bytes], Deferred] | None = None,
+        decode: Callable[[tuple[bytes, ...]], _Decoded] | None = None,
+        run_decode: Callable[[tuple[bytes, ...]], Deferred] | None = None,
+        inline_max: int = 0,
     ) -> None:
         if decode is None:
             # Imported here, not at module level, so that the implementation choice
@@ -86,8 +92,9 @@ class SegmentFetcher:
         self._reactor = reactor
         self._router = router
         self._pool = decode_pool
-        self._decode: Callable[[bytes], _Decoded] = decode
+        self._decode: Callable[[tuple[bytes, ...]], _Decoded] = decode
         self._run_decode = run_decode
+        self._inline_max = inline_max
         self._slots = DeferredSemaphore(max_download_workers)
         self._retire = 0  # slots to drop as they come back, after the limit was lowered
         self._active = 0
@@ -202,11 +209,14 @@ class SegmentFetcher:
             raise problem
         return decoded
 
-    async def _decode_body(self, body: bytes) -> _Decoded:
+    async def _decode_body(self, body: ArticleBody | bytes) -> _Decoded:
         self._bytes_fetched += len(body)
+        chunks = body_chunks(body)
         if self._run_decode is not None:
-            return await self._run_decode(body)
-        return await deferToThreadPool(self._reactor, self._pool, self._decode, body)
+            return await self._run_decode(chunks)
+        if len(body) <= self._inline_max:
+            return self._decode(chunks)
+        return await deferToThreadPool(self._reactor, self._pool, self._decode, chunks)
 
     @staticmethod
     def _verify(table: Any, index: int, decoded: _Decoded, path: str) -> None:

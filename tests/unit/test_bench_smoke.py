@@ -12,9 +12,18 @@ from click.testing import CliRunner
 
 from altmount.bench import bench
 from altmount.bench.common import percentile, windowed_rates
+from altmount.bench.presets import PRESETS, guide_estimate_mib
 
 STREAM_FIELDS = {
-    "sequential": {"bytes", "seconds", "mb_s", "p05_mb_s", "ttfb_ms", "cpu_s_per_gib"},
+    "sequential": {
+        "bytes",
+        "seconds",
+        "mb_s",
+        "p05_mb_s",
+        "ttfb_ms",
+        "cpu_s_per_gib",
+        "peak_rss_mib",
+    },
     "concurrent": {
         "users",
         "bytes",
@@ -23,6 +32,7 @@ STREAM_FIELDS = {
         "ttfb_p50_ms",
         "ttfb_p99_ms",
         "cpu_s_per_gib",
+        "peak_rss_mib",
     },
     "seeks": {
         "count",
@@ -32,9 +42,11 @@ STREAM_FIELDS = {
         "seek_p50_ms",
         "seek_p99_ms",
         "cpu_s_per_gib",
+        "peak_rss_mib",
     },
     "click": {"count", "p50_ms", "min_ms", "max_ms"},
     "raw": {"mb_s", "ratio"},
+    "streaming": {"preset", "max_range_size", "streaming_chunk_size", "max_download_workers"},
     "process": {"cpu_s_per_gib", "peak_rss_mib", "peak_rss_tree_mib", "rss_samples"},
 }
 API_FIELDS = {
@@ -77,11 +89,23 @@ def test_stream_reports_every_field():
         "4",
         "--pool",
         "process",
+        "--preset",
+        "constrained",
     )
     for section, fields in STREAM_FIELDS.items():
         assert fields <= set(report[section]), section
         assert all(report[section][name] is not None for name in fields), section
     assert [row["users"] for row in report["concurrent_sweep"]] == [1, 2]
+    max_range_mib, chunk_mib, workers = PRESETS["constrained"]
+    assert report["streaming"] == {
+        "preset": "constrained",
+        "max_range_size": max_range_mib << 20,
+        "streaming_chunk_size": chunk_mib << 20,
+        "max_download_workers": workers,
+        "guide_estimate_mib": max_range_mib * 2 + workers * 25,
+    }
+    peaks = [report[s]["peak_rss_mib"] for s in ("sequential", "concurrent", "seeks")]
+    assert report["process"]["peak_rss_mib"] >= max(peaks) > 0
 
 
 def test_api_reports_every_field():
@@ -102,6 +126,12 @@ def test_decode_reports_every_cell():
         ("core", "process", n) for n in counts
     }
     assert all(row["mb_s"] > 0 for row in report["rows"])
+
+
+def test_guide_estimate():
+    """The operator guide's formula: range size × active ranges + 25 MB per worker."""
+    assert guide_estimate_mib(64, 25, 10) == 64 * 10 + 25 * 25
+    assert guide_estimate_mib(16, 12, 1) == 16 + 300
 
 
 def test_percentile_interpolates():

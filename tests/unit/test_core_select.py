@@ -69,6 +69,7 @@ def test_public_api() -> None:
             "DecodedArticle",
             "RangePlan",
             "decode_article",
+            "find_body_end",
             "plan_range",
             "assemble_range",
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import zlib
 from collections.abc import Callable, Iterable
 
@@ -19,7 +20,9 @@ try:
 except ImportError:  # pure-Python CI run without the extension built
     _yenc = None
 
-Decode = Callable[[bytes | bytearray | memoryview], DecodedArticle]
+Decode = Callable[
+    [bytes | bytearray | memoryview | list[bytes] | tuple[bytes, ...]], DecodedArticle
+]
 IMPLS = [pytest.param(yenc_py.decode_article, id="python")]
 if _yenc is not None:
     IMPLS.append(pytest.param(_yenc.decode_article, id="cython"))
@@ -400,3 +403,137 @@ def test_differential_garbage(tail: bytes) -> None:
 def test_differential_edge_cases(body: bytes) -> None:
     """Cython and twin agree on hand-written edge cases."""
     assert_same(body)
+
+
+# --- chunked bodies ---------------------------------------------------------------
+
+
+def chunked(body: bytes, cuts: Iterable[int]) -> list[bytes]:
+    """`body` cut at the given offsets (as an NNTP parser hands it out)."""
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(body)}), len(body)]
+    return [body[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+BIG_DATA = os.urandom(716_800)
+BIG_ENC, BIG_CRC = sabyenc3.encode(BIG_DATA)
+BIG = article(BIG_DATA, enc=BIG_ENC, part=3, begin=1_433_600, total=5_000_000)
+
+
+@pytest.mark.parametrize("decode", IMPLS)
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        [1],  # the header split
+        [30, 70],  # =ybegin and =ypart lines cut
+        [4096, 4097],  # the probe's edge
+        [300_000, 600_000],  # what socket reads give
+        [len(BIG) - 3],  # inside the terminator
+        [len(BIG) - 30],  # inside the =yend line
+        [len(BIG) - 1500],  # the =yend line within the last chunk, the data not
+        list(range(0, len(BIG), 65_536)),
+    ],
+    ids=lambda cuts: f"{len(cuts)}cuts@{cuts[0]}",
+)
+def test_chunked_body_decodes_like_joined(decode: Decode, cuts: list[int]) -> None:
+    """A body given as its chunks, cut anywhere, decodes as the joined body does."""
+    chunks = chunked(BIG, cuts)
+    got = decode(chunks)
+    assert got == decode(BIG)
+    assert got.data == BIG_DATA and got.crc_ok
+    assert decode(tuple(chunks)) == got
+
+
+@pytest.mark.parametrize("decode", IMPLS)
+def test_chunked_body_of_buffers(decode: Decode) -> None:
+    """Chunks that are bytearray or memoryview, and empty chunks, decode like bytes."""
+    body = article(os.urandom(5000), part=1)
+    chunks = [bytearray(body[:100]), b"", memoryview(body[100:3000]), body[3000:]]
+    assert decode(chunks) == decode(body)
+    assert outcome(decode, []) == outcome(decode, b"")
+
+
+@needs_cython
+def test_chunked_fast_path_does_not_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sabyenc3 gets the chunks themselves, not one joined copy of them."""
+    seen: list[list[bytes]] = []
+
+    def spy(chunks: list[bytes]) -> tuple[bytes, str, bool]:
+        seen.append(chunks)
+        return sabyenc3.decode_usenet_chunks(chunks)
+
+    monkeypatch.setattr(_yenc, "decode_usenet_chunks", spy)
+    chunks = chunked(BIG, [300_000, 600_000])
+    assert _yenc.decode_article(chunks).data == BIG_DATA
+    assert len(seen) == 1 and all(a is b for a, b in zip(seen[0], chunks, strict=True))
+
+
+def assert_same_chunked(body: bytes, cuts: Iterable[int]) -> None:
+    """The twin on the joined body and Cython on its chunks agree."""
+    expected = outcome(yenc_py.decode_article, body)
+    assert outcome(yenc_py.decode_article, chunked(body, cuts)) == expected
+    if _yenc is not None:
+        assert outcome(_yenc.decode_article, chunked(body, cuts)) == expected
+
+
+@needs_cython
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(articles(), st.lists(st.integers(0, 600), max_size=4))
+def test_differential_chunked(body: bytes, cuts: list[int]) -> None:
+    """Cython on any chunking of an article agrees with the twin on the whole body."""
+    assert_same_chunked(body, cuts)
+
+
+@needs_cython
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(5000, 9000),
+    st.integers(0, 2**32),
+    st.sampled_from([b"pcrc32", b"crc32", None]),
+    st.lists(st.integers(0, 10_000), min_size=1, max_size=3),
+    st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(b"=\r\n. y")), max_size=3),
+)
+def test_differential_chunked_long(
+    size: int,
+    seed: int,
+    crc_key: bytes | None,
+    cuts: list[int],
+    edits: list[tuple[int, int]],
+) -> None:
+    """Bodies longer than the probe, cut and damaged anywhere: Cython agrees with the twin."""
+    data = random.Random(seed).randbytes(size)
+    raw = bytearray(article(data, part=2, begin=100, total=20_000, crc_key=crc_key))
+    for pos, value in edits:
+        raw[pos % len(raw)] = value
+    assert_same_chunked(bytes(raw), cuts)
+
+
+# --- the end of an NNTP data block ----------------------------------------------------
+
+FINDERS = [pytest.param(yenc_py.find_body_end, id="python")]
+if _yenc is not None:
+    FINDERS.append(pytest.param(_yenc.find_body_end, id="cython"))
+
+
+@pytest.mark.parametrize("find", FINDERS)
+def test_find_body_end(find: Callable[..., int]) -> None:
+    """The first CRLF.CRLF at or after `start`; stuffed dots and bare dots do not count."""
+    wire = b"222 0 <a>\r\n..x\r\n.\r\r\n.\n\r\n.\r\n222 1 <b>\r\n.\r\n"
+    first = wire.index(b"\r\n.\r\n")
+    assert find(wire) == first
+    assert find(wire, first) == first
+    assert find(wire, first + 1) == wire.rindex(b"\r\n.\r\n")
+    assert find(wire, len(wire)) == -1 and find(b"") == -1 and find(b"\r\n.\r") == -1
+    assert find(memoryview(wire)[2:]) == first - 2
+    with pytest.raises(ValueError):
+        find(wire, -1)
+
+
+@needs_cython
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n.\r\n"]), max_size=60), st.data())
+def test_differential_find_body_end(pieces: list[bytes], data: st.DataObject) -> None:
+    """Cython, twin and bytes.find agree on CR/LF/dot soup at every start."""
+    wire = b"".join(pieces)
+    start = data.draw(st.integers(0, len(wire) + 2))
+    assert _yenc.find_body_end(wire, start) == yenc_py.find_body_end(wire, start)
+    assert yenc_py.find_body_end(wire, start) == wire.find(b"\r\n.\r\n", start)

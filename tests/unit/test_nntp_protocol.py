@@ -13,9 +13,11 @@ from altmount.nntp.protocol import (
     MAX_BODY_SIZE,
     MAX_STATUS_LINE,
     MULTILINE,
+    ArticleBody,
     NNTPStatus,
     Response,
     ResponseParser,
+    body_chunks,
     encode_command,
     message_id_arg,
 )
@@ -94,6 +96,51 @@ def test_real_article_round_trip():
         wire += f"222 0 <{message_id}>\r\n".encode() + body + b".\r\n"
     events = parser.feed(wire)
     assert [e.body for e in events] == list(release.articles.values())
+
+
+def test_body_keeps_the_received_chunks():
+    """A body arriving in three reads is handed out as those reads, not joined; only
+    the pieces of a read shared with a status line or the terminator are copied."""
+    parser = ResponseParser()
+    parser.expect(BODY)
+    middle = b"y" * 1000 + b"\r\n"
+    events = parser.feed(b"222 0 <a>\r\nfirst\r\n")
+    events += parser.feed(middle)
+    events += parser.feed(b"last\r\n.\r\n")
+    [event] = events
+    assert event.body.chunks == (b"first\r\n", middle, b"last\r\n")
+    assert event.body.chunks[1] is middle
+    assert len(event.body) == 7 + len(middle) + 6
+
+
+@pytest.mark.parametrize(
+    ("reads", "chunks"),
+    [
+        ([b"abc\r", b"\n", b".", b"\r\n"], (b"abc\r", b"\n")),  # whole chunks dropped
+        ([b"abc\r\n.", b"\r\n"], (b"abc\r\n",)),  # a chunk cut short
+        ([b"abc", b"\r\n.\r\n"], (b"abc", b"\r\n")),
+    ],
+)
+def test_terminator_split_over_reads_leaves_the_chunks_clean(reads, chunks):
+    """A terminator that starts in earlier reads is taken off the chunks kept so far."""
+    parser = ResponseParser()
+    parser.expect(BODY)
+    events = parser.feed(b"222 0 <a>\r\n")
+    for data in reads:
+        events += parser.feed(data)
+    [event] = events
+    assert event.body.chunks == chunks and len(event.body) == len(b"".join(chunks))
+
+
+def test_article_body_value():
+    """An ArticleBody measures, joins, compares and hashes as its content."""
+    body = ArticleBody([b"ab", b"", b"cd"])
+    assert len(body) == 4 and bytes(body) == b"abcd"
+    assert body == b"abcd" and b"abcd" == body and body == bytearray(b"abcd")
+    assert body == ArticleBody([b"abcd"]) and body != b"abc" and body != ArticleBody([b"x"])
+    assert body != "abcd" and hash(body) == hash(b"abcd")
+    assert repr(body) == "<ArticleBody 4 bytes in 3 chunk(s)>"
+    assert body_chunks(body) == (b"ab", b"", b"cd") and body_chunks(b"xy") == (b"xy",)
 
 
 def test_single_line_when_code_not_multiline():
@@ -207,6 +254,8 @@ def test_property_any_bodies_any_chunks(bodies, data):
         events += parser.feed(wire[start:cut])
         start = cut
     assert events == expected
+    for event in events:  # no empty chunks; the size is the chunks' sum
+        assert all(event.body.chunks) and len(event.body) == sum(map(len, event.body.chunks))
 
 
 @settings(max_examples=200, deadline=None)

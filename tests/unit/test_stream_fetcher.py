@@ -10,6 +10,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 
 from altmount.errors import ArticleNotFound, StreamError
 from altmount.metadata import SegmentTable
+from altmount.nntp.protocol import ArticleBody
 from altmount.stream.fetcher import SegmentFetcher
 from altmount.testing.articles import post_release
 
@@ -92,6 +93,49 @@ def test_fetch_returns_decoded_segment():
     assert stats.segments == 4 and stats.bytes_decoded == len(DATA)
     assert stats.bytes_fetched == sum(len(RELEASE.articles[i]) for i in IDS)
     assert stats.active == 0 and stats.queued == 0 and stats.failures == 0
+
+
+def test_decode_gets_the_body_chunks():
+    """A body that arrived in chunks reaches the decoder as those chunks, not joined."""
+    body = RELEASE.articles[IDS[0]]
+    chunks = (body[:100], body[100:])
+    hooks = []
+
+    def decode(arg):
+        hooks.append(arg)
+        return real_decode(arg)
+
+    fetcher = make(InstantRouter({IDS[0]: ArticleBody(chunks)}), decode=decode)
+    result = []
+    fetcher.fetch(TABLE, 0).addCallback(result.append)
+    assert len(hooks) == 1 and all(a is b for a, b in zip(hooks[0], chunks, strict=True))
+    assert bytes(result[0]) == DATA[:PART]
+    assert fetcher.stats().bytes_fetched == len(body)
+
+
+class CountingPool(InlinePool):
+    """An InlinePool that counts the decodes handed to it."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        self.calls += 1
+        super().callInThreadWithCallback(on_result, f, *args, **kwargs)
+
+
+def test_small_bodies_decode_inline_big_ones_in_the_pool():
+    """Bodies up to `inline_max` bytes skip the pool; a bigger one is handed to it."""
+    sizes = [len(RELEASE.articles[i]) for i in IDS]
+    pool = CountingPool()
+    fetcher = SegmentFetcher(
+        InlineReactor(), InstantRouter(), pool, 2, inline_max=sorted(sizes)[-2]
+    )
+    results = [[] for _ in IDS]
+    for index in range(len(IDS)):
+        fetcher.fetch(TABLE, index).addCallback(results[index].append)
+    assert b"".join(bytes(r[0]) for r in results) == DATA
+    assert pool.calls == sizes.count(max(sizes)) < len(IDS)
 
 
 def test_at_most_max_workers_download_at_once():
