@@ -12,10 +12,13 @@ import base64
 import dataclasses
 import io
 import json
+import logging
 import os
 import random
 import shutil
+import subprocess
 import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -67,6 +70,15 @@ def _multipart(field: str, filename: str, data: bytes) -> bytes:
     )
 
 
+def _rar(files: dict[str, bytes], *switches: str) -> dict[str, bytes]:
+    """One RAR archive of `files` made by the `rar` tool, as {volume name: bytes}."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in files.items():
+            (Path(folder) / name).write_bytes(data)
+        subprocess.run(["rar", "a", "-idq", *switches, "set.rar", *files], cwd=folder, check=True)
+        return {"set.rar": (Path(folder) / "set.rar").read_bytes()}
+
+
 class SABnzbdOverHTTP(unittest.TestCase):
     """Server + fake provider + HTTP client, all torn down after each test."""
 
@@ -87,8 +99,8 @@ class SABnzbdOverHTTP(unittest.TestCase):
             yield factory.when_idle()
 
     @defer.inlineCallbacks
-    def start(self, **sabnzbd: Any):
-        port, factory = listen(reactor, RELEASE.articles, seed=3)
+    def start(self, articles: dict[str, bytes] | None = None, **sabnzbd: Any):
+        port, factory = listen(reactor, {**RELEASE.articles, **(articles or {})}, seed=3)
         self.addCleanup(port.stopListening)
         self.nntp.append(factory)
         folder = tempfile.mkdtemp(prefix="altmount-sab-")
@@ -198,6 +210,51 @@ class SABnzbdOverHTTP(unittest.TestCase):
         self.assertTrue(failed["fail_message"])
         completed = yield self.history_slot(good["nzo_ids"][0])
         self.assertEqual(completed["status"], "Completed", completed["fail_message"])
+
+    @defer.inlineCallbacks
+    def test_archive_refusals_reach_history_and_log(self):
+        """Archives that cannot be streamed fail with the reason in the SABnzbd history's
+        fail_message and in the log; the same encrypted set with the right password from
+        the `password` parameter streams decrypted."""
+        if shutil.which("rar") is None:
+            if os.environ.get("CI") == "true":
+                raise AssertionError("the rar tool is required under CI")
+            raise unittest.SkipTest("the rar tool is not installed")
+        movie = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01" + random.Random(9).randbytes(300_000)
+        packed = _rar({"Packed.mkv": b"\x1a\x45\xdf\xa3" + b"compressible " * 30_000}, "-m5")
+        locked = _rar({"Locked.mkv": movie}, "-m0", "-pright horse")
+        packed_release = post_release(packed, article_size=64 * 1024, salt="sab-packed")
+        locked_release = post_release(locked, article_size=64 * 1024, salt="sab-locked")
+        yield self.start({**packed_release.articles, **locked_release.articles})
+        with self.assertLogs("altmount", logging.INFO) as logs:
+            packed_id = yield self.sab(
+                {"mode": "addfile"}, _multipart("name", "Packed.nzb", packed_release.nzb)
+            )
+            wrong_id = yield self.sab(
+                {"mode": "addfile"},
+                _multipart("name", "Locked.Wrong{{battery staple}}.nzb", locked_release.nzb),
+            )
+            packed_slot = yield self.history_slot(packed_id["nzo_ids"][0])
+            wrong_slot = yield self.history_slot(wrong_id["nzo_ids"][0])
+        expected = {
+            "Packed": "compressed archive: Packed.mkv uses method m5, not streamable",
+            "Locked.Wrong": "encrypted archive, no/wrong password",
+        }
+        for slot in (packed_slot, wrong_slot):
+            reason = expected[slot["name"]]
+            self.assertEqual(slot["status"], "Failed")
+            self.assertIn(reason, slot["fail_message"])
+            self.assertTrue(any(reason in line for line in logs.output), logs.output)
+        right_id = yield self.sab(
+            {"mode": "addfile", "password": "right horse"},
+            _multipart("name", "Locked.Right.nzb", locked_release.nzb),
+        )
+        slot = yield self.history_slot(right_id["nzo_ids"][0])
+        self.assertEqual(slot["status"], "Completed", slot["fail_message"])
+        code, data = yield self.call(
+            quote(slot["storage"] + "/Locked.mkv"), {}, headers={b"authorization": AUTH}
+        )
+        self.assertEqual((code, data == movie), (200, True))
 
     @defer.inlineCallbacks
     def test_wrong_key_and_rest_upload(self):
