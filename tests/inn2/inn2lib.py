@@ -114,6 +114,17 @@ def run(
     return done
 
 
+def run_nyuu(args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run nyuu with `args`, once more if it fails: nyuu 0.4 now and then crashes on its
+    own timers ("Timer already set") under load, which says nothing about altmount.
+    With -O a second run overwrites the NZB; INN2 takes the re-posted articles under
+    new message-ids."""
+    first = run([str(NYUU), *args], check=False)
+    if first.returncode == 0:
+        return first
+    return run([str(NYUU), *args])
+
+
 # --- test media ---------------------------------------------------------------------------
 
 
@@ -184,7 +195,7 @@ def nzb_message_ids(nzb: Path) -> tuple[str, ...]:
 def post(source: Path, nzb: Path, *, article_size: int = DEFAULT_ARTICLE_SIZE) -> Posted:
     """Post `source` to alt.binaries.test on the open reader with nyuu (4 connections)."""
     server = f"-h {INN2_HOST} -P {READER_PORT} -n 4 -g {GROUP} -a {article_size} -q"
-    run([str(NYUU), *server.split(), "-o", str(nzb), "-O", str(source)])
+    run_nyuu([*server.split(), "-o", str(nzb), "-O", str(source)])
     return Posted(
         source=source,
         nzb=nzb,
