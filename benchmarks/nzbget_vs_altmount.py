@@ -47,6 +47,8 @@ GROUP = "alt.binaries.test"
 ARTICLE_SIZE = 716_800
 API_KEY = "nzbget-vs-altmount"
 DAV = ("bench", "bench")
+#: A media extension: altmount exposes only import.allowed_file_extensions.
+POSTED_NAME = "release.mkv"
 
 
 def problem() -> str | None:
@@ -67,7 +69,7 @@ def problem() -> str | None:
 
 def post(work: Path, size: int) -> tuple[Path, str]:
     """Post `size` random bytes with nyuu; (the NZB, md5 of the file)."""
-    source = work / "release.bin"
+    source = work / POSTED_NAME
     data = os.urandom(size)
     source.write_bytes(data)
     nzb = work / "release.nzb"
@@ -195,7 +197,7 @@ def run_altmount(
     target: Target, tree: ProcessTree, nzb: Path, name: str, size: int, md5: str
 ) -> dict[str, float]:
     """Import the NZB as `name` through the SABnzbd API and GET the whole file."""
-    path = f"{release_dir('/complete', 'complete', name)}/release.bin"
+    path = f"{release_dir('/complete', 'complete', name)}/{POSTED_NAME}"
     cpu = tree.cpu_seconds()
     started = time.perf_counter()
     add_nzb(target, API_KEY, nzb.read_bytes(), name)

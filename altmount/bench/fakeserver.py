@@ -3,8 +3,9 @@
 `python -m altmount.bench.fakeserver --out DIR ...` writes `DIR/release.nzb` (the
 benchmark file, `--size-mb`), `DIR/release.md5`, `DIR/click.nzb` (a small release
 without a name in its NZB, for the click→first byte scenario) and, once listening,
-`DIR/port`; then it serves until killed. A separate process so that the benchmark
-charges CPU and memory to altmount alone.
+`DIR/port`; then it serves until killed. `--post FOLDER` (repeatable) also posts the
+files of FOLDER as one release, its NZB written to `DIR/<FOLDER name>.nzb`. A separate
+process so that the benchmark charges CPU and memory to altmount alone.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--disconnect-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--name", default="bench.mkv", help="file name of the main release")
+    parser.add_argument(
+        "--post",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="also post the files of FOLDER as one release (NZB: OUT/<FOLDER name>.nzb)",
+    )
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
@@ -64,6 +73,15 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "release.md5").write_text(hashlib.md5(data).hexdigest())
     (args.out / "click.nzb").write_bytes(click.nzb)
     del data
+    posted = {}
+    for folder in args.post:
+        extra = post_release(
+            {path.name: path.read_bytes() for path in sorted(folder.iterdir())},
+            article_size=args.article_size,
+            salt=folder.name,
+        )
+        (args.out / f"{folder.name}.nzb").write_bytes(extra.nzb)
+        posted.update(extra.articles)
     faults = nntpserver.Faults(
         latency=args.latency_ms / 1000.0,
         bandwidth=int(args.bandwidth_mbps * 1e6),
@@ -73,7 +91,11 @@ def main(argv: list[str] | None = None) -> None:
         disconnect_rate=args.disconnect_rate,
     )
     port, _factory = nntpserver.listen(
-        reactor, {**release.articles, **click.articles}, faults=faults, port=0, seed=args.seed
+        reactor,
+        {**release.articles, **click.articles, **posted},
+        faults=faults,
+        port=0,
+        seed=args.seed,
     )
     (args.out / "port").write_text(str(port.getHost().port))
     reactor.run()

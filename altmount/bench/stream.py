@@ -44,7 +44,15 @@ from altmount.bench.httpclient import Target, Transfer, add_nzb, timed_get, wait
 from altmount.bench.presets import PRESETS, guide_estimate_mib
 from altmount.bench.rawfetch import raw_fetch
 
-__all__ = ["StreamOptions", "local_altmount", "remote_altmount", "run_stream_bench"]
+__all__ = [
+    "API_KEY",
+    "StreamOptions",
+    "local_altmount",
+    "remote_altmount",
+    "run_stream_bench",
+    "serve_config_text",
+    "stop_processes",
+]
 
 GIB = 1 << 30
 API_KEY = "altmount-bench-key"
@@ -209,7 +217,8 @@ def _clicks(run: _Run, nzb: bytes, count: int) -> dict[str, Any]:
     }
 
 
-def _config_text(workdir: Path, nntp_port: int, http_port: int, opts: StreamOptions) -> str:
+def serve_config_text(workdir: Path, nntp_port: int, http_port: int, opts: StreamOptions) -> str:
+    """The `altmount serve` config of a bench run: one provider, the fake server."""
     max_range_mib, chunk_mib, workers = opts.streaming()
     return f"""
 webdav: {{port: {http_port}, bind_address: 127.0.0.1, user: bench, password: bench}}
@@ -243,7 +252,8 @@ def _streaming_report(opts: StreamOptions) -> dict[str, Any]:
     }
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate the processes, newest first; kill one that does not exit in 10 s."""
     for proc in reversed(procs):
         proc.terminate()
         try:
@@ -299,7 +309,7 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
         nntp_port = int(port_file.read_text())
         http_port = free_port()
         config = workdir / "altmount.yaml"
-        config.write_text(_config_text(workdir, nntp_port, http_port, opts))
+        config.write_text(serve_config_text(workdir, nntp_port, http_port, opts))
         log("importing the release")
         started = time.perf_counter()
         imported = subprocess.run(
@@ -348,7 +358,7 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
             "click_nzb": (workdir / "nntp" / "click.nzb").read_bytes(),
         }
     finally:
-        _stop(procs)
+        stop_processes(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
