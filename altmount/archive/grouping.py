@@ -19,7 +19,15 @@ from altmount.archive.model import ArchiveMember, Piece
 from altmount.archive.rar import Block, Crypt, Kind, rar4_method_name
 from altmount.errors import ArchiveError
 
-__all__ = ["Volume", "ArchiveSet", "RarMember", "name_ordinal", "group_volumes", "set_members"]
+__all__ = [
+    "Volume",
+    "BrokenVolume",
+    "ArchiveSet",
+    "RarMember",
+    "name_ordinal",
+    "group_volumes",
+    "set_members",
+]
 
 _PART = re.compile(r"^(?P<stem>.*)\.part(?P<n>\d+)\.rar$", re.IGNORECASE)
 _FIRST = re.compile(r"^(?P<stem>.*)\.rar$", re.IGNORECASE)
@@ -109,6 +117,13 @@ class RarMember:
 
     member: ArchiveMember
     crypt: Crypt | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenVolume:
+    """A posted file that starts like a RAR volume but whose headers could not be read."""
+
+    error: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,7 @@
 """The files of an ISO 9660 or UDF disc image, read from the byte ranges it asks for (no I/O).
 
-`ImageScan.want()` says which image bytes it needs next (offset, size); the
-caller fetches the articles covering them and `feed`s them back, contiguous
-from any offset at or before the one asked. The volume recognition sequence at
+`ImageScan` asks for image bytes by the protocol of feeding.py: the caller
+fetches the articles covering them and feeds them back. The volume recognition sequence at
 sector 16 tells the file systems apart: UDF (udf.py) is preferred when present,
 as on DVD-Video and Blu-ray images, and ISO 9660 (ECMA-119) read otherwise, or
 when the UDF side of a bridge image is damaged. ISO 9660 names come from Rock
@@ -18,6 +17,7 @@ import struct
 from collections import deque
 from collections.abc import Generator
 
+from altmount.archive.feeding import Feeder
 from altmount.archive.udf import (
     MAX_DEPTH,
     MAX_DIRECTORY_BYTES,
@@ -62,40 +62,25 @@ def is_disc_image(sector16: bytes) -> bool:
     return sector16[1:6] in _RECOGNISED
 
 
-class ImageScan:
-    """The files of one disc image of `size` bytes; `kind` says which file system gave them."""
+class ImageScan(Feeder):
+    """The files of one disc image of `size` bytes; `kind` says which file system gave them.
+
+    `done` once the listing is complete.
+    """
 
     def __init__(self, size: int, label: str) -> None:
-        self.size = size
-        self.label = label
+        super().__init__(label, size)
         #: "udf" or "iso9660" once done.
         self.kind = ""
         self.files: list[ImageFile] = []
         self._walk = _image(size, label)
         self._asked = 0
         self._reads = 0
-        self._want: tuple[int, int] | None = None
         self._step(None)
 
-    @property
-    def done(self) -> bool:
-        """True once the listing is complete."""
-        return self._want is None
-
-    def want(self) -> tuple[int, int] | None:
-        """(image offset, byte count) to `feed` next, or None when done."""
-        return self._want
-
-    def feed(self, start: int, data: bytes) -> None:
-        """Image bytes from offset `start` on; they must cover what `want()` asked for."""
-        wanted = self._want
-        if wanted is None:
-            return
-        offset, size = wanted
-        if not start <= offset or start + len(data) < offset + size:
-            raise ArchiveError(
-                f"{self.label}: bytes {offset}-{offset + size} were asked, {start}-{start + len(data)} given"
-            )
+    def _take(self, start: int, data: bytes) -> None:
+        assert self._want is not None  # feed() takes bytes only while some are wanted
+        offset, size = self._want
         self._step(bytes(data[offset - start : offset - start + size]))
 
     def _step(self, data: bytes | None) -> None:

@@ -23,15 +23,14 @@ import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from twisted.internet import defer
 
-# stage.py imports this module as a module too, so either may be imported first.
 from altmount.archive import sevenzip_stage
-from altmount.archive import stage as archive_stage
-from altmount.archive.grouping import Volume, group_volumes
+from altmount.archive.articles import Articles, member_table, read_member, read_span, safe_path
+from altmount.archive.grouping import BrokenVolume, Volume, group_volumes
 from altmount.archive.iso import RECOGNITION_OFFSET, ImageScan, is_disc_image
 from altmount.archive.model import ArchiveMember, MemberFile, Piece
 from altmount.archive.rar import detect
@@ -46,6 +45,9 @@ from altmount.importer.pipeline import Head, ImportFile
 from altmount.importer.probe import first_failure
 from altmount.metadata import Cipher, SegmentTable
 from altmount.nzb import NZBFile
+
+if TYPE_CHECKING:
+    from altmount.archive.stage import ArchiveStage
 
 __all__ = ["MAX_NESTING", "MAX_CONTAINERS", "PLAINTEXT_CHUNK", "Opened", "expand"]
 
@@ -80,9 +82,11 @@ class Opened:
 
 @dataclass(slots=True)
 class _Level:
-    """What one level of opening produced."""
+    """What one level of opening produced: `members` to open further, `kept` as they are
+    (images that did not open)."""
 
     members: list[MemberFile] = field(default_factory=list)
+    kept: list[MemberFile] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     minor: list[str] = field(default_factory=list)
 
@@ -98,8 +102,8 @@ class _Container:
 
 
 def expand(
-    stage: archive_stage.ArchiveStage,
-    articles: archive_stage._Articles,
+    stage: ArchiveStage,
+    articles: Articles,
     found: Sequence[MemberFile],
     password: str,
     keys: RarKeys,
@@ -113,7 +117,7 @@ def expand(
 
 @defer.inlineCallbacks
 def _expand(
-    stage: archive_stage.ArchiveStage,
+    stage: ArchiveStage,
     views: _Views,
     found: list[MemberFile],
     password: str,
@@ -146,6 +150,7 @@ def _expand(
                 done.append(member)
                 reasons.append(refusal)
         result = yield _open(stage, views, fresh, password, keys)
+        done += result.kept
         reasons += result.reasons
         minor += result.minor
         level = result.members
@@ -155,7 +160,7 @@ def _expand(
         if isinstance(resolved, MemberFile):
             members.append(resolved)
         else:
-            media = is_allowed(member.path, stage._allowed) or not has_known_extension(member.path)
+            media = is_allowed(member.path, stage.allowed) or not has_known_extension(member.path)
             (reasons if media else minor).append(resolved)
     return Opened(tuple(members), tuple(dict.fromkeys(reasons)), tuple(dict.fromkeys(minor)))
 
@@ -196,13 +201,13 @@ def _classify(views: _Views, members: list[MemberFile]):
 def _sniff(views: _Views, member: MemberFile):
     """(kind or None, first bytes) of a member; unreadable members are not containers."""
     try:
-        head = yield archive_stage.read_member(views.articles, member, 0, MAGIC_PREFIX)
+        head = yield read_member(views.articles, member, 0, MAGIC_PREFIX)
         if detect(head):
             return "rar", head
         if head.startswith(SEVENZIP_SIGNATURE) or _SPLIT_7Z.search(member.path):
             return "7z", head
         if member.size >= RECOGNITION_OFFSET + SECTOR:
-            sector = yield archive_stage.read_member(views.articles, member, RECOGNITION_OFFSET, 8)
+            sector = yield read_member(views.articles, member, RECOGNITION_OFFSET, 8)
             if is_disc_image(sector):
                 return "image", head
     except (ArticleNotFound, YencError):
@@ -212,7 +217,7 @@ def _sniff(views: _Views, member: MemberFile):
 
 @defer.inlineCallbacks
 def _open(
-    stage: archive_stage.ArchiveStage,
+    stage: ArchiveStage,
     views: _Views,
     containers: list[_Container],
     password: str,
@@ -222,12 +227,12 @@ def _open(
     level = _Level()
     posted = [_posted(index, c) for index, c in enumerate(containers) if c.kind != "image"]
     rars = [(file, version) for file in posted if (version := detect(file.head.prefix))]
-    scans = [stage._scan(views.articles, keys, f, version, f.label) for f, version in rars]
+    scans = [stage.read_volume(views.articles, keys, f, version, f.label) for f, version in rars]
     by_folder: dict[str, list[ImportFile]] = {}
     for file in posted:
         by_folder.setdefault(posixpath.dirname(file.label), []).append(file)
     sevenzip = {
-        folder: sevenzip_stage.SevenZipSets(files, {}, stage._allowed)
+        folder: sevenzip_stage.SevenZipSets(files, {}, stage.allowed)
         for folder, files in by_folder.items()
     }
     reads = [sets.read(views.articles, password) for sets in sevenzip.values() if sets.sets]
@@ -240,11 +245,11 @@ def _open(
     image_levels = results[len(scans) + len(reads) :]
     tables = {file.index: file.table for file in posted}
     for item in scanned:
-        if isinstance(item, archive_stage._Broken):
+        if isinstance(item, BrokenVolume):
             level.reasons.append(item.error)
     for archive in group_volumes([item for item in scanned if isinstance(item, Volume)]):
         folder = posixpath.dirname(archive.volumes[0].name)
-        members = yield stage._members(
+        members = yield stage.open_set(
             archive, tables, views.articles, keys, level.reasons, level.minor
         )
         level.members += [_under(folder, member) for member in members]
@@ -260,6 +265,7 @@ def _open(
             level.members.append(containers[file.index].member)  # a lone split piece, say
     for image in image_levels:
         level.members += image.members
+        level.kept += image.kept
         level.reasons += image.reasons
     return level
 
@@ -286,12 +292,12 @@ def _image(views: _Views, container: _Container):
     scan = ImageScan(view.size, member.path)
     try:
         while (wanted := scan.want()) is not None:
-            start, data = yield archive_stage._read(views.articles, view, *wanted)
+            start, data = yield read_span(views.articles, view, *wanted)
             scan.feed(start, data)
     except ArchiveError as exc:
-        return _Level([member], [f"{exc}; the image itself is exposed"])
+        return _Level(kept=[member], reasons=[f"{exc}; the image itself is exposed"])
     except (ArticleNotFound, YencError) as exc:
-        return _Level([member], [f"{member.path}: cannot read its file system: {exc}"])
+        return _Level(kept=[member], reasons=[f"{member.path}: cannot read its file system: {exc}"])
     folder = posixpath.splitext(member.path)[0]
     level = _Level()
     for file in scan.files:
@@ -299,8 +305,8 @@ def _image(views: _Views, container: _Container):
             continue
         pieces = tuple(Piece(0, offset, length) for offset, length in file.extents)
         inner = ArchiveMember(file.path, file.size, "store", True, False, pieces)
-        path = archive_stage._safe_path(f"{folder}/{file.path}")
-        level.members.append(MemberFile(path, archive_stage.member_table(inner, [view])))
+        path = safe_path(f"{folder}/{file.path}")
+        level.members.append(MemberFile(path, member_table(inner, [view])))
     return level
 
 
@@ -312,14 +318,14 @@ class _Views:
     articles, so every reader of the stage works on a view as on a posted file.
     """
 
-    def __init__(self, articles: archive_stage._Articles) -> None:
+    def __init__(self, articles: Articles) -> None:
         self._articles = articles
         self._sources: list[MemberFile] = []
 
     @property
-    def articles(self) -> archive_stage._Articles:
+    def articles(self) -> Articles:
         """These views as the stage's readers take articles (they only call `get`)."""
-        return cast("archive_stage._Articles", self)
+        return cast(Articles, self)
 
     def view(self, member: MemberFile) -> SegmentTable:
         """A table of the member's bytes as they are read (plaintext)."""
@@ -342,9 +348,7 @@ class _Views:
         if chunk is None:
             return self._articles.get(message_id)
         source, index = chunk
-        return archive_stage.read_member(
-            self.articles, source, index * PLAINTEXT_CHUNK, PLAINTEXT_CHUNK
-        )
+        return read_member(self.articles, source, index * PLAINTEXT_CHUNK, PLAINTEXT_CHUNK)
 
     def _chunk(self, message_id: str) -> tuple[MemberFile, int] | None:
         if not message_id.startswith(_VIEW_PREFIX) or "@" in message_id:

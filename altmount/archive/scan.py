@@ -1,8 +1,8 @@
 """Walk one RAR volume's block headers from the bytes a caller fetches for it (no I/O).
 
-`VolumeScan.want()` says which volume bytes it needs next (offset, size); the
-caller fetches the articles covering them and `feed`s them back, contiguous from
-the first article's start. Data areas are skipped, never read, so a volume costs
+`VolumeScan` asks for volume bytes by the protocol of feeding.py; the caller
+fetches the articles covering them and feeds them back, contiguous from the
+first article's start. Data areas are skipped, never read, so a volume costs
 the articles holding its headers: usually the first and the last. Encrypted
 headers are walked the same way, decrypted with the keys of the release's
 password; without a password, or with a wrong one, the walk stops where they
@@ -11,6 +11,7 @@ begin and the volume is `locked`.
 
 from __future__ import annotations
 
+from altmount.archive.feeding import Feeder
 from altmount.archive.rar import (
     Block,
     HeaderCipher,
@@ -29,15 +30,18 @@ __all__ = ["VolumeScan", "MAX_BLOCKS"]
 MAX_BLOCKS = 100_000
 
 
-class VolumeScan:
-    """The block headers of one volume, read as far as the end-of-archive block."""
+class VolumeScan(Feeder):
+    """The block headers of one volume, read as far as the end-of-archive block.
+
+    `done` once the walk reached the end block (or the volume's end, or a lock); a
+    read at the volume's end may come back short.
+    """
 
     def __init__(
         self, version: int, volume_size: int, label: str, keys: RarKeys | None = None
     ) -> None:
+        super().__init__(label, volume_size)
         self.version = version
-        self.size = volume_size
-        self.label = label
         self.blocks: list[Block] = []
         #: True when the headers are encrypted and the password does not open them.
         self.locked = False
@@ -46,28 +50,9 @@ class VolumeScan:
         self._offset = signature_size(version)
         self._buffer = memoryview(b"")
         self._base = 0
-        self._want: tuple[int, int] | None = None
         self._advance()
 
-    @property
-    def done(self) -> bool:
-        """True once the walk reached the end block (or the volume's end, or a lock)."""
-        return self._want is None
-
-    def want(self) -> tuple[int, int] | None:
-        """(volume offset, byte count) to `feed` next, or None when done."""
-        return self._want
-
-    def feed(self, start: int, data: bytes) -> None:
-        """Volume bytes from offset `start` on; they must cover what `want()` asked for."""
-        wanted = self._want
-        if wanted is None:
-            return
-        offset, size = wanted
-        if not start <= offset or start + len(data) < min(offset + size, self.size):
-            raise ArchiveError(
-                f"{self.label}: bytes {offset}-{offset + size} were asked, {start}-{start + len(data)} given"
-            )
+    def _take(self, start: int, data: bytes) -> None:
         self._base, self._buffer = start, memoryview(data)
         self._advance()
 

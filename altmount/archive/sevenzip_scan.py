@@ -2,17 +2,18 @@
 
 The signature header comes from the first article of the first volume, which
 the importer already read (`head`). It points at the next header at the end of
-the archive; `want()` asks for it together with `LOOKBEHIND` bytes before it,
+the archive; `want()` (feeding.py) asks for it together with `LOOKBEHIND` bytes before it,
 because 7-Zip writes a packed (LZMA and maybe AES) header right before the
 EncodedHeader that describes it: usually one round trip reads either kind.
 Offsets are archive offsets: the caller maps them onto the volumes, which are
-plain byte splits of the archive, and `feed`s back contiguous bytes.
+plain byte splits of the archive, and feeds back contiguous bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from altmount.archive.feeding import Feeder
 from altmount.archive.sevenzip import (
     MAX_HEADER_SIZE,
     parse_header,
@@ -30,14 +31,18 @@ __all__ = ["LOOKBEHIND", "SevenZipScan"]
 LOOKBEHIND = 64 << 10
 
 
-class SevenZipScan:
-    """The header of one 7z set, from its first bytes and the tail bytes it asks for."""
+class SevenZipScan(Feeder):
+    """The header of one 7z set, from its first bytes and the tail bytes it asks for.
+
+    Offsets are archive offsets; `done` once the header is read.
+    """
 
     def __init__(self, name: str, head: bytes, volume_sizes: Sequence[int], keys: KeyRing) -> None:
         self.name = name
         self.volume_sizes = tuple(volume_sizes)
         self.keys = keys
         self.start = parse_start_header(head, name)
+        super().__init__(name, self.start.archive_size)
         self._check_size()
         #: The parsed header once the walk is done.
         self.header: Header | None = None
@@ -47,7 +52,7 @@ class SevenZipScan:
         self._chunks: list[tuple[int, bytes]] = []
         tail = self.start.next_header_start
         first = max(tail - LOOKBEHIND, 0)
-        self._want: tuple[int, int] | None = (first, self.start.archive_size - first)
+        self._want = (first, self.start.archive_size - first)
 
     def _check_size(self) -> None:
         total, count = sum(self.volume_sizes), len(self.volume_sizes)
@@ -60,26 +65,7 @@ class SevenZipScan:
                 f"before volume {count}"
             )
 
-    @property
-    def done(self) -> bool:
-        """True once the header is read."""
-        return self.header is not None
-
-    def want(self) -> tuple[int, int] | None:
-        """(archive offset, byte count) to `feed` next, or None when done."""
-        return self._want
-
-    def feed(self, start: int, data: bytes) -> None:
-        """Archive bytes from offset `start` on; they must cover what `want()` asked for."""
-        wanted = self._want
-        if wanted is None:
-            return
-        offset, size = wanted
-        if not start <= offset or start + len(data) < offset + size:
-            raise ArchiveError(
-                f"{self.name}: bytes {offset}-{offset + size} were asked, "
-                f"{start}-{start + len(data)} given"
-            )
+    def _take(self, start: int, data: bytes) -> None:
         self._chunks.append((start, data))
         self._advance()
 

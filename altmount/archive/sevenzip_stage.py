@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 
-# stage.py imports this module as a module too, so either may be imported first.
-from altmount.archive import stage as archive_stage
+from altmount.archive.articles import Articles, member_table, read_member, safe_path
 from altmount.archive.model import ArchiveMember, MemberFile
 from altmount.archive.sevenzip_codec import KeyRing
 from altmount.archive.sevenzip_members import SevenZipMember, volume_pieces
@@ -78,9 +77,7 @@ class SevenZipSets:
         #: Every posted file that belongs to a set: none of them is a candidate any more.
         self.files = [self._files[key] for archive in self.sets for key in archive.posted]
 
-    def read(
-        self, articles: archive_stage._Articles, password: str
-    ) -> defer.Deferred[SevenZipFound]:
+    def read(self, articles: Articles, password: str) -> defer.Deferred[SevenZipFound]:
         """Fires with the members of every set (read in parallel) and the reasons for the rest."""
         keys = KeyRing(password)
         reads = [self._read_set(articles, archive, keys) for archive in self.sets]
@@ -88,7 +85,7 @@ class SevenZipSets:
         return gathered.addCallback(lambda found: sum(found, SevenZipFound()))
 
     @defer.inlineCallbacks
-    def _read_set(self, articles: archive_stage._Articles, archive: SevenZipSet, keys: KeyRing):
+    def _read_set(self, articles: Articles, archive: SevenZipSet, keys: KeyRing):
         if archive.problem is not None:
             return SevenZipFound(reasons=(archive.problem,))
         tables = [self._files[key].table for key in archive.volumes]
@@ -134,24 +131,22 @@ class SevenZipSets:
                     (reasons if media else minor).append(_wrong_password(name, member.path))
                     continue
                 cipher = Cipher(key, item.aes.iv, item.window, member.size)
-            table = archive_stage.member_table(member, tables)
-            found.append(MemberFile(archive_stage._safe_path(member.path), table, cipher))
+            table = member_table(member, tables)
+            found.append(MemberFile(safe_path(member.path), table, cipher))
         return SevenZipFound(tuple(found), tuple(reasons), tuple(minor))
 
 
 def _read_archive(
-    articles: archive_stage._Articles, tables: list[SegmentTable], offset: int, size: int
+    articles: Articles, tables: list[SegmentTable], offset: int, size: int
 ) -> defer.Deferred[bytes]:
     """Archive bytes [offset, offset + size) from the volumes that hold them."""
     pieces = volume_pieces(offset, size, [table.size for table in tables])
     span = ArchiveMember("", size, "Copy", True, False, pieces)
-    return archive_stage.read_member(
-        articles, MemberFile("", archive_stage.member_table(span, tables)), 0, size
-    )
+    return read_member(articles, MemberFile("", member_table(span, tables)), 0, size)
 
 
 @defer.inlineCallbacks
-def _check_password(articles: archive_stage._Articles, name: str, found: SevenZipFound):
+def _check_password(articles: Articles, name: str, found: SevenZipFound):
     """`found` without its encrypted members when their password is wrong.
 
     7z keeps no password check value: with plain headers a wrong password shows
@@ -168,7 +163,7 @@ def _check_password(articles: archive_stage._Articles, name: str, found: SevenZi
     if not probes:
         return found
     probe = max(probes, key=lambda member: member.size)
-    head = yield archive_stage.read_member(articles, probe, 0, MAGIC_PREFIX)
+    head = yield read_member(articles, probe, 0, MAGIC_PREFIX)
     if sniff_extension(head) is not None:
         return found
     kept = tuple(member for member in found.members if member.cipher is None)

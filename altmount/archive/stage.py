@@ -1,4 +1,5 @@
-"""The archive stage: stored RAR members replace their volumes among the candidates.
+"""The archive stage: stored members of RAR and 7z sets and of disc images replace
+their volumes among the candidates.
 
 Every posted file whose first bytes are a RAR signature is walked header by
 header over NNTP: the first and last article of every volume are asked for at
@@ -6,225 +7,107 @@ once (they hold the headers of a typical release), deeper articles only when a
 header lies there (many small files before the media). The volumes are then
 grouped into ordered sets (grouping.py) and each stored member becomes a
 candidate whose segment table points into the volumes' articles, slice by slice.
-Encrypted members (and encrypted headers) are opened with the release's
-password and stream through a `Cipher`. Compressed and incomplete sets, and
-encrypted ones without the right password, are refused with the reason; the
-release fails only when no media file is left to stream.
+7z sets, single or split, are read at the same time by sevenzip_stage.py; their
+copy-method members become candidates the same way. Encrypted members (and
+encrypted headers) are opened with the release's password and stream through a
+`Cipher`. Archives and disc images (ISO 9660, UDF) stored inside are opened in
+turn (nested.py), and so are disc images posted as they are (a bare .iso or
+.img): their files replace them, in a folder named after the image. Compressed
+and incomplete sets, and encrypted ones without the right password, are refused
+with the reason; the release fails only when no media file is left to stream.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from altmount.archive import nested, sevenzip_stage
-from altmount.archive.grouping import ArchiveSet, Volume, group_volumes, name_ordinal, set_members
-from altmount.archive.model import ArchiveMember, MemberFile
+from altmount.archive.articles import Articles, member_table, read_member, read_span, safe_path
+from altmount.archive.grouping import (
+    ArchiveSet,
+    BrokenVolume,
+    Volume,
+    group_volumes,
+    name_ordinal,
+    set_members,
+)
+from altmount.archive.model import MemberFile
 from altmount.archive.rar import detect
 from altmount.archive.rarcrypto import RarKeys
 from altmount.archive.scan import VolumeScan
 from altmount.errors import ArchiveError, ArticleNotFound, ImportFailed, YencError
-from altmount.importer.layout import is_allowed, safe_name
+from altmount.importer.layout import is_allowed
 from altmount.importer.magic import MAGIC_PREFIX, sniff_extension
 from altmount.importer.names import has_known_extension
 from altmount.importer.pipeline import ArticleFetcher, Candidate, ImportFile, ImportJob
 from altmount.importer.probe import first_failure
 from altmount.metadata import Cipher, SegmentTable
-from altmount.stream.cbc import cipher_span, decrypt_range
 
-__all__ = ["ArchiveStage", "member_table", "read_member"]
+__all__ = ["ArchiveStage"]
 
-
-#: Decoded articles the stage keeps for re-reading (least recently used go first). A
-#: release of many volumes fetches two articles per volume at once; past this the
-#: oldest are dropped and fetched again if asked, so memory stays bounded.
-ARTICLE_CACHE_BYTES = 48 << 20
-
-
-class _Articles:
-    """Decoded article data by message-id: fetched once while it stays in the bounded
-    cache, however often it is asked."""
-
-    def __init__(self, fetch: ArticleFetcher, budget: int = ARTICLE_CACHE_BYTES) -> None:
-        self._fetch = fetch
-        self._budget = budget
-        self._known: OrderedDict[str, bytes | Failure] = OrderedDict()
-        self._bytes = 0
-        self._read: set[str] = set()
-        self._waiting: dict[str, list[defer.Deferred[bytes]]] = {}
-
-    @property
-    def read(self) -> frozenset[str]:
-        """Message-ids whose body arrived."""
-        return frozenset(self._read)
-
-    @property
-    def held(self) -> int:
-        """Decoded bytes in the cache now."""
-        return self._bytes
-
-    def get(self, message_id: str) -> defer.Deferred[bytes]:
-        """Fires with the article's decoded data."""
-        known = self._known.get(message_id)
-        if known is not None:
-            self._known.move_to_end(message_id)
-            return defer.fail(known) if isinstance(known, Failure) else defer.succeed(known)
-        waiter: defer.Deferred[bytes] = defer.Deferred()
-        first = message_id not in self._waiting
-        self._waiting.setdefault(message_id, []).append(waiter)
-        if first:
-            self._fetch(message_id).addBoth(self._arrived, message_id)
-        return waiter
-
-    def _arrived(self, result: Any, message_id: str) -> None:
-        known = result if isinstance(result, Failure) else bytes(result.data)
-        if isinstance(known, bytes):
-            self._read.add(message_id)
-            self._bytes += len(known)
-        self._known[message_id] = known
-        for waiter in self._waiting.pop(message_id, []):
-            if isinstance(known, Failure):
-                waiter.errback(known)
-            else:
-                waiter.callback(known)
-        while self._bytes > self._budget and len(self._known) > 1:
-            _, dropped = self._known.popitem(last=False)
-            if isinstance(dropped, bytes):
-                self._bytes -= len(dropped)
-
-
-class _Broken:
-    """A volume whose headers could not be read."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _segment_bytes(articles: _Articles, table: SegmentTable, index: int) -> defer.Deferred[bytes]:
-    """The file bytes segment `index` contributes, from its decoded article."""
-    skip = int(table.skips[index])
-    length = int(table.offsets[index + 1] - table.offsets[index])
-    return articles.get(table.message_ids[index]).addCallback(
-        lambda data: data[skip : skip + length]
-    )
-
-
-def _read(
-    articles: _Articles, table: SegmentTable, start: int, size: int
-) -> defer.Deferred[tuple[int, bytes]]:
-    """(offset of the first article, bytes) covering file bytes [start, start + size)."""
-    end = min(start + size, table.size)
-    first, last = table.segment_at(start), table.segment_at(end - 1)
-    reads = [_segment_bytes(articles, table, j) for j in range(first, last + 1)]
-    gathered = defer.gatherResults(reads, consumeErrors=True).addErrback(first_failure)
-    return gathered.addCallback(lambda parts: (int(table.offsets[first]), b"".join(parts)))
-
-
-def read_member(
-    articles: _Articles, member: MemberFile, start: int, size: int
-) -> defer.Deferred[bytes]:
-    """Member bytes [start, start + size) (clipped to its end), decrypted when encrypted."""
-    end = min(start + size, member.size)
-    if start >= end:
-        return defer.succeed(b"")
-    cipher = member.cipher
-    if cipher is None:
-        return _read(articles, member.table, start, end - start).addCallback(
-            lambda got: got[1][start - got[0] : end - got[0]]
-        )
-    span = cipher_span(cipher, start, end)
-    return _read(articles, member.table, span.start, span.end - span.start).addCallback(
-        lambda got: decrypt_range(cipher, start, end, got[1][span.start - got[0] :])
-    )
-
-
-def member_table(member: ArchiveMember, volumes: Sequence[SegmentTable]) -> SegmentTable:
-    """The segment table of a stored member: slices of its volumes' segments, in order."""
-    ids: list[str] = []
-    skips: list[int] = []
-    begins: list[int] = []
-    ends: list[int] = [0]
-    groups: dict[str, None] = {}
-    for piece in member.pieces:
-        table = volumes[piece.volume]
-        groups.update(dict.fromkeys(table.groups))
-        start, stop = piece.offset, piece.offset + piece.length
-        index = table.segment_at(start) if piece.length else len(table)
-        while start < stop:
-            segment_end = int(table.offsets[index + 1])
-            take = min(stop, segment_end) - start
-            if take > 0:
-                ids.append(table.message_ids[index])
-                skips.append(int(table.skips[index]) + start - int(table.offsets[index]))
-                begins.append(int(table.part_begins[index]))
-                ends.append(ends[-1] + take)
-                start += take
-            index += 1
-    return SegmentTable(
-        tuple(ids),
-        np.array(ends, dtype=np.int64),
-        np.array(skips, dtype=np.int64),
-        np.array(begins, dtype=np.int64),
-        tuple(groups),
-    )
-
-
-def _safe_path(path: str) -> str:
-    parts = [safe_name(part, "_") for part in path.split("/") if part not in ("", ".", "..")]
-    return "/".join(parts) or "_"
+#: Names of disc images posted as they are.
+_IMAGE_NAME = re.compile(r"\.(?:iso|img)$", re.IGNORECASE)
 
 
 class ArchiveStage:
-    """Replaces RAR volumes among the candidates by their stored members."""
+    """Replaces archive volumes and disc images among the candidates by their stored members."""
 
     name = "archive"
 
     def __init__(self, fetch: ArticleFetcher, allowed_extensions: Sequence[str]) -> None:
         self._fetch = fetch
-        self._allowed = tuple(allowed_extensions)
+        #: Extensions of the files a release exposes (config `import.allowed_extensions`).
+        self.allowed = tuple(allowed_extensions)
 
     def run(self, job: ImportJob) -> ImportJob | defer.Deferred[ImportJob]:
         """The job with archive members as candidates, or ImportFailed when none can stream."""
         rars = [(file, version) for file in job.files if (version := detect(file.head.prefix))]
         names = {c.table.message_ids[0]: c.name for c in job.candidates}
-        sevenzip = sevenzip_stage.SevenZipSets(job.files, names, self._allowed)
-        if not rars and not sevenzip.sets:
-            return job
-        articles = _Articles(self._fetch)
+        sevenzip = sevenzip_stage.SevenZipSets(job.files, names, self.allowed)
+        volume_files = [file for file, _ in rars] + sevenzip.files
+        volume_ids = {file.table.message_ids[0] for file in volume_files}
+        images = [
+            c
+            for c in job.candidates
+            if _IMAGE_NAME.search(c.name) and c.table.message_ids[0] not in volume_ids
+        ]
+        if not rars and not sevenzip.sets and not images:
+            return replace(job, archive_articles={})
+        articles = Articles(self._fetch, job.archive_articles)
         keys = RarKeys(job.password)
         scans = [
-            self._scan(
+            self.read_volume(
                 articles, keys, file, version, names.get(file.table.message_ids[0], file.label)
             )
             for file, version in rars
         ]
         scans.append(sevenzip.read(articles, job.password))
         gathered = defer.gatherResults(scans, consumeErrors=True).addErrback(first_failure)
-        volume_files = [file for file, _ in rars] + sevenzip.files
-        return gathered.addCallback(self._expose, job, volume_files, articles, keys)
+        return gathered.addCallback(self._expose, job, volume_files, images, articles, keys)
 
     @defer.inlineCallbacks
-    def _scan(self, articles: _Articles, keys: RarKeys, file: ImportFile, version: int, name: str):
+    def read_volume(
+        self, articles: Articles, keys: RarKeys, file: ImportFile, version: int, name: str
+    ):
+        """Fires with the `Volume` a posted file of RAR `version` holds, or a `BrokenVolume`."""
         table = file.table
         for index in {0, len(table) - 1}:
             articles.get(table.message_ids[index]).addErrback(lambda _: None)
         scan = VolumeScan(version, table.size, name, keys)
         try:
             while (wanted := scan.want()) is not None:
-                start, data = yield _read(articles, table, *wanted)
+                start, data = yield read_span(articles, table, *wanted)
                 scan.feed(start, data)
         except ArchiveError as exc:
-            return _Broken(str(exc))
+            return BrokenVolume(str(exc))
         except (ArticleNotFound, YencError) as exc:
-            return _Broken(f"{name}: cannot read its headers: {exc}")
+            return BrokenVolume(f"{name}: cannot read its headers: {exc}")
         return Volume(file.index, name, version, table.size, tuple(scan.blocks), scan.locked)
 
     @defer.inlineCallbacks
@@ -233,49 +116,63 @@ class ArchiveStage:
         scanned: list[Any],
         job: ImportJob,
         volume_files: list[ImportFile],
-        articles: _Articles,
+        images: list[Candidate],
+        articles: Articles,
         keys: RarKeys,
     ):
-        reasons = [item.error for item in scanned if isinstance(item, _Broken)]
+        reasons = [item.error for item in scanned if isinstance(item, BrokenVolume)]
         # Why non-media members were left out: told only when nothing else explains a failure.
         minor: list[str] = []
         tables = {file.index: file.table for file in volume_files}
         found: list[MemberFile] = []
         for archive in group_volumes([item for item in scanned if isinstance(item, Volume)]):
-            found += yield self._members(archive, tables, articles, keys, reasons, minor)
+            found += yield self.open_set(archive, tables, articles, keys, reasons, minor)
         for item in scanned:
             if isinstance(item, sevenzip_stage.SevenZipFound):
                 found += item.members
                 reasons += item.reasons
                 minor += item.minor
-        # Archives and disc images stored inside: their members replace them.
+        # Archives and disc images stored inside, and images posted as they are: their
+        # members replace them.
+        found += [MemberFile(image.name, image.table) for image in images]
         opened = yield nested.expand(self, articles, found, job.password, keys)
         found = list(opened.members)
         reasons, minor = reasons + [*opened.reasons], minor + [*opened.minor]
+        # A posted image that did not open comes back as the same table: it stays as posted.
+        unopened = {id(image.table): image for image in images}
         named = []
         for member in found:
+            if id(member.table) in unopened:
+                named.append(unopened[id(member.table)])
+                continue
             path = member.path
-            if not has_known_extension(path, self._allowed):
+            if not has_known_extension(path, self.allowed):
                 head = yield read_member(articles, member, 0, MAGIC_PREFIX)
                 extension = sniff_extension(head)
                 path = path + extension if extension else path
             named.append(Candidate(path, member.table, "archive", member.cipher))
-        volume_ids = {file.table.message_ids[0] for file in volume_files}
-        kept = [c for c in job.candidates if c.table.message_ids[0] not in volume_ids]
+        replaced = {file.table.message_ids[0] for file in volume_files}
+        replaced |= {image.table.message_ids[0] for image in images}
+        kept = [c for c in job.candidates if c.table.message_ids[0] not in replaced]
         candidates = (*kept, *named)
         reasons = list(dict.fromkeys(reasons))
-        if not any(is_allowed(c.name, self._allowed) for c in candidates) and (reasons or minor):
+        if not any(is_allowed(c.name, self.allowed) for c in candidates) and (reasons or minor):
             raise ImportFailed("; ".join(reasons or list(dict.fromkeys(minor))))
         for reason in reasons:
             job = job.warn(reason)
-        return replace(job, candidates=candidates, verified=job.verified | articles.read)
+        return replace(
+            job,
+            candidates=candidates,
+            verified=job.verified | articles.read,
+            archive_articles={},
+        )
 
     @defer.inlineCallbacks
-    def _members(
+    def open_set(
         self,
         archive: ArchiveSet,
         tables: dict[int, SegmentTable],
-        articles: _Articles,
+        articles: Articles,
         keys: RarKeys,
         reasons: list[str],
         minor: list[str],
@@ -303,8 +200,8 @@ class ArchiveStage:
         unproven: list[tuple[MemberFile, str, list[str]]] = []
         for item in members:
             member = item.member
-            media = is_allowed(member.path, self._allowed) or not has_known_extension(
-                member.path, self._allowed
+            media = is_allowed(member.path, self.allowed) or not has_known_extension(
+                member.path, self.allowed
             )
             refused = reasons if media else minor
             if not member.stored:
@@ -314,7 +211,7 @@ class ArchiveStage:
                 continue
             if member.size == 0:
                 continue
-            path = _safe_path(member.path)
+            path = safe_path(member.path)
             if not member.encrypted:
                 found.append(MemberFile(path, member_table(member, volumes)))
                 continue
@@ -358,7 +255,7 @@ def _shows_magic(head: bytes) -> bool:
 
 
 @defer.inlineCallbacks
-def _proved(archive: str, articles: _Articles, unproven: list[tuple[MemberFile, str, list[str]]]):
+def _proved(archive: str, articles: Articles, unproven: list[tuple[MemberFile, str, list[str]]]):
     """Fires with the members whose key is proved by a decrypted member start.
 
     Rule for data encrypted without a password check value (RAR 4's, or RAR 5's

@@ -12,8 +12,8 @@ files, whose segment tables point into the volumes' articles.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -118,6 +118,9 @@ class ImportJob:
     verified: frozenset[str] = frozenset()
     #: STATs sent early (a `validate.StatSample`), answered while other stages run.
     stats: Any = None
+    #: Decoded first and last articles of archive volumes, by message-id: read by the
+    #: probe, reused by the archive stage (which empties this).
+    archive_articles: Mapping[str, bytes] = field(default_factory=dict)
     #: Names from PAR2 FileDesc packets, by `ImportFile.index`.
     par2_names: tuple[tuple[int, str], ...] = ()
     candidates: tuple[Candidate, ...] = ()

@@ -4,6 +4,10 @@ Their yEnc headers give the decoded size and the offset table (see layout.py);
 the first article's data gives the 16 KiB hash and the magic bytes for naming.
 All requests are issued together, so the stage costs one provider round trip
 whatever the file count (plus one more for a file cut into uneven parts).
+
+The decoded first and last article of a file that starts with a RAR or 7z
+signature are handed on in `ImportJob.archive_articles`: an archive's headers
+usually sit there, and the archive stage would otherwise fetch them again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from twisted.python.failure import Failure
 
 from altmount.errors import ArticleNotFound, ImportFailed, YencError
 from altmount.importer.layout import PartHeader, is_allowed, table_from_parts, uniform_table
+from altmount.importer.magic import sniff_extension
 from altmount.importer.names import has_known_extension, head_of
 from altmount.importer.pipeline import ArticleFetcher, ImportFile, ImportJob, LostFile
 from altmount.nzb import NZBFile
@@ -25,6 +30,13 @@ __all__ = ["ProbeStage", "part_header", "first_failure"]
 
 #: Message-ids quoted in an error message; the rest are counted.
 SHOWN_IDS = 5
+
+#: Decoded archive articles one import hands from the probe to the archive stage, at
+#: most; past this the archive stage fetches them again, so memory stays bounded.
+KEPT_ARCHIVE_BYTES = 48 << 20
+
+#: What a file's first bytes show when it is a volume of an archive set.
+_ARCHIVE_EXTENSIONS = (".rar", ".7z")
 
 
 def part_header(article: Any) -> PartHeader:
@@ -87,6 +99,21 @@ class _Fragment:
         self.head = head
 
 
+class _KeptArticles:
+    """Decoded articles of archive volumes, kept for the archive stage up to a budget."""
+
+    __slots__ = ("articles", "room")
+
+    def __init__(self, budget: int) -> None:
+        self.articles: dict[str, bytes] = {}
+        self.room = budget
+
+    def keep(self, message_id: str, data: bytes) -> None:
+        if len(data) <= self.room and message_id not in self.articles:
+            self.articles[message_id] = data
+            self.room -= len(data)
+
+
 class ProbeStage:
     """Reads the first and last article of every file; fails at once on a dead post."""
 
@@ -99,12 +126,13 @@ class ProbeStage:
     def run(self, job: ImportJob) -> defer.Deferred[ImportJob]:
         """The job with an ImportFile (or a LostFile) for every posted file."""
         assert job.nzb is not None
-        calls = [self._probe(index, nzb_file) for index, nzb_file in enumerate(job.nzb.files)]
+        kept = _KeptArticles(KEPT_ARCHIVE_BYTES)
+        calls = [self._probe(index, nzb_file, kept) for index, nzb_file in enumerate(job.nzb.files)]
         gathered = defer.gatherResults(calls, consumeErrors=True)
         return (
             gathered.addErrback(first_failure)
             .addCallback(self._merge)
-            .addCallback(self._collect, job)
+            .addCallback(self._collect, job, kept)
         )
 
     @defer.inlineCallbacks
@@ -159,7 +187,7 @@ class ProbeStage:
             return _Broken(exc, self._may_be_media(start.nzb_file))
         return ImportFile(start.index, start.label, start.nzb_file, start.first, table, start.head)
 
-    def _collect(self, probed: list[Any], job: ImportJob) -> ImportJob:
+    def _collect(self, probed: list[Any], job: ImportJob, kept: _KeptArticles) -> ImportJob:
         files = tuple(item for item in probed if isinstance(item, ImportFile))
         lost = tuple(item for item in probed if isinstance(item, LostFile))
         broken = [item for item in probed if isinstance(item, _Broken)]
@@ -181,17 +209,24 @@ class ProbeStage:
                 f"{item.label}: article(s) missing on every provider: "
                 f"{quote_ids(item.missing)}; the file is left out"
             )
-        return replace(job, files=files, lost=lost, verified=verified)
+        archive_articles = {mid: data for mid, data in kept.articles.items() if mid in verified}
+        return replace(
+            job, files=files, lost=lost, verified=verified, archive_articles=archive_articles
+        )
 
     @defer.inlineCallbacks
-    def _probe(self, index: int, nzb_file: NZBFile) -> Any:
+    def _probe(self, index: int, nzb_file: NZBFile, kept: _KeptArticles) -> Any:
         ids = [segment.message_id for segment in nzb_file.segments]
         label = nzb_file.filename or f"file {index + 1}"
-        answers = yield self._read(label, _probed_ids(ids), keep_head=True)
+        probed = _probed_ids(ids)
+        answers = yield self._read(label, probed, keep_head=True, keep_data=True)
         missing = [a.message_id for a in answers if isinstance(a, _Missing)]
         if missing:
             return LostFile(label, tuple(missing), self._may_be_media(nzb_file))
-        (first, head), last = answers[0], answers[-1][0]
+        (first, head, _), last = answers[0], answers[-1][0]
+        if sniff_extension(head.prefix) in _ARCHIVE_EXTENSIONS:
+            for message_id, answer in zip(probed, answers, strict=True):
+                kept.keep(message_id, answer[2])
         if first.begin != 0 or last.end != first.total:
             return _Fragment(index, label, nzb_file, first, last, head)
         try:
@@ -213,12 +248,19 @@ class ProbeStage:
         name = nzb_file.filename
         return not has_known_extension(name, self._allowed) or is_allowed(name, self._allowed)
 
-    def _read(self, label: str, message_ids: Sequence[str], keep_head: bool) -> defer.Deferred:
-        """Fetch the articles at once; each answer is (PartHeader, Head) or a _Missing."""
+    def _read(
+        self, label: str, message_ids: Sequence[str], keep_head: bool, keep_data: bool = False
+    ) -> defer.Deferred:
+        """Fetch the articles at once; each answer is (PartHeader, Head, data) or a _Missing.
+
+        Head is of the first article, when `keep_head`; data is the decoded bytes, when
+        `keep_data`; None otherwise.
+        """
 
         def summarise(article: Any, keep: bool) -> Any:
             whole = article.begin == 0 and article.end == article.total
-            return part_header(article), head_of(article.data, whole) if keep else None
+            head = head_of(article.data, whole) if keep else None
+            return part_header(article), head, bytes(article.data) if keep_data else None
 
         def missing(failure: Failure, message_id: str) -> Any:
             if failure.check(ArticleNotFound):

@@ -3,42 +3,23 @@ meta), imported by a running altmount and read back with curl and ffprobe."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from inn2lib import (
-    GROUP,
-    INN2_HOST,
-    NYUU,
-    READER_PORT,
-    AltmountServer,
-    make_wav,
-    md5,
-    run,
-    skip_without_peers,
-)
+from archive_rig import ARTICLE, assert_ranges, assert_whole, ffprobe_streams, need, post
+from inn2lib import AltmountServer, make_wav, run, skip_without_peers
 
 pytestmark = pytest.mark.inn2
 skip_without_peers()
 
 PASSWORD = "s3cret 7z"
 VOLUME = 1_000_000  # 7zz -v: plain byte pieces of the archive
-ARTICLE = 256 * 1024  # not a divisor of the volume size: volumes end inside articles
-
-
-def need_7zz() -> None:
-    """The 7zz tool, which scripts/inn2-setup.sh installs with the peers."""
-    if shutil.which("7zz") is None:
-        pytest.fail("7zz is not installed: run scripts/inn2-setup.sh as root", pytrace=False)
 
 
 @pytest.fixture(scope="module")
 def posted_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     """(NZB, WAV bytes): a -mhe 7z of a 3 MB WAV in 1 MB pieces, posted with the password meta."""
-    need_7zz()
+    need("7zz")
     folder = tmp_path_factory.mktemp("sevenzip")
     wav = make_wav(folder / "Album.Track.wav", 3_000_000, seed=7)
     archive = folder / "Album.7z"
@@ -49,9 +30,7 @@ def posted_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     )
     pieces = sorted(str(p) for p in folder.glob("Album.7z.*"))
     assert len(pieces) == 4, pieces
-    nzb = folder / "Album.Encrypted.nzb"
-    server = f"-h {INN2_HOST} -P {READER_PORT} -n 4 -g {GROUP} -a {ARTICLE} -q"
-    run([str(NYUU), *server.split(), "-M", f"password={PASSWORD}", "-o", str(nzb), "-O", *pieces])
+    nzb = post(pieces, folder / "Album.Encrypted.nzb", meta=f"password={PASSWORD}")
     assert f">{PASSWORD}</meta>" in nzb.read_text(encoding="utf-8")
     return nzb, wav.read_bytes()
 
@@ -83,10 +62,7 @@ def test_ranges_across_pieces_and_blocks_match(
     cases = [(0, 0), (0, 15), (15, 16), (17, 4111), (VOLUME - 40, VOLUME + 40)]
     cases += [(ARTICLE - 3, 3 * ARTICLE + 5), (2 * VOLUME - 1, 2 * VOLUME + 100_000)]
     cases += [(size - 17, size - 1), (123_457, 2_345_678)]
-    for first, last in cases:
-        code, status, body, _ = altmount.curl(imported, f"{first}-{last}")
-        assert (code, status) == (0, 206), f"range {first}-{last}: curl {code}, HTTP {status}"
-        assert md5(body) == md5(data[first : last + 1]), f"range {first}-{last}: wrong bytes"
+    assert_ranges(altmount, imported, data, cases)
 
 
 def test_full_get_matches_the_original(
@@ -94,18 +70,10 @@ def test_full_get_matches_the_original(
 ) -> None:
     """A plain GET returns the whole decrypted member, byte for byte."""
     _, data = posted_set
-    code, status, body, _ = altmount.curl(imported)
-    assert (code, status) == (0, 200)
-    assert md5(body) == md5(data)
+    assert_whole(altmount, imported, data)
 
 
 def test_ffprobe_reads_the_member(altmount: AltmountServer, imported: str) -> None:
     """ffprobe, a real client seeking over HTTP, sees a 44.1 kHz stereo WAV."""
-    done = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-of", "json", altmount.url(imported)],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    (stream,) = json.loads(done.stdout)["streams"]
+    (stream,) = ffprobe_streams(altmount, imported)
     assert (stream["sample_rate"], stream["channels"]) == ("44100", 2)

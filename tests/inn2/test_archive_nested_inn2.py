@@ -1,47 +1,29 @@
-"""A RAR set holding a disc image and another RAR, made by genisoimage and rar, posted to INN2
-with nyuu, imported by a running altmount and read back with curl and ffprobe."""
+"""A RAR set holding a disc image and another RAR, made by genisoimage and rar, and a disc
+image posted as it is, posted to INN2 with nyuu, imported by a running altmount and read back
+with curl and ffprobe."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from inn2lib import (
-    GROUP,
-    INN2_HOST,
-    NYUU,
-    READER_PORT,
-    AltmountServer,
-    make_wav,
-    md5,
-    run,
-    skip_without_peers,
-)
+from archive_rig import ARTICLE, assert_ranges, assert_whole, ffprobe_streams, need, post
+from inn2lib import AltmountServer, make_wav, run, skip_without_peers
 
 pytestmark = pytest.mark.inn2
 skip_without_peers()
 
 VOLUME = 1_000_000  # rar -v: the outer set's volume size
-ARTICLE = 256 * 1024  # not a divisor of the volume size: volumes end inside articles
 M2TS = "Disc/BDMV/STREAM/00001.m2ts"
 WAV = "Track.wav"  # an inner archive is extracted in place, an image into a folder
-
-
-def need(tool: str) -> None:
-    """A tool scripts/inn2-setup.sh installs with the peers."""
-    if shutil.which(tool) is None:
-        pytest.fail(f"{tool} is not installed: run scripts/inn2-setup.sh as root", pytrace=False)
+IMAGE_M2TS = "BDMV/STREAM/00002.m2ts"  # in the bare image (its own name: find_file is by name)
 
 
 @pytest.fixture(scope="module")
 def posted_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
     """(NZB, expected files): Nested.part*.rar holding Disc.iso (UDF bridge with a Blu-ray
     .m2ts) and Extras.rar (a WAV), posted to INN2."""
-    for tool in ("rar", "genisoimage", "ffmpeg"):
-        need(tool)
+    need("rar", "genisoimage", "ffmpeg")
     folder = tmp_path_factory.mktemp("nested")
     stream = folder / "disc" / "BDMV" / "STREAM"
     stream.mkdir(parents=True)
@@ -59,9 +41,7 @@ def posted_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     )
     volumes = sorted(str(p) for p in folder.glob("Nested.part*.rar"))
     assert len(volumes) >= 2, volumes
-    nzb = folder / "Nested.Release.nzb"
-    server = f"-h {INN2_HOST} -P {READER_PORT} -n 4 -g {GROUP} -a {ARTICLE} -q"
-    run([str(NYUU), *server.split(), "-o", str(nzb), "-O", *volumes])
+    nzb = post(volumes, folder / "Nested.Release.nzb")
     expected = {M2TS: (stream / "00001.m2ts").read_bytes(), WAV: wav.read_bytes()}
     return nzb, expected
 
@@ -96,21 +76,57 @@ def test_ranges_match(altmount, imported, posted_set) -> None:
         size = len(data)
         cases = [(0, 0), (0, size - 1), (ARTICLE - 7, ARTICLE + 7), (size // 2, size // 2 + 99_999)]
         cases += [(min(VOLUME - 40, size - 80), min(VOLUME + 40, size - 1)), (size - 17, size - 1)]
-        for first, last in cases:
-            code, status, body, _ = altmount.curl(path, f"{first}-{last}")
-            assert (code, status) == (0, 206), (
-                f"{relative} {first}-{last}: curl {code}, HTTP {status}"
-            )
-            assert md5(body) == md5(data[first : last + 1]), f"{relative} {first}-{last}"
+        assert_ranges(altmount, path, data, cases)
 
 
 def test_ffprobe_reads_the_blu_ray_stream(altmount, imported) -> None:
     """ffprobe, seeking over HTTP, finds the H.264 and AAC streams of the .m2ts in the image."""
-    done = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-of", "json", altmount.url(imported[M2TS])],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    codecs = sorted(s["codec_name"] for s in json.loads(done.stdout)["streams"])
+    codecs = sorted(s["codec_name"] for s in ffprobe_streams(altmount, imported[M2TS]))
+    assert codecs == ["aac", "h264"]
+
+
+@pytest.fixture(scope="module")
+def posted_image(posted_set) -> tuple[Path, bytes]:
+    """(NZB, .m2ts bytes): Feature.iso, a UDF bridge image of a Blu-ray stream posted as it
+    is (no archive around it), to INN2 with nyuu."""
+    nzb, expected = posted_set
+    folder = nzb.parent
+    stream = folder / "feature" / Path(IMAGE_M2TS).parent
+    stream.mkdir(parents=True)
+    (stream / Path(IMAGE_M2TS).name).write_bytes(expected[M2TS])
+    image = folder / "Feature.iso"
+    run(["genisoimage", "-quiet", "-udf", "-o", str(image), str(folder / "feature")])
+    return post([image], folder / "Bare.Image.nzb"), expected[M2TS]
+
+
+@pytest.fixture(scope="module")
+def imported_image(session_server: AltmountServer, posted_image) -> str:
+    """The WebDAV path of the image's .m2ts after `altmount import`."""
+    nzb, _ = posted_image
+    session_server.import_nzb(nzb)
+    path = session_server.find_file("STREAM", Path(IMAGE_M2TS).name).path
+    assert path.endswith(f"/{nzb.stem}/Feature/{IMAGE_M2TS}"), path
+    return path
+
+
+def test_posted_image_is_replaced_by_its_files(altmount, imported_image, posted_image) -> None:
+    """The release lists the image's folder, not the .iso; the .m2ts has its size."""
+    _, data = posted_image
+    release = imported_image.split("/Feature/")[0]
+    names = [e.path.rstrip("/").rsplit("/", 1)[1] for e in altmount.propfind(release + "/")]
+    assert names == ["Feature"]
+    folder = imported_image.rsplit("/", 1)[0]
+    entries = {e.path: e.size for e in altmount.propfind(folder + "/")}
+    assert entries == {imported_image: len(data)}
+
+
+def test_posted_image_ranges_match(altmount, imported_image, posted_image) -> None:
+    """Ranges at article boundaries, and the whole file, match the original stream; ffprobe
+    finds its H.264 and AAC streams."""
+    _, data = posted_image
+    size = len(data)
+    cases = [(0, 0), (0, 4095), (ARTICLE - 7, ARTICLE + 7), (size // 2, size // 2 + 99_999)]
+    assert_ranges(altmount, imported_image, data, [*cases, (size - 17, size - 1)])
+    assert_whole(altmount, imported_image, data)
+    codecs = sorted(s["codec_name"] for s in ffprobe_streams(altmount, imported_image))
     assert codecs == ["aac", "h264"]

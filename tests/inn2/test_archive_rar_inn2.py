@@ -6,26 +6,13 @@ header-encrypted (-hp) RAR 5 set whose password is in the NZB meta."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from inn2lib import (
-    GROUP,
-    INN2_HOST,
-    NYUU,
-    READER_PORT,
-    REPO,
-    AltmountServer,
-    make_wav,
-    md5,
-    run,
-    skip_without_peers,
-)
+from archive_rig import ARTICLE, assert_ranges, assert_whole, ffprobe_streams, need, post
+from inn2lib import REPO, AltmountServer, make_wav, run, skip_without_peers
 
 from altmount.archive.rar import Kind, detect
 from altmount.archive.rarcrypto import RarKeys
@@ -36,7 +23,6 @@ skip_without_peers()
 
 PASSWORD = "s3cret rär"
 VOLUME = 700_001  # odd: volumes end inside articles and inside AES blocks
-ARTICLE = 256 * 1024
 SIZE = 2_000_000
 
 
@@ -49,12 +35,6 @@ class Release:
     name: str
     data: bytes
     piece_ends: tuple[int, ...]
-
-
-def need_rar() -> None:
-    """The rar tool, which scripts/inn2-setup.sh installs with the peers."""
-    if shutil.which("rar") is None:
-        pytest.fail("rar is not installed: run scripts/inn2-setup.sh as root", pytrace=False)
 
 
 def rar4writer():
@@ -78,15 +58,6 @@ def piece_ends(volumes: list[Path], password: str) -> tuple[int, ...]:
     return tuple(ends[1:])
 
 
-def post(folder: Path, volumes: list[Path], nzb_name: str, meta: str | None = None) -> Path:
-    """Post the volumes (in this order) with nyuu; the NZB it wrote."""
-    nzb = folder / nzb_name
-    server = f"-h {INN2_HOST} -P {READER_PORT} -n 4 -g {GROUP} -a {ARTICLE} -q"
-    extra = ["-M", meta] if meta is not None else []
-    run([str(NYUU), *server.split(), *extra, "-o", str(nzb), "-O", *map(str, volumes)])
-    return nzb
-
-
 def rar5(folder: Path, source: Path, switches: list[str]) -> list[Path]:
     """`rar a -m0 <switches> -v<VOLUME>b` of `source`; the volumes in order."""
     run(["rar", "a", "-idq", "-m0", *switches, f"-v{VOLUME}b", "set.rar", source.name], cwd=folder)
@@ -98,13 +69,13 @@ def rar5(folder: Path, source: Path, switches: list[str]) -> list[Path]:
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Release]:
     """The four releases, posted once for the module."""
-    need_rar()
+    need("rar")
     made: dict[str, Release] = {}
 
     folder = tmp_path_factory.mktemp("rar5-parts")
     wav = make_wav(folder / "Album.Parts.wav", SIZE, seed=21)
     volumes = rar5(folder, wav, [])
-    nzb = post(folder, volumes, "Album.Parts.nzb")
+    nzb = post(volumes, folder / "Album.Parts.nzb")
     made["parts"] = Release(nzb, wav.name, wav.read_bytes(), piece_ends(volumes, ""))
 
     folder = tmp_path_factory.mktemp("rar4-old")
@@ -116,7 +87,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Release]:
         (folder / name).write_bytes(piece)
         volumes.append(folder / name)
     run(["rar", "t", "-idq", "album.rar"], cwd=folder)
-    nzb = post(folder, volumes, "Album.Old.nzb")
+    nzb = post(volumes, folder / "Album.Old.nzb")
     made["rar4"] = Release(nzb, "Album.Old.wav", data, piece_ends(volumes, ""))
 
     folder = tmp_path_factory.mktemp("rar5-random")
@@ -126,13 +97,13 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Release]:
     rng = random.Random(23)
     renamed = [volume.rename(folder / rng.randbytes(8).hex()) for volume in ordered]
     rng.shuffle(renamed)
-    nzb = post(folder, renamed, "Album.Random.nzb")
+    nzb = post(renamed, folder / "Album.Random.nzb")
     made["random"] = Release(nzb, wav.name, wav.read_bytes(), ends)
 
     folder = tmp_path_factory.mktemp("rar5-hp")
     wav = make_wav(folder / "Album.Locked.wav", SIZE, seed=24)
     volumes = rar5(folder, wav, [f"-hp{PASSWORD}"])
-    nzb = post(folder, volumes, "Album.Locked.nzb", meta=f"password={PASSWORD}")
+    nzb = post(volumes, folder / "Album.Locked.nzb", meta=f"password={PASSWORD}")
     assert f">{PASSWORD}</meta>" in nzb.read_text(encoding="utf-8")
     made["locked"] = Release(nzb, wav.name, wav.read_bytes(), piece_ends(volumes, PASSWORD))
     return made
@@ -174,32 +145,13 @@ def test_ranges_across_volumes_match(
     cases = [(0, 15), (15, 16), (17, 4111), (ARTICLE - 3, 2 * ARTICLE + 5), (size - 17, size - 1)]
     for end in release.piece_ends[:-1]:
         cases += [(end - 1, end), (end - 17, end + 33), (end, end + 100_000)]
-    for first, last in cases:
-        code, status, body, _ = altmount.curl(imported[kind], f"{first}-{last}")
-        assert (code, status) == (0, 206), f"range {first}-{last}: curl {code}, HTTP {status}"
-        assert md5(body) == md5(data[first : last + 1]), f"range {first}-{last}: wrong bytes"
-    code, status, body, _ = altmount.curl(imported[kind])
-    assert (code, status) == (0, 200)
-    assert md5(body) == md5(data)
+    assert_ranges(altmount, imported[kind], data, cases)
+    assert_whole(altmount, imported[kind], data)
 
 
 def test_ffprobe_reads_the_decrypted_member(
     altmount: AltmountServer, imported: dict[str, str]
 ) -> None:
     """ffprobe, a real client seeking over HTTP, sees the WAV inside the -hp archive."""
-    done = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-show_streams",
-            "-of",
-            "json",
-            altmount.url(imported["locked"]),
-        ],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    (stream,) = json.loads(done.stdout)["streams"]
+    (stream,) = ffprobe_streams(altmount, imported["locked"])
     assert (stream["sample_rate"], stream["channels"]) == ("44100", 2)

@@ -5,46 +5,25 @@ through `_core.plan_range`/`assemble_range` (and the CBC decryption for AES), by
 from __future__ import annotations
 
 import importlib.util
-import os
-import random
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from twisted.internet import defer, reactor
-from twisted.trial import unittest
+from archive_rig import MKV, ReleaseCase, media, need
+from twisted.internet import defer
 
-from altmount import _core
-from altmount.config import parse_config
-from altmount.engine import Engine
-from altmount.errors import ImportFailed
-from altmount.stream.cbc import cipher_span, decrypt_range
 from altmount.testing.articles import post_release
-from altmount.testing.nntpserver import Faults, listen
+from altmount.testing.nntpserver import Faults
 
-ARTICLE = 40_000
 VOLUME = 150_001  # not a multiple of the article size
-MKV = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska"
 PASSWORD = "pässwörd 7z"
 _WRITER = Path(__file__).parent.parent / "data" / "7z" / "sevenzip_writer.py"
 
 
 def need_7zz() -> None:
     """Skip without `7zz`, except under CI where the tool is required."""
-    if shutil.which("7zz") is None:
-        if os.environ.get("CI") == "true":
-            raise AssertionError(
-                "the 7zz tool is required under CI (scripts/inn2-setup.sh installs it)"
-            )
-        raise unittest.SkipTest("the 7zz tool is not installed (Debian: apt-get install 7zip)")
-
-
-def media(seed: int, size: int) -> bytes:
-    """Matroska-looking random bytes."""
-    return MKV + random.Random(seed).randbytes(size)
+    need("7zz", "Debian: apt-get install 7zip")
 
 
 def make_7z(
@@ -74,103 +53,8 @@ def writer():
     return module
 
 
-class SevenZipImports(unittest.TestCase):
+class SevenZipImports(ReleaseCase):
     """An Engine over one fake provider; each test posts a release and reads it back."""
-
-    timeout = 60
-
-    def setUp(self) -> None:
-        self.engine: Engine | None = None
-        self.factories = []
-
-    @defer.inlineCallbacks
-    def tearDown(self):
-        if self.engine is not None:
-            yield self.engine.close()
-        for factory in self.factories:
-            yield factory.when_idle()
-
-    def start(self, articles, faults: Faults | None = None) -> Engine:
-        """An engine whose only provider serves `articles`."""
-        port, factory = listen(reactor, articles, faults or Faults())
-        self.addCleanup(port.stopListening)
-        self.factories.append(factory)
-        folder = tempfile.mkdtemp(prefix="altmount-7z-")
-        self.addCleanup(shutil.rmtree, folder, True)
-        root = folder + "/metadata"
-        text = yaml.safe_dump(
-            {
-                "metadata": {"root_path": root, "map_size_mb": 64},
-                "database": {"path": root + ".db"},
-                "import": {"segment_sample_percentage": 10},
-                "providers": [
-                    {
-                        "name": "fake",
-                        "host": "127.0.0.1",
-                        "tls": False,
-                        "port": port.getHost().port,
-                        "max_connections": 20,
-                    }
-                ],
-            }
-        )
-        config, _ = parse_config(text, base_dir=".")
-        self.engine = Engine(reactor, config)
-        return self.engine
-
-    @defer.inlineCallbacks
-    def imported(self, volumes, nzb_name="Show.S01.nzb", password=None, faults=None):
-        """Post the volumes (the password in the NZB's meta), import; (ImportResult, engine)."""
-        meta = {"password": password} if password is not None else None
-        release = post_release(volumes, article_size=ARTICLE, meta=meta)
-        engine = self.start(release.articles, faults)
-        result = yield engine.importer.import_nzb(release.nzb, nzb_name, "tv")
-        return result, engine
-
-    @defer.inlineCallbacks
-    def read(self, engine: Engine, record, start: int, end: int):
-        """Bytes [start, end) of a record through plan_range, the provider, assemble_range
-        and, for an encrypted member, the CBC decryption the WebDAV server uses."""
-        cipher = record.cipher
-        span = cipher_span(cipher, start, end) if cipher else None
-        low, high = (span.start, span.end) if span else (start, end)
-        table = record.segments
-        plan = _core.plan_range(table.offsets, table.skips, low, high)
-        pieces = []
-        for index in range(plan.first, plan.last):
-            article = yield engine.fetch_article(table.message_ids[index])
-            pieces.append(article.data)
-        out = bytearray(high - low)
-        _core.assemble_range(out, pieces, plan)
-        return decrypt_range(cipher, start, end, bytes(out)) if cipher else bytes(out)
-
-    @defer.inlineCallbacks
-    def check(self, volumes, expected: dict[str, bytes], password=None, nzb_name="Show.S01.nzb"):
-        """Import; the release holds exactly `expected`, whole and at random ranges."""
-        result, engine = yield self.imported(volumes, nzb_name, password)
-        prefix = result.release_dir + "/"
-        by_path = {r.path.removeprefix(prefix): r for r in result.files}
-        self.assertEqual(sorted(by_path), sorted(expected))
-        rng = random.Random(len(volumes))
-        for path, data in expected.items():
-            record = by_path[path]
-            self.assertEqual(record.size, len(data))
-            self.assertEqual((yield self.read(engine, record, 0, len(data))), data)
-            for _ in range(6):
-                start = rng.randrange(len(data))
-                end = min(len(data), start + rng.randrange(1, 90_000))
-                got = yield self.read(engine, record, start, end)
-                self.assertEqual(got, data[start:end], f"{path} [{start}, {end})")
-        return result
-
-    @defer.inlineCallbacks
-    def refused(self, volumes, *phrases: str, password=None):
-        """The import fails with every phrase in its reason."""
-        with self.assertRaises(ImportFailed) as raised:
-            yield self.imported(volumes, password=password)
-        for phrase in phrases:
-            self.assertIn(phrase, str(raised.exception))
-        return str(raised.exception)
 
     @defer.inlineCallbacks
     def test_split_copy_volumes(self):
@@ -302,7 +186,7 @@ class SevenZipImports(unittest.TestCase):
         files = {"Movie.2024.mkv": media(14, 10 * 100_000 - 2000)}
         volumes = make_7z(files, ["-mx=0", "-psecret", "-mhe=on", "-v100001b"])
         self.assertEqual(len(volumes), 10)
-        release = post_release(volumes, article_size=ARTICLE, meta={"password": "secret"})
+        release = post_release(volumes, article_size=self.article, meta={"password": "secret"})
         engine = self.start(release.articles, Faults(latency=0.05))
         started = time.perf_counter()
         result = yield engine.importer.import_nzb(release.nzb, "Movie.2024.nzb", "movies")

@@ -5,29 +5,18 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import random
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-import yaml
+from archive_rig import ReleaseCase, media, need
 from test_archive_7z import make_7z
-from test_archive_rar import make_rar, media, need_rar
-from twisted.internet import defer, reactor
-from twisted.trial import unittest
+from test_archive_rar import make_rar, need_rar
+from twisted.internet import defer
 
-from altmount import _core
 from altmount.archive.nested import MAX_NESTING
-from altmount.config import parse_config
-from altmount.engine import Engine
 from altmount.errors import ImportFailed
-from altmount.stream.cbc import cipher_span, decrypt_range
-from altmount.testing.articles import post_release
-from altmount.testing.nntpserver import Faults, listen
 
-ARTICLE = 40_000
 VOLUME = 150_001  # not a multiple of the article size
 PASSWORD = "nested sécret"
 _ISO = Path(__file__).parent.parent / "data" / "iso"
@@ -39,14 +28,6 @@ def iso_writer(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def need(tool: str) -> None:
-    """Skip without `tool`, except under CI where it is required."""
-    if shutil.which(tool) is None:
-        if os.environ.get("CI") == "true":
-            raise AssertionError(f"{tool} is required under CI (scripts/inn2-setup.sh installs it)")
-        raise unittest.SkipTest(f"{tool} is not installed")
 
 
 def genisoimage(files: dict[str, bytes], *switches: str) -> bytes:
@@ -64,95 +45,12 @@ def genisoimage(files: dict[str, bytes], *switches: str) -> bytes:
         return image.read_bytes()
 
 
-class NestedImports(unittest.TestCase):
+class NestedImports(ReleaseCase):
     """An Engine over one fake provider; each test posts a release and reads it back."""
 
-    timeout = 60
-
-    def setUp(self) -> None:
-        self.engine: Engine | None = None
-        self.factories = []
-
-    @defer.inlineCallbacks
-    def tearDown(self):
-        if self.engine is not None:
-            yield self.engine.close()
-        for factory in self.factories:
-            yield factory.when_idle()
-
-    def start(self, articles) -> Engine:
-        """An engine whose only provider serves `articles`."""
-        port, factory = listen(reactor, articles, Faults())
-        self.addCleanup(port.stopListening)
-        self.factories.append(factory)
-        folder = tempfile.mkdtemp(prefix="altmount-nested-")
-        self.addCleanup(shutil.rmtree, folder, True)
-        root = folder + "/metadata"
-        text = yaml.safe_dump(
-            {
-                "metadata": {"root_path": root, "map_size_mb": 64},
-                "database": {"path": root + ".db"},
-                "import": {"segment_sample_percentage": 10},
-                "providers": [
-                    {
-                        "name": "fake",
-                        "host": "127.0.0.1",
-                        "tls": False,
-                        "port": port.getHost().port,
-                        "max_connections": 20,
-                    }
-                ],
-            }
-        )
-        config, _ = parse_config(text, base_dir=".")
-        self.engine = Engine(reactor, config)
-        return self.engine
-
-    @defer.inlineCallbacks
-    def imported(self, volumes: dict[str, bytes], password: str | None = None):
-        """Post the volumes (the password in the NZB's meta), import; (ImportResult, engine)."""
-        meta = {"password": password} if password is not None else None
-        release = post_release(volumes, article_size=ARTICLE, meta=meta)
-        engine = self.start(release.articles)
-        result = yield engine.importer.import_nzb(release.nzb, "Release.nzb", "movies")
-        return result, engine
-
-    @defer.inlineCallbacks
-    def read(self, engine: Engine, record, start: int, end: int):
-        """Bytes [start, end) of a record through plan_range, the provider, assemble_range
-        and, for an encrypted member, the CBC decryption the WebDAV server uses."""
-        cipher = record.cipher
-        span = cipher_span(cipher, start, end) if cipher else None
-        low, high = (span.start, span.end) if span else (start, end)
-        table = record.segments
-        plan = _core.plan_range(table.offsets, table.skips, low, high)
-        pieces = []
-        for index in range(plan.first, plan.last):
-            article = yield engine.fetch_article(table.message_ids[index])
-            self.assertEqual(article.begin, int(table.part_begins[index]))
-            pieces.append(article.data)
-        out = bytearray(high - low)
-        _core.assemble_range(out, pieces, plan)
-        return decrypt_range(cipher, start, end, bytes(out)) if cipher else bytes(out)
-
-    @defer.inlineCallbacks
-    def check(self, volumes, expected: dict[str, bytes], password: str | None = None):
-        """Import; the release holds exactly `expected`, whole and at random ranges."""
-        result, engine = yield self.imported(volumes, password)
-        prefix = result.release_dir + "/"
-        by_path = {r.path.removeprefix(prefix): r for r in result.files}
-        self.assertEqual(sorted(by_path), sorted(expected))
-        rng = random.Random(len(volumes))
-        for path, data in expected.items():
-            record = by_path[path]
-            self.assertEqual(record.size, len(data))
-            self.assertEqual((yield self.read(engine, record, 0, len(data))), data)
-            for _ in range(8):
-                start = rng.randrange(len(data))
-                end = min(len(data), start + rng.randrange(1, 90_000))
-                got = yield self.read(engine, record, start, end)
-                self.assertEqual(got, data[start:end], f"{path} [{start}, {end})")
-        return result
+    nzb_name = "Release.nzb"
+    category = "movies"
+    random_ranges = 8
 
     @defer.inlineCallbacks
     def test_rar_in_rar(self):
@@ -262,4 +160,46 @@ class NestedImports(unittest.TestCase):
         self.assertIn(
             "Dvd/VIDEO_TS/SELF.ISO: the same bytes as Dvd.iso (a loop), not opened again",
             result.warnings,
+        )
+
+    @defer.inlineCallbacks
+    def test_posted_blu_ray_image_is_opened(self):
+        """A bare UDF 2.50 .iso posted as it is exposes its .m2ts (split in two extents) in a
+        folder named after the image; its index.bdmv is left out like an archive's non-media."""
+        m2ts = media(10, 500_000)
+        image = iso_writer("udfwriter").write_udf250(
+            {"BDMV/STREAM/00800.m2ts": m2ts, "BDMV/index.bdmv": b"INDX0200"},
+            split=("BDMV/STREAM/00800.m2ts",),
+        )
+        yield self.check({"Movie.2024.iso": image}, {"Movie.2024/BDMV/STREAM/00800.m2ts": m2ts})
+
+    @defer.inlineCallbacks
+    def test_posted_dvd_image_beside_other_media(self):
+        """A bare ISO 9660 image is replaced by its files; the media posted beside it stays."""
+        vob, extra = media(11, 300_000), media(12, 120_000)
+        image = iso_writer("isowriter").write_iso9660({"VTS_01_1.VOB": vob}, extent_sectors=64)
+        yield self.check(
+            {"Dvd.iso": image, "Extra.mkv": extra},
+            {"Dvd/VIDEO_TS/VTS_01_1.VOB": vob, "Extra.mkv": extra},
+        )
+
+    @defer.inlineCallbacks
+    def test_posted_iso_without_a_file_system_stays_as_posted(self):
+        """A posted .iso without an ISO 9660 or UDF volume at sector 16 is exposed itself."""
+        data = media(13, 200_000)
+        result = yield self.check({"Raw.iso": data}, {"Raw.iso": data})
+        self.assertEqual(result.warnings, ())
+
+    @defer.inlineCallbacks
+    def test_posted_damaged_image_is_exposed_with_the_reason(self):
+        """A bare image whose root directory is damaged stays as posted, and says why."""
+        image = bytearray(iso_writer("isowriter").write_iso9660({"VTS_01_1.VOB": media(14, 9)}))
+        primary = 16 * 2048
+        image[primary + 156] = 0  # the root directory record's length
+        result = yield self.check({"Bad.iso": bytes(image)}, {"Bad.iso": bytes(image)})
+        self.assertEqual(
+            result.warnings,
+            (
+                "Bad.iso: damaged ISO 9660 image: no root directory record; the image itself is exposed",
+            ),
         )

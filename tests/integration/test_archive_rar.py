@@ -6,7 +6,6 @@ members (password in the NZB meta) decrypted with `altmount.stream.cbc` as WebDA
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
 import shutil
 import subprocess
@@ -15,24 +14,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
-from twisted.internet import defer, reactor
-from twisted.trial import unittest
+from archive_rig import MKV, ReleaseCase, media, need
+from twisted.internet import defer
 
-from altmount import _core
 from altmount.archive.rar import Kind, detect
 from altmount.archive.rarcrypto import RarKeys
 from altmount.archive.scan import VolumeScan
-from altmount.config import parse_config
-from altmount.engine import Engine
-from altmount.errors import ImportFailed
-from altmount.stream.cbc import cipher_span, decrypt_range
 from altmount.testing.articles import post_release
-from altmount.testing.nntpserver import Faults, listen
+from altmount.testing.nntpserver import Faults
 
-ARTICLE = 40_000
 VOLUME = 150_001  # not a multiple of the article size
-MKV = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska"
 PASSWORD = "s3cret pässword"
 _WRITER = Path(__file__).parent.parent / "data" / "rar" / "rar4writer.py"
 
@@ -47,19 +38,7 @@ def rar4writer():
 
 def need_rar() -> None:
     """Skip without `rar`, except under CI where the tool is required."""
-    if shutil.which("rar") is None:
-        if os.environ.get("CI") == "true":
-            raise AssertionError(
-                "the rar tool is required under CI (scripts/inn2-setup.sh installs it)"
-            )
-        raise unittest.SkipTest(
-            "the rar tool is not installed (Debian non-free: apt-get install rar)"
-        )
-
-
-def media(seed: int, size: int) -> bytes:
-    """Matroska-looking random bytes."""
-    return MKV + random.Random(seed).randbytes(size)
+    need("rar", "Debian non-free: apt-get install rar")
 
 
 def make_rar(
@@ -90,123 +69,10 @@ def piece_ends(volumes: dict[str, bytes], password: str) -> list[int]:
     return ends[1:]
 
 
-class ArchiveImports(unittest.TestCase):
+class ArchiveImports(ReleaseCase):
     """An Engine over one fake provider; each test posts a release and reads it back."""
 
-    timeout = 60
-
-    def setUp(self) -> None:
-        self.engine: Engine | None = None
-        self.factories = []
-
-    @defer.inlineCallbacks
-    def tearDown(self):
-        if self.engine is not None:
-            yield self.engine.close()
-        for factory in self.factories:
-            yield factory.when_idle()
-
-    def start(self, articles, faults: Faults | None = None) -> Engine:
-        """An engine whose only provider serves `articles`."""
-        port, factory = listen(reactor, articles, faults or Faults())
-        self.addCleanup(port.stopListening)
-        self.factories.append(factory)
-        folder = tempfile.mkdtemp(prefix="altmount-archive-")
-        self.addCleanup(shutil.rmtree, folder, True)
-        root = folder + "/metadata"
-        text = yaml.safe_dump(
-            {
-                "metadata": {"root_path": root, "map_size_mb": 64},
-                "database": {"path": root + ".db"},
-                "import": {"segment_sample_percentage": 10},
-                "providers": [
-                    {
-                        "name": "fake",
-                        "host": "127.0.0.1",
-                        "tls": False,
-                        "port": port.getHost().port,
-                        "max_connections": 20,
-                    }
-                ],
-            }
-        )
-        config, _ = parse_config(text, base_dir=".")
-        self.engine = Engine(reactor, config)
-        return self.engine
-
-    @defer.inlineCallbacks
-    def imported(
-        self,
-        volumes: dict[str, bytes],
-        nzb_name: str = "Show.S01.nzb",
-        faults=None,
-        password: str | None = None,
-    ):
-        """Post the volumes (`password` in the NZB meta), import them; fires with
-        (ImportResult, engine)."""
-        meta = {"password": password} if password is not None else None
-        release = post_release(volumes, article_size=ARTICLE, meta=meta)
-        engine = self.start(release.articles, faults)
-        result = yield engine.importer.import_nzb(release.nzb, nzb_name, "tv")
-        return result, engine
-
-    @defer.inlineCallbacks
-    def read(self, engine: Engine, record, start: int = 0, end: int | None = None):
-        """Bytes [start, end) of a record; an encrypted one's ciphertext is decrypted."""
-        end = record.size if end is None else end
-        if record.cipher is None:
-            return (yield self.read_segments(engine, record, start, end))
-        span = cipher_span(record.cipher, start, end)
-        ciphertext = yield self.read_segments(engine, record, span.start, span.end)
-        return decrypt_range(record.cipher, start, end, ciphertext)
-
-    @defer.inlineCallbacks
-    def read_segments(self, engine: Engine, record, start: int, end: int):
-        """Bytes [start, end) of a record's segments, through plan_range, the provider and
-        assemble_range."""
-        table = record.segments
-        plan = _core.plan_range(table.offsets, table.skips, start, end)
-        pieces = []
-        for index in range(plan.first, plan.last):
-            article = yield engine.fetch_article(table.message_ids[index])
-            self.assertEqual(article.begin, int(table.part_begins[index]))
-            pieces.append(article.data)
-        out = bytearray(end - start)
-        _core.assemble_range(out, pieces, plan)
-        return bytes(out)
-
-    @defer.inlineCallbacks
-    def check(
-        self,
-        volumes: dict[str, bytes],
-        expected: dict[str, bytes],
-        nzb_name: str = "Show.S01.nzb",
-        password: str | None = None,
-    ):
-        """Import the volumes; the release holds exactly `expected` (relative paths), byte-exact."""
-        result, engine = yield self.imported(volumes, nzb_name, password=password)
-        prefix = result.release_dir + "/"
-        by_path = {r.path.removeprefix(prefix): r for r in result.files}
-        self.assertEqual(sorted(by_path), sorted(expected))
-        for path, data in expected.items():
-            record = by_path[path]
-            self.assertEqual(record.size, len(data))
-            self.assertEqual((yield self.read(engine, record)), data)
-            middle = len(data) // 3
-            self.assertEqual(
-                (yield self.read(engine, record, middle, middle + 77_777)),
-                data[middle : middle + 77_777],
-            )
-        return result
-
-    @defer.inlineCallbacks
-    def refused(self, volumes: dict[str, bytes], *phrases: str, password: str | None = None):
-        """The import fails with every phrase in its reason."""
-        with self.assertRaises(ImportFailed) as raised:
-            yield self.imported(volumes, password=password)
-        for phrase in phrases:
-            self.assertIn(phrase, str(raised.exception))
-        return str(raised.exception)
+    random_ranges = 0
 
     @defer.inlineCallbacks
     def test_rar5_single_volume_stored(self):
@@ -435,7 +301,7 @@ class ArchiveImports(unittest.TestCase):
         need_rar()
         data = media(44, 200_000)
         volumes = make_rar({"Movie.mkv": data}, ["-m0", "-psecret"])
-        release = post_release(volumes, article_size=ARTICLE)
+        release = post_release(volumes, article_size=self.article)
         engine = self.start(release.articles)
         result = yield engine.importer.import_nzb(release.nzb, "Movie{{secret}}.nzb", "movies")
         (record,) = result.files
@@ -544,7 +410,7 @@ class ArchiveImports(unittest.TestCase):
         files = {"Movie.2024.mkv": media(16, 20 * 100_000)}
         volumes = make_rar(files, ["-m0", "-v100001b"])
         self.assertGreaterEqual(len(volumes), 20)
-        release = post_release(volumes, article_size=ARTICLE)
+        release = post_release(volumes, article_size=self.article)
         engine = self.start(release.articles, Faults(latency=0.05))
         started = time.perf_counter()
         result = yield engine.importer.import_nzb(release.nzb, "Movie.2024.nzb", "movies")

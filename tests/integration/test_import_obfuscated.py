@@ -14,19 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from twisted.internet import defer, reactor
+from archive_rig import MKV, EngineCase
+from twisted.internet import defer
 from twisted.trial import unittest
 
-from altmount.config import parse_config
-from altmount.engine import Engine
 from altmount.errors import ImportFailed
 from altmount.testing.articles import post_release
-from altmount.testing.nntpserver import Faults, listen
+from altmount.testing.nntpserver import Faults
 
 LATENCY = 0.05
 ARTICLE = 64 * 1024
-MKV = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska"
 
 
 def episodes(count: int, size: int) -> dict[str, bytes]:
@@ -55,50 +52,11 @@ def obfuscate_with_par2(files: dict[str, bytes]):
     return post_release(posted, article_size=ARTICLE, subjects=subjects), par2
 
 
-class ImportOverSockets(unittest.TestCase):
+class ImportOverSockets(EngineCase):
     """An Engine over one fake provider with injected latency; torn down after each test."""
 
     timeout = 30
-
-    def setUp(self) -> None:
-        self.engine: Engine | None = None
-        self.factories = []
-
-    @defer.inlineCallbacks
-    def tearDown(self):
-        if self.engine is not None:
-            yield self.engine.close()
-        for factory in self.factories:
-            yield factory.when_idle()
-
-    def start(self, articles, faults: Faults) -> Engine:
-        """An engine whose only provider serves `articles` with `faults`."""
-        port, factory = listen(reactor, articles, faults)
-        self.addCleanup(port.stopListening)
-        self.factories.append(factory)
-        # Not self.mktemp(): that would leave the store in the working directory.
-        folder = tempfile.mkdtemp(prefix="altmount-import-")
-        self.addCleanup(shutil.rmtree, folder, True)
-        root = folder + "/metadata"
-        text = yaml.safe_dump(
-            {
-                "metadata": {"root_path": root, "map_size_mb": 64},
-                "database": {"path": root + ".db"},
-                "import": {"segment_sample_percentage": 10},
-                "providers": [
-                    {
-                        "name": "fake",
-                        "host": "127.0.0.1",
-                        "tls": False,
-                        "port": port.getHost().port,
-                        "max_connections": 10,
-                    }
-                ],
-            }
-        )
-        config, _ = parse_config(text, base_dir=".")
-        self.engine = Engine(reactor, config)
-        return self.engine
+    max_connections = 10
 
     @defer.inlineCallbacks
     def test_obfuscated_release_named_from_par2_tool_output(self):

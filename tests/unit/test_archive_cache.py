@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet import defer
 
-from altmount.archive.stage import _Articles
+from altmount.archive.articles import Articles
 from altmount.errors import ArticleNotFound
 
 
@@ -37,7 +37,7 @@ def result(deferred: defer.Deferred):
 def test_each_article_is_fetched_once_while_cached() -> None:
     """Asking twice, or while the first fetch is in flight, costs one fetch."""
     fetch = Fetches()
-    articles = _Articles(fetch)
+    articles = Articles(fetch)
     first, second = articles.get("slow1"), articles.get("slow1")
     fetch.later["slow1"].callback(SimpleNamespace(data=b"x" * 10))
     assert result(first) == result(second) == b"x" * 10
@@ -48,7 +48,7 @@ def test_each_article_is_fetched_once_while_cached() -> None:
 def test_the_cache_is_bounded_and_drops_the_least_recently_used() -> None:
     """Past the budget the oldest article goes; asking for it again fetches it again."""
     fetch = Fetches()
-    articles = _Articles(fetch, budget=25)
+    articles = Articles(fetch, budget=25)
     for message_id in ("a", "b"):
         result(articles.get(message_id))
     result(articles.get("a"))  # a is now the most recently used
@@ -65,8 +65,20 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used() -> None:
 def test_failures_are_remembered_without_counting_as_bytes() -> None:
     """A missing article fails every asker, once fetched, and holds no budget."""
     fetch = Fetches()
-    articles = _Articles(fetch, budget=25)
+    articles = Articles(fetch, budget=25)
     for _ in range(2):
         with pytest.raises(ArticleNotFound):
             result(articles.get("missing1")).raiseException()
     assert fetch.calls == ["missing1"] and articles.held == 0 and not articles.read
+
+
+def test_articles_an_earlier_stage_decoded_are_not_fetched_again() -> None:
+    """The probe's first and last articles start the cache: asking for them costs nothing."""
+    fetch = Fetches()
+    articles = Articles(fetch, {"first": b"f" * 10, "last": b"l" * 5})
+    assert result(articles.get("first")) == b"f" * 10
+    assert result(articles.get("last")) == b"l" * 5
+    assert fetch.calls == [] and articles.held == 15
+    assert articles.read == {"first", "last"}
+    result(articles.get("other"))
+    assert fetch.calls == ["other"]

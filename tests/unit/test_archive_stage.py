@@ -17,7 +17,8 @@ from altmount.archive.rarcrypto import RarKeys
 from altmount.archive.scan import VolumeScan
 from altmount.config import parse_config
 from altmount.errors import ArticleNotFound, ImportFailed
-from altmount.importer import DirectImporter
+from altmount.importer import DirectImporter, ImportJob, run_stages
+from altmount.importer.direct import default_stages
 from altmount.metadata import MetadataStore
 from altmount.stream.cbc import decrypt_range
 from altmount.testing.articles import post_release
@@ -134,17 +135,25 @@ def store(tmp_path):
         yield opened
 
 
-def run_import(
+def import_with_providers(
     store, files: dict[str, bytes], article_size: int = 1000, password: str | None = None
 ):
-    """Import the posted files (`password` in the NZB meta); (result, rounds, release)."""
+    """Import the posted files (`password` in the NZB meta); (result, rounds, release,
+    the Providers that answered)."""
     meta = {"password": password} if password is not None else None
     release = post_release(files, article_size=article_size, meta=meta)
     providers = Providers(release.articles)
     config, _ = parse_config("")
     importer = DirectImporter(providers.fetch, providers.stat, store, config)
     result, rounds = providers.run(importer.import_nzb(release.nzb, "Movie.nzb"))
-    return result, rounds, release
+    return result, rounds, release, providers
+
+
+def run_import(
+    store, files: dict[str, bytes], article_size: int = 1000, password: str | None = None
+):
+    """Import the posted files (`password` in the NZB meta); (result, rounds, release)."""
+    return import_with_providers(store, files, article_size, password)[:3]
 
 
 def read_all(record, release) -> bytes:
@@ -171,14 +180,50 @@ def rar4writer():
     return module
 
 
-def test_archive_stage_costs_one_round_trip(store):
-    """Three volumes in 1000-byte articles: the headers cost one round on top of a plain import."""
+def test_archive_stage_costs_no_round_trip_when_headers_sit_in_probed_articles(store):
+    """Three volumes in 1000-byte articles, every header in a volume's first or last
+    article: the probe read them, so the archive stage asks the providers nothing."""
     result, rounds, release = run_import(store, {n: (DATA / n).read_bytes() for n in RAR5})
     (record,) = result.files
     assert record.path.endswith("/movie.mkv")
     assert read_all(record, release) == MOVIE
     plain, plain_rounds, _ = run_import(store, {"other.mkv": MOVIE})
-    assert rounds == plain_rounds + 1
+    assert rounds == plain_rounds
+
+
+@pytest.mark.parametrize("names", [RAR5, RAR4, RAR5_HP_VOL])
+def test_each_header_article_is_fetched_once(store, names):
+    """The archive stage reuses the probe's first and last articles instead of asking again."""
+    result, _, release, providers = import_with_providers(
+        store, {n: (DATA / n).read_bytes() for n in names}, password="secret"
+    )
+    assert len(result.files) == 1
+    assert providers.asked["body"] == len(providers.bodies)
+
+
+def test_probe_hands_on_the_articles_of_archive_volumes_only(store):
+    """The probe keeps the first and last article of each RAR volume for the archive stage,
+    not those of the other files; the archive stage empties the hand-over."""
+    files = {n: (DATA / n).read_bytes() for n in RAR5}
+    release = post_release({**files, "sample.mkv": MOVIE}, article_size=1000)
+    providers = Providers(release.articles)
+    config, _ = parse_config("")
+    stages = default_stages(providers.fetch, providers.stat, store, config)
+    names = [stage.name for stage in stages]
+    probed, _ = providers.run(
+        run_stages(stages[: names.index("probe") + 1], ImportJob("Movie.nzb", None, release.nzb))
+    )
+    volume_ids = {
+        mid for posted in release.files if posted.name in files for mid in posted.message_ids
+    }
+    ends = {
+        posted.message_ids[i] for posted in release.files if posted.name in files for i in (0, -1)
+    }
+    assert set(probed.archive_articles) == ends and ends <= volume_ids
+    after, _ = providers.run(
+        run_stages(stages[names.index("probe") + 1 : names.index("archive") + 1], probed)
+    )
+    assert after.archive_articles == {}
 
 
 def test_member_slices_share_articles(store):

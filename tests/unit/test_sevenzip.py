@@ -234,9 +234,7 @@ def test_key_derivation_is_fast_and_done_once():
     print(f"\n7z key derivation, 2^19 rounds: {elapsed * 1000:.1f} ms")
     assert key == writer().key_of("secret", 19)
     assert elapsed < 0.5
-    started = time.perf_counter()
-    assert keys.key(params, "x") is key
-    assert time.perf_counter() - started < 0.001
+    assert keys.key(params, "x") is key  # the same object: derived once, not again
 
 
 def test_key_ring_refuses_absurd_derivations():
