@@ -131,6 +131,12 @@ class NNTPClientProtocol(Protocol):
         """Requests sent or queued on this connection and not yet answered."""
         return len(self._sent) + len(self._waiting)
 
+    @property
+    def busy_since(self) -> float:
+        """When the request at the head of the pipeline started (reactor seconds); the
+        connection whose head started first is the likeliest to be free first."""
+        return self._sent[0].started if self._sent else self._reactor.seconds()
+
     def body(self, message_id: str) -> defer.Deferred[ArticleBody]:
         """BODY: the dot-stuffed body (without the final '.' line) as the chunks it
         arrived in; 430 → ArticleNotFound."""

@@ -268,13 +268,20 @@ class ProviderPool:
         return None
 
     def _least_busy(self) -> NNTPClientProtocol | None:
-        best, best_load = None, self._depth
+        """The usable connection with the fewest requests below the depth; among equals,
+        the one whose head request started first.
+
+        A server answers one command after another per connection, so a pipelined job
+        waits for everything ahead of it: behind the oldest head it starts soonest.
+        """
+        best, best_key = None, None
         for conn in self._ready:
             load = conn.in_flight
-            if load < best_load and conn.usable:
-                best, best_load = conn, load
-                if not load:
-                    break
+            if load >= self._depth or not conn.usable:
+                continue
+            key = (load, conn.busy_since)
+            if best_key is None or key < best_key:
+                best, best_key = conn, key
         return best
 
     def _dispatch(self, job: _Job, conn: NNTPClientProtocol) -> None:

@@ -3,9 +3,14 @@
 `RangeStreamer` is a Twisted push producer. It plans which segments cover the
 range, keeps a window of segment fetches in flight ahead of the write position,
 and writes each segment's slice as soon as it and every segment before it have
-arrived. The response's transport pauses it when the client reads slowly, so a
-slow client stops the fetching instead of growing buffers; a client that goes
-away cancels every pending fetch.
+arrived. The response's transport pauses it when the client reads slowly: writes
+stop, and so does the window, which moves only with the write position, so a slow
+client stops the fetching instead of growing buffers. What was written before the
+pause is refetched at once, though: a burst of arrivals fills the transport's buffer
+and pauses the stream every few milliseconds, and waiting for the resume to refill
+those slots left the providers idle for a round trip (at 50 ms latency a 16 MiB
+window streamed 0.6 of the raw fetch rate, 0.7–0.9 refilled while paused). A client
+that goes away cancels every pending fetch.
 
 Memory bound: the decoded segments held (in flight or waiting to be written)
 never exceed `max_buffer` bytes, except that one segment is always allowed so a
@@ -153,7 +158,7 @@ class RangeStreamer:
     # IPushProducer
 
     def pauseProducing(self) -> None:
-        """Stop writing and stop requesting segments; in-flight fetches still land."""
+        """Stop writing; the window refills only what was written, so fetching stops too."""
         self._paused = True
 
     def resumeProducing(self) -> None:
@@ -210,12 +215,7 @@ class RangeStreamer:
                 self._finish(self.bytes_written)
 
     def _fill_window(self) -> None:
-        while (
-            not self._paused
-            and not self._finished
-            and self._failure is None
-            and self._next_issue < self._count
-        ):
+        while not self._finished and self._failure is None and self._next_issue < self._count:
             ahead = self._next_issue - self._next_write
             if ahead >= 2 and self._ahead_bytes >= self._read_ahead:
                 return

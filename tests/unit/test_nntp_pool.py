@@ -83,6 +83,34 @@ def test_pipelines_only_beyond_the_connection_limit():
     assert results == [ARTICLES[m] for m in list(ARTICLES)[:6]]
 
 
+def test_pipelines_behind_the_request_that_started_first():
+    """With every connection busy, a request is pipelined behind the oldest head request:
+    the server answers one command at a time per connection, so that one frees first."""
+    reactor, server, pool = _setup(max_connections=2, depth=3, faults=Faults(latency=1.0))
+    ids = list(ARTICLES)
+
+    def until(when):
+        # In 0.1 s steps: one advance() past several timers would schedule the
+        # server's next answer from the end of the jump.
+        while reactor.seconds() < when - 1e-9:
+            reactor.advance(0.1)
+            reactor.flush()
+
+    def at(when, message_id):
+        until(when)
+        results = _collect([pool.body(message_id)])
+        reactor.flush()
+        return results
+
+    at(0.0, ids[0])  # connection A
+    at(0.5, ids[1])  # A is busy: connection B, its head started at 0.5
+    at(1.2, ids[2])  # A answered at 1.0 and is idle: A again, head started at 1.2
+    late = at(1.3, ids[3])  # both busy: behind B's head (answered at 1.5), not A's (2.2)
+    until(2.6)
+    assert server.connections_total == 2
+    assert isinstance(late[0], ArticleBody)
+
+
 def test_idle_connection_is_reused_before_opening_another():
     """A request arriving while a connection is idle uses it: no new connect."""
     reactor, server, pool = _setup(max_connections=5, depth=4)

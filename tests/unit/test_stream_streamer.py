@@ -171,6 +171,25 @@ def test_pause_stops_writes_and_new_fetches():
     assert fetcher.requested == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_pause_after_writes_still_refills_the_window():
+    """Slots freed by writes before a pause are refetched during it; the window stays the bound."""
+    record, data, decoded = UNIFORM
+    fetcher = FakeFetcher(decoded)
+    consumer = RecordingConsumer()
+    streamer, consumer, _ = stream(record, fetcher, 0, len(data), read_ahead=250)
+    assert fetcher.requested == [0, 1, 2]
+    consumer.pause_on_write = True
+    fetcher.answer(0)
+    assert consumer.value() == data[:100]
+    assert fetcher.requested == [0, 1, 2, 3]
+    fetcher.answer(1)
+    fetcher.answer(2)
+    fetcher.answer(3)
+    assert consumer.value() == data[:100] and fetcher.requested == [0, 1, 2, 3]
+    streamer.resumeProducing()
+    assert consumer.value() == data[:200]
+
+
 def test_consumer_pausing_on_each_write():
     """A transport that pauses on every write gets one segment per resume, all bytes in order."""
     record, data, decoded = UNIFORM
