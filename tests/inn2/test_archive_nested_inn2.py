@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from archive_rig import ARTICLE, assert_ranges, assert_whole, ffprobe_streams, need, post
+from inn2_archive_rig import ARTICLE, assert_ranges, assert_whole, ffprobe_streams, need, post
 from inn2lib import AltmountServer, make_wav, run, skip_without_peers
 
 pytestmark = pytest.mark.inn2

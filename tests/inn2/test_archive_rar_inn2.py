@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from archive_rig import ARTICLE, assert_ranges, assert_whole, ffprobe_streams, need, post
+from inn2_archive_rig import ARTICLE, assert_ranges, assert_whole, ffprobe_streams, need, post
 from inn2lib import REPO, AltmountServer, make_wav, run, skip_without_peers
 
 from altmount.archive.rar import Kind, detect

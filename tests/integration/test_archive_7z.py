@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from archive_rig import MKV, ReleaseCase, media, need
+from engine_archive_rig import MKV, ReleaseCase, media, need
 from twisted.internet import defer
 
 from altmount.testing.articles import post_release

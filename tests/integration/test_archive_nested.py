@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from archive_rig import ReleaseCase, media, need
+from engine_archive_rig import ReleaseCase, media, need
 from test_archive_7z import make_7z
 from test_archive_rar import make_rar, need_rar
 from twisted.internet import defer

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from archive_rig import MKV, ReleaseCase, media, need
+from engine_archive_rig import MKV, ReleaseCase, media, need
 from twisted.internet import defer
 
 from altmount.archive.rar import Kind, detect

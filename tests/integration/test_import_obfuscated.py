@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from archive_rig import MKV, EngineCase
+from engine_archive_rig import MKV, EngineCase
 from twisted.internet import defer
 from twisted.trial import unittest
 
