@@ -18,6 +18,7 @@ from altmount.bench import bench
 from altmount.config import Config, load_config, render_config
 from altmount.errors import AltmountError, ConfigError
 from altmount.logsetup import config_secrets, setup_logging
+from altmount.malloc import tune_malloc
 
 __all__ = ["main"]
 
@@ -70,6 +71,7 @@ def serve(config_path: Path) -> None:
     config = _load(config_path)
     setup_logging(config.log, secrets=config_secrets(config))
     _check_core()
+    tune_malloc()
     from twisted.internet import reactor
 
     from altmount.server import Server, route_twisted_logs

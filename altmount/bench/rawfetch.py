@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import sabyenc3
 
+from altmount.malloc import tune_malloc
+
 __all__ = ["raw_fetch"]
 
 TERMINATOR = b"\r\n.\r\n"
@@ -33,7 +35,12 @@ class _Conn:
 def raw_fetch(
     host: str, port: int, message_ids: list[str], connections: int = 20, depth: int = 4
 ) -> dict[str, float]:
-    """Fetch and decode every article once; return bytes, seconds and MB/s."""
+    """Fetch and decode every article once; return bytes, seconds and MB/s.
+
+    Runs with the malloc settings of `altmount serve`, so the ceiling is not
+    handicapped by glibc's defaults.
+    """
+    tune_malloc()
     todo = deque(message_ids)
     sel = selectors.DefaultSelector()
     conns = []
