@@ -283,3 +283,18 @@ def test_debug_line_masks_credentials_in_the_query(store, caplog):
     (line,) = [r.getMessage() for r in caplog.records if r.name == "altmount.web.site"]
     assert "0123456789abcdef" not in line and "hunter22" not in line
     assert "apikey=***&ma_password=***&mode=queue" in line
+
+
+def test_http_connections_send_article_sized_writes() -> None:
+    """A socket transport of the site sends up to SEND_LIMIT per send(), not Twisted's 128 KiB."""
+    from twisted.internet.abstract import FileDescriptor
+    from twisted.internet.task import Clock
+
+    from altmount.web.site import SEND_LIMIT, _Channel
+
+    transport = FileDescriptor(reactor=Clock())
+    channel = _Channel()
+    channel.callLater = Clock().callLater
+    channel.makeConnection(transport)
+    assert transport.SEND_LIMIT == SEND_LIMIT > FileDescriptor.SEND_LIMIT
+    channel.connectionLost(Failure(ConnectionDone()))
