@@ -45,7 +45,13 @@ from twisted.internet import defer, task
 from altmount.bench.common import ProcessTree, free_port, wait_for
 from altmount.bench.fakeserver import generate
 from altmount.bench.httpclient import Target, add_nzb, timed_get, wait_first_byte
-from altmount.bench.stream import API_KEY, StreamOptions, serve_config_text, stop_processes
+from altmount.bench.stream import (
+    API_KEY,
+    StreamOptions,
+    serve_config_text,
+    start_serve,
+    stop_processes,
+)
 from altmount.testing.articles import post_release
 from altmount.testing.nntpserver import Faults, listen
 
@@ -108,20 +114,8 @@ def start_altmount(workdir: Path, folders: list[Path], connections: int):
     config = workdir / "altmount.yaml"
     opts = StreamOptions(connections=connections)
     config.write_text(serve_config_text(workdir, int(port_file.read_text()), http_port, opts))
-    server = subprocess.Popen([python, "-m", "altmount", "serve", "--config", str(config)])
+    server, target = start_serve(config, http_port)
     procs.append(server)
-    target = Target("127.0.0.1", http_port, "bench", "bench")
-
-    def live() -> bool:
-        if server.poll() is not None:
-            raise RuntimeError(f"altmount serve exited with code {server.returncode}")
-        try:
-            target.connect(0.2).request("GET", "/live")
-            return True
-        except OSError:
-            return False
-
-    wait_for(live, 60, "altmount serve")
     nzbs = {folder.name: (nntp / f"{folder.name}.nzb").read_bytes() for folder in folders}
     return procs, target, nzbs
 

@@ -51,6 +51,7 @@ __all__ = [
     "remote_altmount",
     "run_stream_bench",
     "serve_config_text",
+    "start_serve",
     "stop_processes",
 ]
 
@@ -252,6 +253,28 @@ def _streaming_report(opts: StreamOptions) -> dict[str, Any]:
     }
 
 
+def start_serve(config: Path, http_port: int) -> tuple[subprocess.Popen[bytes], Target]:
+    """`altmount serve` with `config` (listening on `http_port`), once it answers /live."""
+    server = subprocess.Popen([sys.executable, "-m", "altmount", "serve", "--config", str(config)])
+    target = Target("127.0.0.1", http_port, "bench", "bench")
+
+    def live() -> bool:
+        if server.poll() is not None:
+            raise RuntimeError(f"altmount serve exited with code {server.returncode}")
+        try:
+            target.connect(0.2).request("GET", "/live")
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(live, 60, "altmount serve")
+    except BaseException:
+        stop_processes([server])
+        raise
+    return server, target
+
+
 def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
     """Terminate the processes, newest first; kill one that does not exit in 10 s."""
     for proc in reversed(procs):
@@ -329,20 +352,8 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
         )
         import_ms = (time.perf_counter() - started) * 1000
         path, size = imported.stdout.strip().splitlines()[0].split("\t")
-        server = subprocess.Popen([python, "-m", "altmount", "serve", "--config", str(config)])
+        server, target = start_serve(config, http_port)
         procs.append(server)
-        target = Target("127.0.0.1", http_port, "bench", "bench")
-
-        def live() -> bool:
-            if server.poll() is not None:
-                raise RuntimeError(f"altmount serve exited with code {server.returncode}")
-            try:
-                target.connect(0.2).request("GET", "/live")
-                return True
-            except OSError:
-                return False
-
-        wait_for(live, 60, "altmount serve")
         from altmount.nzb import parse_nzb
 
         nzb = parse_nzb((workdir / "nntp" / "release.nzb").read_bytes())
