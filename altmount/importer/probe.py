@@ -6,12 +6,14 @@ All requests are issued together, so the stage costs one provider round trip
 whatever the file count (plus one more for a file cut into uneven parts).
 
 The decoded first and last article of a file that starts with a RAR or 7z
-signature are handed on in `ImportJob.archive_articles`: an archive's headers
-usually sit there, and the archive stage would otherwise fetch them again.
+signature, and the last article of a file named like a split 7z volume, are handed
+on in `ImportJob.archive_articles`: an archive's headers usually sit there, and the
+archive stage would otherwise fetch them again.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -37,6 +39,9 @@ KEPT_ARCHIVE_BYTES = 48 << 20
 
 #: What a file's first bytes show when it is a volume of an archive set.
 _ARCHIVE_EXTENSIONS = (".rar", ".7z")
+#: The name of a volume of a split 7z set (`.7z.001`, ...), whose first bytes show nothing
+#: after the first volume.
+_SEVENZIP_VOLUME = re.compile(r"\.7z\.\d{3,5}$", re.IGNORECASE)
 
 
 def part_header(article: Any) -> PartHeader:
@@ -227,6 +232,9 @@ class ProbeStage:
         if sniff_extension(head.prefix) in _ARCHIVE_EXTENSIONS:
             for message_id, answer in zip(probed, answers, strict=True):
                 kept.keep(message_id, answer[2])
+        elif _SEVENZIP_VOLUME.search(label):
+            # A later 7z volume has no signature; the last one ends with the set's header.
+            kept.keep(probed[-1], answers[-1][2])
         if first.begin != 0 or last.end != first.total:
             return _Fragment(index, label, nzb_file, first, last, head)
         try:

@@ -27,9 +27,16 @@ def store(tmp_path):
         yield opened
 
 
-def run_import(store, files: dict[str, bytes], nzb_name="Movie.nzb", meta=None, extensions=None):
+def run_import(
+    store,
+    files: dict[str, bytes],
+    nzb_name="Movie.nzb",
+    meta=None,
+    extensions=None,
+    article_size=1000,
+):
     """Import the posted files in 1000-byte articles; (result or Failure, rounds, release)."""
-    release = post_release(files, article_size=1000, meta=meta)
+    release = post_release(files, article_size=article_size, meta=meta)
     providers = Providers(release.articles)
     allowed = "" if extensions is None else f"import:\n  allowed_file_extensions: {extensions!r}\n"
     config, _ = parse_config(allowed)
@@ -69,6 +76,18 @@ def test_split_set_costs_one_round_trip(store):
     assert files_of(result, release) == {"movie.mkv": MOVIE}
     _, plain_rounds, _ = run_import(store, {"other.mkv": MOVIE})
     assert rounds == plain_rounds + 1
+
+
+def test_split_set_whose_header_sits_in_the_last_article_costs_no_round_trip(store):
+    """When the set's header lies in the last article of the last volume (as with real
+    article sizes), the probe already read it: the 7z stage asks the providers nothing."""
+    pieces = writer().split((DATA / "encrypted-headers.7z").read_bytes(), 4000, "set.7z")
+    result, rounds, release = run_import(
+        store, pieces, meta={"password": "secret"}, article_size=100_000
+    )
+    assert files_of(result, release) == {"movie.mkv": MOVIE}
+    _, plain_rounds, _ = run_import(store, {"other.mkv": MOVIE}, article_size=100_000)
+    assert rounds == plain_rounds
 
 
 def test_encrypted_headers_with_meta_password_cost_one_round_trip(store):
