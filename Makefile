@@ -34,9 +34,15 @@ test: $(STAMP) peers lint
 	bash scripts/run-pytest.sh $(BIN)/python tests
 
 # The standard set (about 2 minutes on 2 cores): JSON and PNG plots in benchmarks/out/.
-# Plots need matplotlib (pip install matplotlib); without it the JSON is still written.
+# Installs the `bench` extra (matplotlib, for the plots) into the venv first.
 BENCH_OUT := benchmarks/out
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/altmount bench decode --out $(BENCH_OUT)/decode.json
 	for latency in 0 50; do for pool in thread process; do \
