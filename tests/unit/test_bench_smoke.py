@@ -146,3 +146,36 @@ def test_windowed_rates_leave_out_the_partial_window():
     samples = [(0.5, 1_000_000), (1.2, 2_000_000), (2.1, 500_000)]
     assert windowed_rates(samples, 0.0) == [1.0, 2.0]
     assert windowed_rates([(0.4, 10)], 0.0) == []
+
+
+def test_stream_against_a_running_server():
+    """`--server URL --path P --pid N` measures an altmount already running: every scenario
+    but the click (no fake server to post to) and the raw ceiling (no NNTP port known)."""
+    from altmount.bench.stream import StreamOptions, local_altmount
+
+    with local_altmount(StreamOptions(size_mb=4, click_size_mb=1), lambda _: None) as env:
+        target = env["target"]
+        url = f"http://{target.user}:{target.password}@{target.host}:{target.port}"
+        report = run(
+            "stream",
+            "--server",
+            url,
+            "--path",
+            env["path"],
+            "--pid",
+            str(env["pid"]),
+            "--users",
+            "2",
+            "--range-mb",
+            "1",
+            "--seeks",
+            "3",
+            "--seek-mb",
+            "0.5",
+        )
+    for section in ("sequential", "concurrent", "seeks"):
+        fields = STREAM_FIELDS[section]
+        assert all(report[section][name] is not None for name in fields), section
+    assert report["sequential"]["bytes"] == env["size"]
+    assert report["click"]["count"] == 0 and report["raw"] == {"mb_s": None, "ratio": None}
+    assert report["process"]["cpu_s_per_gib"] is not None
