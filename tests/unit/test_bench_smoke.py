@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from altmount.bench import bench
 from altmount.bench.common import percentile, windowed_rates
 from altmount.bench.presets import PRESETS, guide_estimate_mib
+from altmount.bench.stream import StreamOptions, local_altmount
 
 STREAM_FIELDS = {
     "sequential": {
@@ -49,6 +50,8 @@ STREAM_FIELDS = {
     "streaming": {"preset", "max_range_size", "streaming_chunk_size", "max_download_workers"},
     "process": {"cpu_s_per_gib", "peak_rss_mib", "peak_rss_tree_mib", "rss_samples"},
 }
+#: Scenario (b) and (c) options of a tiny stream run: 1 MB per user, three 0.5 MB seeks.
+TINY_READS = ("--range-mb", "1", "--seeks", "3", "--seek-mb", "0.5")
 API_FIELDS = {
     "requests",
     "concurrency",
@@ -77,12 +80,7 @@ def test_stream_reports_every_field():
         "1",
         "--users",
         "1,2",
-        "--range-mb",
-        "1",
-        "--seeks",
-        "3",
-        "--seek-mb",
-        "0.5",
+        *TINY_READS,
         "--clicks",
         "1",
         "--connections",
@@ -151,8 +149,6 @@ def test_windowed_rates_leave_out_the_partial_window():
 def test_stream_against_a_running_server():
     """`--server URL --path P --pid N` measures an altmount already running: every scenario
     but the click (no fake server to post to) and the raw ceiling (no NNTP port known)."""
-    from altmount.bench.stream import StreamOptions, local_altmount
-
     with local_altmount(StreamOptions(size_mb=4, click_size_mb=1), lambda _: None) as env:
         target = env["target"]
         url = f"http://{target.user}:{target.password}@{target.host}:{target.port}"
@@ -166,12 +162,7 @@ def test_stream_against_a_running_server():
             str(env["pid"]),
             "--users",
             "2",
-            "--range-mb",
-            "1",
-            "--seeks",
-            "3",
-            "--seek-mb",
-            "0.5",
+            *TINY_READS,
         )
     for section in ("sequential", "concurrent", "seeks"):
         fields = STREAM_FIELDS[section]

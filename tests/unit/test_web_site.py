@@ -8,9 +8,11 @@ import random
 import re
 
 import pytest
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -19,7 +21,7 @@ from altmount.config import Config, StreamingConfig, WebDAVConfig
 from altmount.errors import ArticleNotFound
 from altmount.logsetup import StructuredFormatter
 from altmount.metadata import FileRecord, MetadataStore, SegmentTable
-from altmount.web.site import build_site
+from altmount.web.site import SEND_LIMIT, _Channel, build_site
 
 PART = 1000
 DATA = random.Random(7).randbytes(10 * PART + 123)
@@ -287,11 +289,6 @@ def test_debug_line_masks_credentials_in_the_query(store, caplog):
 
 def test_http_connections_send_article_sized_writes() -> None:
     """A socket transport of the site sends up to SEND_LIMIT per send(), not Twisted's 128 KiB."""
-    from twisted.internet.abstract import FileDescriptor
-    from twisted.internet.task import Clock
-
-    from altmount.web.site import SEND_LIMIT, _Channel
-
     transport = FileDescriptor(reactor=Clock())
     channel = _Channel()
     channel.callLater = Clock().callLater
