@@ -103,8 +103,9 @@ class StreamingConfig:
     max_download_workers: int = _opt(15, "segment downloads at once across all streams",
                                      min=1, max=1000)
     missing_article_policy: str = _opt(
-        "fail", "an article missing on every provider: fail the read, or zero_fill_media "
-        "(serve zeros for that segment of mkv/mp4/m4v/webm/mov files)",
+        "zero_fill_media", "an article missing on every provider: zero_fill_media (serve "
+        "zeros for that segment of mkv/mp4/m4v/webm/mov files, so they keep their length) or "
+        "fail (end the read at the hole)",
         choices=("fail", "zero_fill_media"))
 
 

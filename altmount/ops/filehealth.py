@@ -257,6 +257,11 @@ class HealthScheduler:
             health = _replace(
                 health, next_check=now + next_interval(now - record.mtime, self.config)
             )
+        old = self.store.get(record.path)
+        if old is not None and old.damage:
+            # A sampled check rarely hits what a stream found: keep it until a repair.
+            status = "corrupted" if health.status == "corrupted" else "degraded"
+            health = _replace(health, damage=old.damage, status=status)
         self.store.put(health)
         self.checks_total += 1
         if health.status == "corrupted":

@@ -9,7 +9,8 @@ connect attempts fail with no connection open counts as unreachable at once.
 Status: `unhealthy` when the metadata store or the database fails or no provider
 is usable at all (none configured, or all disabled, e.g. by a refused login);
 `degraded` when a provider is unreachable, the download workers are saturated or
-a stream served a missing segment as zeros (`media_holes`); else `healthy`.
+a stream served a missing segment as zeros (`media_holes`) or an article whose CRC
+failed on every provider (`crc_failures`); else `healthy`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class HealthMonitor:
         self._database: tuple[bool, str] = (True, "not probed yet")
         #: path -> message-ids served as zeros since start (missing_article_policy)
         self.holes: dict[str, set[str]] = {}
+        #: path -> message-ids whose every copy failed its CRC, served as decoded
+        self.crc_failures: dict[str, set[str]] = {}
+        #: File bytes served as zeros since start (the holes' share of each range)
+        self.zero_filled_bytes = 0
         self._loop: LoopingCall | None = None
         self._probing: defer.Deferred | None = None
 
@@ -159,6 +164,7 @@ class HealthMonitor:
             "metadata": self._metadata_component(),
             "workers": self._workers_component(),
             "media_holes": self._holes_component(),
+            "crc_failures": self._crc_component(),
         }
         if self._queue is not None:
             ok, reason = self._database
@@ -203,6 +209,32 @@ class HealthMonitor:
             return False
         seen.add(message_id)
         return True
+
+    def add_crc_failure(self, path: str, message_id: str) -> bool:
+        """Note an article of `path` served despite a CRC mismatch; False if noted before."""
+        seen = self.crc_failures.setdefault(path, set())
+        if message_id in seen:
+            return False
+        seen.add(message_id)
+        return True
+
+    def _crc_component(self) -> dict[str, Any]:
+        if not self.crc_failures:
+            return {
+                "status": "healthy",
+                "reason": "no article failed its CRC everywhere",
+                "files": [],
+            }
+        count = sum(len(ids) for ids in self.crc_failures.values())
+        return {
+            "status": "degraded",
+            "reason": f"{count} article(s) in {len(self.crc_failures)} file(s) failed their "
+            "CRC on every provider and were served as decoded",
+            "files": [
+                {"path": path, "segments": len(ids)}
+                for path, ids in sorted(self.crc_failures.items())
+            ],
+        }
 
     def _holes_component(self) -> dict[str, Any]:
         if not self.holes:

@@ -51,6 +51,14 @@ class FileHealth:
     missing_count: int = 0
     missing: tuple[str, ...] = ()
     error: str = ""  #: why the last check was inconclusive ('' when it was not)
+    #: What streams found damaged (holes served as zeros, articles whose CRC failed on
+    #: every provider), one line each; non-empty means the file wants a repair.
+    damage: tuple[str, ...] = ()
+
+    @property
+    def wants_repair(self) -> bool:
+        """True when a stream found damage (what a repair loop picks up)."""
+        return bool(self.damage)
 
     @property
     def id(self) -> str:
@@ -61,6 +69,8 @@ class FileHealth:
         """Plain data for the API."""
         data = dataclasses.asdict(self)
         data["missing"] = list(self.missing)
+        data["damage"] = list(self.damage)
+        data["wants_repair"] = self.wants_repair
         data["id"] = self.id
         return data
 
@@ -68,12 +78,14 @@ class FileHealth:
 def _encode(health: FileHealth) -> bytes:
     data = dataclasses.asdict(health)
     data["missing"] = list(health.missing)
+    data["damage"] = list(health.damage)
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
 def _decode(raw: bytes) -> FileHealth:
     data = json.loads(raw)
     data["missing"] = tuple(data.get("missing", ()))
+    data["damage"] = tuple(data.get("damage", ()))
     return FileHealth(**data)
 
 
@@ -117,6 +129,27 @@ class HealthStore:
                 txn.delete(_due_key(_decode(bytes(old))), db=self._due)
             txn.put(key, _encode(health), db=self._files)
             txn.put(_due_key(health), b"", db=self._due)
+
+    def mark_damaged(self, path: str, finding: str, missing_id: str = "") -> bool:
+        """Record what a stream found wrong with `path` (once per finding): the file
+        becomes degraded (unless already corrupted) and wants a repair; `missing_id`
+        names an article missing everywhere. False when the finding was known."""
+        health = self.get(path) or FileHealth(path)
+        if finding in health.damage:
+            return False
+        missing, count = health.missing, health.missing_count
+        if missing_id and missing_id not in missing:
+            missing, count = (*missing, missing_id)[:MAX_RECORDED_MISSING], count + 1
+        self.put(
+            dataclasses.replace(
+                health,
+                status="corrupted" if health.status == "corrupted" else "degraded",
+                missing=missing,
+                missing_count=count,
+                damage=(*health.damage, finding)[-MAX_RECORDED_MISSING:],
+            )
+        )
+        return True
 
     def delete(self, path: str) -> None:
         """Forget `path` (its file is gone)."""

@@ -58,6 +58,11 @@ class _LiveCollector(Collector):
             "altmount_fetcher_segments", "Segments fetched and verified", fetched.segments
         )
         yield _counter("altmount_fetcher_failures", "Segment fetches that failed", fetched.failures)
+        yield _counter(
+            "altmount_zero_filled_bytes",
+            "File bytes served as zeros for articles missing on every provider",
+            ops.health.zero_filled_bytes,
+        )
         yield from self._providers()
         counts = ops.queue_counts
         if counts is not None:

@@ -23,7 +23,7 @@ from altmount.config import Config, config_as_dict, load_config
 from altmount.errors import RequestError
 from altmount.ops.filehealth import HealthScheduler
 from altmount.ops.health import PROBE_INTERVAL_SECONDS, HealthMonitor
-from altmount.ops.healthstore import MAX_RECORDED_MISSING, FileHealth, HealthStore
+from altmount.ops.healthstore import HealthStore
 from altmount.ops.heartbeat import ReactorHeartbeat
 from altmount.ops.meters import DurationMeter
 from altmount.ops.metrics import OpsMetrics
@@ -141,31 +141,39 @@ class Ops:
         """A stream hit a missing article in `path`: check it again soon."""
         self.files.mark_for_recheck(path, reason)
 
-    def record_hole(self, path: str, index: int, message_id: str) -> None:
+    def record_hole(self, path: str, index: int, message_id: str, zero_bytes: int) -> None:
         """A stream served segment `index` of `path` as zeros (missing on every provider):
-        log it and add it to the file's health record, once per article."""
+        count the bytes, and once per article log it and mark the file degraded."""
+        self.health.zero_filled_bytes += zero_bytes
         if not self.health.add_hole(path, message_id):
             return
         log.warning(
             "%s: segment %d (<%s>) missing on every provider, served as zeros "
-            "(streaming.missing_article_policy: zero_fill_media)",
+            "(streaming.missing_article_policy: zero_fill_media); the file wants a repair",
             path,
             index,
             message_id,
         )
-        store = self.files.store
-        health = store.get(path) or FileHealth(path)
-        if message_id not in health.missing:
-            # No re-check is forced: a sampled check would likely miss this segment
-            # and overwrite the finding with "healthy".
-            store.put(
-                dataclasses.replace(
-                    health,
-                    status="corrupted" if health.status == "corrupted" else "degraded",
-                    missing_count=health.missing_count + 1,
-                    missing=(*health.missing, message_id)[:MAX_RECORDED_MISSING],
-                )
-            )
+        # No re-check is forced: a sampled check would likely miss this segment.
+        self.files.store.mark_damaged(
+            path, f"segment {index} (<{message_id}>) missing on every provider", message_id
+        )
+
+    def record_crc_failure(self, path: str, index: int, message_id: str) -> None:
+        """Every copy of segment `index` of `path` failed its CRC and was served as decoded:
+        once per article, log it and mark the file degraded."""
+        if not self.health.add_crc_failure(path, message_id):
+            return
+        log.warning(
+            "%s: segment %d (<%s>) fails its yEnc CRC on every provider; its decoded "
+            "bytes were served; the file wants a repair",
+            path,
+            index,
+            message_id,
+        )
+        self.files.store.mark_damaged(
+            path, f"segment {index} (<{message_id}>) fails its CRC on every provider"
+        )
 
     def record_import(self, item: Any) -> None:
         """Count one finished import (a QueueItem with started_at and completed_at), once."""

@@ -17,11 +17,11 @@ never exceed `max_buffer` bytes, except that one segment is always allowed so a
 segment larger than the bound still streams. In-flight segments are counted at
 their minimum decoded size (skip + contribution) until they arrive.
 
-Missing articles: by default a segment missing on every provider ends the stream
-after the bytes before it. With `zero_fill` (streaming.missing_article_policy
-`zero_fill_media`, media containers only, see `zero_fill_applies`) the segment is
-served as zeros of its length instead and `on_hole` is told: players skip a
-damaged patch of a Matroska/MP4 file, but an archive or a subtitle is useless.
+Missing articles: without `zero_fill` a segment missing on every provider ends the
+stream after the bytes before it. With it (streaming.missing_article_policy
+`zero_fill_media`, the default, media containers only, see `zero_fill_applies`) the
+segment is served as zeros of its length instead and `on_hole` is told: players skip
+a damaged patch of a Matroska/MP4 file, but an archive or a subtitle is useless.
 
 Copies: Twisted's TCP transport accepts only `bytes` (a memoryview raises
 TypeError in `FileDescriptor.write` when the response has a Content-Length), so a
@@ -85,7 +85,8 @@ class RangeStreamer:
     `start()` returns a Deferred firing with the number of bytes written, or
     failing with the fetch error, or with CancelledError after `stopProducing`.
     With `zero_fill`, a segment whose article every provider lacks is written as
-    zeros and `on_hole(segment_index, message_id)` is called for it.
+    zeros and `on_hole(segment_index, message_id, zero_bytes)` is called for it
+    (`zero_bytes`: the file bytes of this range it stands for).
     `log_context` (request_id, stream_id) is attached to this stream's log lines.
     """
 
@@ -101,7 +102,7 @@ class RangeStreamer:
         max_buffer: int,
         priority: int = 0,
         zero_fill: bool = False,
-        on_hole: Callable[[int, str], None] | None = None,
+        on_hole: Callable[[int, str, int], None] | None = None,
         log_context: Mapping[str, Any] | None = None,
     ) -> None:
         table = record.segments
@@ -268,7 +269,8 @@ class RangeStreamer:
         if self._zero_fill and failure.check(ArticleNotFound):
             index = self._first + position
             if self._on_hole is not None:
-                self._on_hole(index, self._record.segments.message_ids[index])
+                message_id = self._record.segments.message_ids[index]
+                self._on_hole(index, message_id, self._length[position])
             self._arrived(bytes(self._held[position]), position)
             return
         self._failure = (position, failure)

@@ -405,10 +405,10 @@ class _Delivery:
         if self._handle is not None:
             self._handle.close(outcome)
 
-    def _hole(self, index: int, message_id: str) -> None:
+    def _hole(self, index: int, message_id: str, zero_bytes: int) -> None:
         """A segment missing everywhere was served as zeros: record it (once per article)."""
         if self._ops is not None:
-            self._ops.record_hole(self._record.path, index, message_id)
+            self._ops.record_hole(self._record.path, index, message_id, zero_bytes)
         else:
             log.warning(
                 "%s: segment %d (<%s>) missing on every provider, served as zeros",

@@ -105,7 +105,14 @@ class EndToEnd(unittest.TestCase):
         return entry, factory
 
     @defer.inlineCallbacks
-    def start(self, providers: list[dict], *, request_timeout: float = 5, workers: int = 8):
+    def start(
+        self,
+        providers: list[dict],
+        *,
+        request_timeout: float = 5,
+        workers: int = 8,
+        missing_article_policy: str = "zero_fill_media",
+    ):
         """Start the server over `providers`; fires once the startup probes are done."""
         # Not self.mktemp(): under pytest that would write into the current directory.
         folder = tempfile.mkdtemp(prefix="altmount-e2e-")
@@ -125,6 +132,7 @@ class EndToEnd(unittest.TestCase):
                     "max_range_size": 2 * 1024 * 1024,
                     "streaming_chunk_size": 1024 * 1024,
                     "max_download_workers": workers,
+                    "missing_article_policy": missing_article_policy,
                 },
                 "engine": {"decode_workers": 2},
                 "providers": providers,
@@ -260,8 +268,9 @@ class EndToEnd(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_article_missing_everywhere(self):
-        """A range over an article no provider has fails fast and is logged; others still work."""
-        yield self.standard()
+        """With the `fail` policy a range over an article no provider has fails fast and is
+        logged; others still work."""
+        yield self.standard(missing_article_policy="fail")
         lost = 12
         self.b.faults.missing.add(IDS[lost])
         self.a.faults.missing.add(IDS[lost])

@@ -66,13 +66,13 @@ def test_missing_segment_becomes_zeros_and_is_reported():
             start,
             end,
             zero_fill=True,
-            on_hole=lambda i, m, holes=holes: holes.append((i, m)),
+            on_hole=lambda i, m, n, holes=holes: holes.append((i, m, n)),
         )
         expected = bytearray(data)
         expected[200:300] = bytes(100)
         assert written == bytes(expected[start:end])
         assert result == end - start
-        assert holes == [(2, "s2@t")]
+        assert holes == [(2, "s2@t", min(end, 300) - max(start, 200))]
 
 
 def test_without_zero_fill_the_stream_stops_at_the_hole():
@@ -88,7 +88,12 @@ def test_zero_fill_only_for_missing_articles():
     rec, data, decoded = record()
     holes: list = []
     written, result = run(
-        rec, Fetcher(decoded, {1}, NNTPTimeout), 0, 600, zero_fill=True, on_hole=holes.append
+        rec,
+        Fetcher(decoded, {1}, NNTPTimeout),
+        0,
+        600,
+        zero_fill=True,
+        on_hole=lambda *a: holes.append(a),
     )
     assert written == data[:100]
     assert result.check(NNTPTimeout)
