@@ -84,10 +84,14 @@ def store(tmp_path):
         yield store
 
 
-def config(debug=False, user="usenet", password="pw"):
+def config(debug=False, user="usenet", password="pw", missing_article_policy="zero_fill_media"):
     return Config(
         webdav=WebDAVConfig(user=user, password=password, debug=debug),
-        streaming=StreamingConfig(max_range_size=1 << 20, streaming_chunk_size=64 * 1024),
+        streaming=StreamingConfig(
+            max_range_size=1 << 20,
+            streaming_chunk_size=64 * 1024,
+            missing_article_policy=missing_article_policy,
+        ),
     )
 
 
@@ -229,10 +233,11 @@ def test_client_disconnect_cancels_pending_fetches(store):
 
 
 def test_error_before_first_byte_is_502(store, caplog):
-    """A missing first article turns into a 502 with a readable message."""
+    """With missing_article_policy fail, a missing first article is a 502 with a readable message."""
     with caplog.at_level(logging.ERROR):
         response, _, transport = request(
-            build_site(config(), store, MemoryFetcher(fail_at=0)), path=PATH.encode()
+            build_site(config(missing_article_policy="fail"), store, MemoryFetcher(fail_at=0)),
+            path=PATH.encode(),
         )
     assert response.status == 502
     assert b"not found" in response.body
@@ -241,10 +246,20 @@ def test_error_before_first_byte_is_502(store, caplog):
     assert any("segment 0" in r.getMessage() for r in caplog.records)
 
 
+def test_missing_article_is_zero_filled_by_default(store):
+    """By default a missing article of a media file is served as zeros of its exact size."""
+    response, _, _ = request(
+        build_site(config(), store, MemoryFetcher(fail_at=1)), path=PATH.encode()
+    )
+    assert response.status == 200
+    assert response.body == DATA[:PART] + bytes(PART) + DATA[2 * PART :]
+
+
 def test_error_mid_stream_closes_connection(store):
-    """A missing article after bytes went out closes the connection: a short body, no lies."""
+    """With policy fail, a missing article after bytes went out closes the connection: no lies."""
     fetcher = MemoryFetcher(manual=True)
-    protocol, transport = send(build_site(config(), store, fetcher), path=PATH.encode())
+    site = build_site(config(missing_article_policy="fail"), store, fetcher)
+    protocol, transport = send(site, path=PATH.encode())
     for index in range(3):
         fetcher.answer(index)
     fetcher.pending.pop(3).errback(ArticleNotFound("p3@t"))
