@@ -24,6 +24,7 @@ from altmount.config import Config, ProviderConfig
 from altmount.engine_process import ProcessDecodePool
 from altmount.importer import DirectImporter
 from altmount.metadata import MetadataStore
+from altmount.nntp.budget import SlotBudget, budget_dir, provider_key
 from altmount.nntp.pool import ProviderPool
 from altmount.nntp.protocol import MAX_BODY_SIZE, ArticleBody, body_chunks
 from altmount.nntp.router import ProviderRouter
@@ -63,8 +64,21 @@ class Engine:
             self.process_pool = ProcessDecodePool(reactor, workers)
             self.process_pool.start()
         enabled = [p for p in (config.providers if providers is None else providers) if p.enabled]
+        # Every process using this database shares each provider's max_connections.
+        leases = budget_dir(config.database.path)
         self.pools = [
-            ProviderPool(reactor, provider, config.nntp, ProviderStats(name=provider.name))
+            ProviderPool(
+                reactor,
+                provider,
+                config.nntp,
+                ProviderStats(name=provider.name),
+                SlotBudget(
+                    leases,
+                    provider_key(provider.host, provider.port, provider.username),
+                    provider.max_connections,
+                    clock=reactor.seconds,
+                ),
+            )
             for provider in enabled
         ]
         self.router = ProviderRouter(self.pools)

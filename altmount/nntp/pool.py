@@ -32,6 +32,7 @@ from altmount.errors import (
     ProviderAuthError,
     ProviderUnavailable,
 )
+from altmount.nntp.budget import ConnectionBudget, Lease, UnlimitedBudget
 from altmount.nntp.client import NNTPClientProtocol, connect
 from altmount.nntp.stats import ProviderStats
 
@@ -90,9 +91,19 @@ class ProviderPool:
     """Every connection to one provider, shared by all streams and imports."""
 
     def __init__(
-        self, reactor: Any, provider: ProviderConfig, nntp: NNTPConfig, stats: ProviderStats
+        self,
+        reactor: Any,
+        provider: ProviderConfig,
+        nntp: NNTPConfig,
+        stats: ProviderStats,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self._reactor = reactor
+        #: Slots shared with the other processes using this provider (nntp/budget.py).
+        self._budget = budget or UnlimitedBudget()
+        self._leases: dict[Any, Lease] = {}  # connect attempt or connection -> its slot
+        self._budget_call: IDelayedCall | None = None
+        self._shedding: set[NNTPClientProtocol] = set()
         self._provider = provider
         self._nntp = nntp
         self.stats = stats
@@ -191,17 +202,19 @@ class ProviderPool:
         """
         return self._submit("date", "", priority)
 
-    def hold_slot(self) -> Callable[[], None]:
+    def hold_slot(self) -> Callable[[], None] | None:
         """Lend one of `max_connections` to a connection opened outside the pool (the
-        provider test); the pool stays below the limit until the returned function is
-        called, once that connection has closed."""
+        provider test), or None when the other processes sharing the provider hold every
+        free slot. The pool stays below the limit until the returned function is called,
+        once that connection has closed."""
+        lease = self._budget.try_acquire()
+        if lease is None:
+            return None
         self._held += 1
-        returned = False
 
         def give_back() -> None:
-            nonlocal returned
-            if not returned:
-                returned = True
+            if lease.held:
+                lease.release()
                 self._held -= 1
                 self._pump()
 
@@ -214,8 +227,8 @@ class ProviderPool:
         self._cancel_timers()
         for attempt in list(self._attempts):
             attempt.cancel()
-        closing = [conn.quit() for conn in list(self._ready)]
-        return defer.DeferredList(closing).addCallback(lambda _: None)
+        closing = [conn.quit() for conn in [*self._ready, *self._shedding]]
+        return defer.DeferredList(closing).addCallback(lambda _: self._budget.close())
 
     # -- queue -----------------------------------------------------------------------
 
@@ -365,6 +378,12 @@ class ProviderPool:
         return False
 
     def _after_answer(self, conn: NNTPClientProtocol) -> None:
+        if conn in self._shedding:
+            if not conn.in_flight:
+                self._shedding.discard(conn)
+                conn.quit()
+            self._pump()
+            return
         self._pump()
         if conn.usable and not conn.in_flight and conn not in self._idle:
             self._idle[conn] = self._reactor.callLater(
@@ -420,10 +439,19 @@ class ProviderPool:
         wanted = max(at_least, len(self._queue)) - len(self._attempts)
         if self._backoff:  # recovering from failures: probe with one connection at a time
             wanted = min(wanted, 1 - len(self._attempts))
-        busy = len(self._ready) + len(self._draining) + len(self._attempts) + self._held
+        busy = (
+            len(self._ready) + len(self._draining) + len(self._attempts) + len(self._shedding)
+            + self._held
+        )
         room = self._provider.max_connections - busy
+        short = False
         for _ in range(min(wanted, room)):
+            lease = self._budget.try_acquire()
+            if lease is None:  # other processes hold the rest of max_connections
+                short = True
+                break
             attempt = defer.maybeDeferred(connect, self._reactor, self._provider, self._nntp)
+            self._leases[attempt] = lease
             self._attempts.add(attempt)
             attempt.addCallbacks(
                 self._connected,
@@ -431,9 +459,65 @@ class ProviderPool:
                 callbackArgs=(attempt,),
                 errbackArgs=(attempt,),
             )
+        self._budget.set_waiting(short)
+        self._arm_budget()
+
+    # -- the slots shared with other processes -------------------------------------------
+
+    def _arm_budget(self) -> None:
+        """Poll the shared budget while this pool waits for a slot or holds some:
+        a waiting pool retries, a holding one gives back what others need."""
+        if self._budget_call is not None and self._budget_call.active():
+            return
+        delay = self._budget.poll_delay()
+        if delay is not None:
+            self._budget_call = self._reactor.callLater(delay, self._budget_turn)
+
+    def _budget_turn(self) -> None:
+        self._budget_call = None
+        for _ in range(self._budget.excess()):
+            if not self._shed_one():
+                break
+        if self._queue:
+            self._pump()
+        else:
+            self._budget.set_waiting(False)
+        self._arm_budget()
+
+    def _shed_one(self) -> bool:
+        """Close one connection for another process: an idle one now, else the least busy
+        one once its pipeline is answered (it takes no new requests meanwhile)."""
+        idle = self._idle_connection()
+        conn = idle or self._least_busy() or (self._ready[0] if self._ready else None)
+        if conn is None:
+            return False
+        self._ready.remove(conn)
+        idle_call = self._idle.pop(conn, None)
+        if idle_call is not None and idle_call.active():
+            idle_call.cancel()
+        if conn.in_flight:
+            self._shedding.add(conn)
+        else:
+            conn.quit()
+        self.stats.set_connections(len(self._ready))
+        return True
+
+    def _hand_lease(self, source: Any, conn: NNTPClientProtocol) -> None:
+        lease = self._leases.pop(source, None)
+        if lease is None:
+            return
+        self._leases[conn] = lease
+        # The slot is free when the socket is gone, not when QUIT is sent.
+        conn.disconnected.addBoth(lambda result: (self._release_lease(conn), result)[1])
+
+    def _release_lease(self, key: Any) -> None:
+        lease = self._leases.pop(key, None)
+        if lease is not None:
+            lease.release()
 
     def _connected(self, conn: NNTPClientProtocol, attempt: defer.Deferred[Any]) -> None:
         self._attempts.discard(attempt)
+        self._hand_lease(attempt, conn)
         self._backoff = 0.0
         if not self.enabled:
             conn.quit()
@@ -452,6 +536,7 @@ class ProviderPool:
             log.info("%s; requests in flight are retried", conn.close_error)
         if conn in self._ready:
             self._ready.remove(conn)
+        self._shedding.discard(conn)
         idle = self._idle.pop(conn, None)
         if idle is not None and idle.active():
             idle.cancel()
@@ -466,6 +551,7 @@ class ProviderPool:
 
     def _connect_failed(self, failure: Failure, attempt: defer.Deferred[Any]) -> None:
         self._attempts.discard(attempt)
+        self._release_lease(attempt)
         if failure.check(defer.CancelledError) or self._closing:
             return
         error = failure.value
@@ -513,8 +599,10 @@ class ProviderPool:
             conn.quit()
 
     def _cancel_timers(self) -> None:
-        for call in (self._backoff_call, self._expiry_call, *self._idle.values()):
+        for call in (
+            self._backoff_call, self._expiry_call, self._budget_call, *self._idle.values()
+        ):
             if call is not None and call.active():
                 call.cancel()
-        self._backoff_call = self._expiry_call = None
+        self._backoff_call = self._expiry_call = self._budget_call = None
         self._idle.clear()

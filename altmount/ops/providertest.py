@@ -150,17 +150,17 @@ def run_provider_test(
         pool.connections_open + pool.connections_connecting >= provider.max_connections
     )
     conn = None
-    give_back = None
-    if at_limit:
+    # The fresh connection counts against max_connections: the pool must not fill
+    # the last slot while the test holds it.
+    give_back = None if at_limit or pool is None else pool.hold_slot()
+    if at_limit or (pool is not None and give_back is None):
         channel: Any = _Pooled(pool)
         result["note"] = (
-            f"the pool holds all {provider.max_connections} connections allowed; "
-            "tested through the pool instead of a fresh connection"
+            f"all {provider.max_connections} connections allowed are in use (by this "
+            "process or others sharing the provider); tested through the pool instead "
+            "of a fresh connection"
         )
     else:
-        # The fresh connection counts against max_connections: the pool must not fill
-        # the last slot while the test holds it.
-        give_back = pool.hold_slot() if pool is not None else None
         try:
             conn = yield connect(reactor, provider, nntp)
         except Exception as exc:
