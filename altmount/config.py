@@ -198,6 +198,8 @@ class ProviderConfig:
     inflight_requests: int = _opt(4, "pipelined requests per connection", min=1, max=100)
     tls: bool = _opt(True, "connect with TLS")
     insecure_tls: bool = _opt(False, "skip TLS certificate verification (unsafe)")
+    ca_file: str = _opt("", "PEM file of the CA certificate(s) to trust for this provider "
+                        "instead of the system store", path=True)
     enabled: bool = _opt(True, "use this provider")
     is_backup_provider: bool = _opt(False, "ask only after every primary answered 430")
 
@@ -363,6 +365,17 @@ def _kind(raw: Any) -> str:
     return "nothing" if raw is None else type(raw).__name__
 
 
+def _ca_file_problem(path: str) -> str | None:
+    """Why `path` cannot serve as a CA file (unreadable, no PEM certificate), or None."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        return f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    return None
+
+
 def _check_semantics(config: Config, errors: list[str]) -> Config:
     """Cross-field rules the per-key schema cannot express."""
     if not config.metadata.root_path:
@@ -379,6 +392,10 @@ def _check_semantics(config: Config, errors: list[str]) -> Config:
         names.add(name)
         if provider.password and not provider.username:
             errors.append(f"{where}.username: required when a password is set")
+        if provider.ca_file:
+            problem = _ca_file_problem(provider.ca_file)
+            if problem:
+                errors.append(f"{where}.ca_file: {problem}")
         providers.append(dataclasses.replace(provider, name=name))
     if not config.sabnzbd.complete_dir.startswith("/"):
         errors.append("sabnzbd.complete_dir: must be an absolute virtual path such as /complete")

@@ -19,6 +19,7 @@ __all__ = [
     "NNTPConnectionLost",
     "ArticleNotFound",
     "ProviderAuthError",
+    "ProviderTLSError",
     "ProviderUnavailable",
     "NoProvidersAvailable",
     "NZBParseError",
@@ -104,6 +105,11 @@ class ArticleNotFound(NNTPError):
 
 class ProviderAuthError(NNTPError):
     """A provider refused our credentials or permissions (481/482/502 at login)."""
+
+
+class ProviderTLSError(ProviderAuthError):
+    """The provider's TLS certificate failed verification (unknown CA, wrong host name,
+    expired): the server did not authenticate itself, and retrying will not change that."""
 
 
 class ProviderUnavailable(NNTPError):

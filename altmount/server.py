@@ -73,6 +73,13 @@ class Server:
         # queue open means no pooled traffic exists yet, so a probe can never push a
         # provider past max_connections. A refused or unresolvable host answers at once;
         # only a black-holed one costs up to nntp.connect_timeout_seconds of start-up.
+        for provider in self.config.providers:
+            if provider.enabled and provider.tls and provider.insecure_tls:
+                log.warning(
+                    "provider %s (%s:%d): insecure_tls is set, its TLS certificate is not "
+                    "verified (anyone on the path can read and change the traffic)",
+                    provider.name, provider.host, provider.port,
+                )
         self._probes = [self._probe(p) for p in self.config.providers if p.enabled]
         yield self.probed
         store = QueueStore(self.config.database.path, max_attempts=self.config.import_.max_attempts)
@@ -129,8 +136,9 @@ class Server:
             if self._stopping:
                 return  # cancelled by stop(): not a finding about the provider
             if failure.check(ProviderAuthError):
-                # Credentials will not get better by retrying: disable the provider
-                # now; the pool logs the one warning, naming the provider and the 481.
+                # Credentials (or a refused TLS certificate, ProviderTLSError) will not get
+                # better by retrying: disable the provider now; the pool logs the one
+                # warning, naming the provider and the 481 or the certificate's fault.
                 for pool in self.engine.pools:
                     if pool.name == provider.name:
                         pool.disable(failure.value)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from twisted.internet import defer, ssl
+from OpenSSL import SSL
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -29,6 +30,7 @@ from altmount.errors import (
     NNTPProtocolError,
     NNTPTimeout,
     ProviderAuthError,
+    ProviderTLSError,
     ProviderUnavailable,
 )
 from altmount.nntp.protocol import (
@@ -40,8 +42,9 @@ from altmount.nntp.protocol import (
     encode_command,
     message_id_arg,
 )
+from altmount.nntp.tls import provider_tls
 
-__all__ = ["NNTPClientProtocol", "connect", "tls_options"]
+__all__ = ["NNTPClientProtocol", "connect"]
 
 #: Bytes asked of the socket per read; see connectionMade.
 RECV_BUFFER_SIZE = 1 << 20
@@ -208,12 +211,21 @@ class NNTPClientProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Fail whatever was still in flight so that the pool can retry it."""
-        self._shutdown(
-            NNTPConnectionLost(
-                f"provider {self._name}: connection lost ({reason.getErrorMessage()})"
-            )
-        )
+        self._shutdown(self._lost_error(reason))
         self.disconnected.callback(None)
+
+    def _lost_error(self, reason: Failure) -> NNTPError:
+        if reason.check(ProviderTLSError):
+            return reason.value  # a refused certificate, already in words (nntp/tls.py)
+        if self._state is _State.GREETING and reason.check(SSL.Error):
+            where = f"{self._provider.host}:{self._provider.port}"
+            return ProviderUnavailable(
+                f"provider {self._name}: TLS handshake with {where} failed "
+                f"({reason.getErrorMessage()}); is it a TLS port? (tls: false for plain NNTP)"
+            )
+        return NNTPConnectionLost(
+            f"provider {self._name}: connection lost ({reason.getErrorMessage()})"
+        )
 
     # -- login -------------------------------------------------------------------
 
@@ -419,13 +431,6 @@ class _NNTPClientFactory(ClientFactory):
             )
 
 
-def tls_options(provider: ProviderConfig) -> Any:
-    """TLS client options: verified against the host name unless insecure_tls is set."""
-    if provider.insecure_tls:
-        return ssl.CertificateOptions(verify=False)
-    return ssl.optionsForClientTLS(provider.host)
-
-
 def connect(
     reactor: Any, provider: ProviderConfig, nntp: NNTPConfig
 ) -> defer.Deferred[NNTPClientProtocol]:
@@ -438,7 +443,7 @@ def connect(
     timeout = nntp.connect_timeout_seconds
     if provider.tls:
         connector = reactor.connectSSL(
-            provider.host, provider.port, factory, tls_options(provider), timeout=timeout
+            provider.host, provider.port, factory, provider_tls(provider), timeout=timeout
         )
     else:
         connector = reactor.connectTCP(provider.host, provider.port, factory, timeout=timeout)

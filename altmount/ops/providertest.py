@@ -27,6 +27,7 @@ from altmount.errors import (
     NNTPError,
     NNTPTimeout,
     ProviderAuthError,
+    ProviderTLSError,
     ProviderUnavailable,
 )
 from altmount.nntp.client import connect
@@ -65,6 +66,8 @@ def recent_message_ids(store: Any, limit: int = SPEED_ARTICLES) -> list[str]:
 
 
 def _error_kind(error: BaseException, tls: bool) -> str:
+    if isinstance(error, ProviderTLSError):
+        return "tls"
     if isinstance(error, ProviderAuthError):
         return "auth"
     if isinstance(error, NNTPTimeout):

@@ -337,14 +337,20 @@ def listen(
     articles: Mapping[str, bytes],
     faults: Faults | None = None,
     port: int = 0,
+    tls: Any = None,
     **options: Any,
 ) -> tuple[IListeningPort, NNTPServerFactory]:
     """Serve `articles` on 127.0.0.1 (port 0: any free port; read it from getHost().port).
 
-    `options` go to NNTPServerFactory (username, password, seed).
+    With `tls` (server TLS options, e.g. `altmount.testing.certs.server_options`) the
+    server speaks TLS on connect, as providers do on port 563. `options` go to
+    NNTPServerFactory (username, password, seed).
     """
     factory = NNTPServerFactory(reactor, articles, faults, **options)
-    listening = reactor.listenTCP(port, factory, interface="127.0.0.1")
+    if tls is not None:
+        listening = reactor.listenSSL(port, factory, tls, interface="127.0.0.1")
+    else:
+        listening = reactor.listenTCP(port, factory, interface="127.0.0.1")
     return listening, factory
 
 

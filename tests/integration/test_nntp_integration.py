@@ -7,19 +7,20 @@ connection or timer was left behind.
 
 from __future__ import annotations
 
+import os
 import random
 
-from service_identity.exceptions import CertificateError
-from twisted.internet import defer, reactor, ssl
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from altmount.config import NNTPConfig, ProviderConfig
-from altmount.errors import NNTPError, ProviderAuthError
+from altmount.errors import ProviderAuthError, ProviderTLSError, ProviderUnavailable
 from altmount.nntp.pool import ProviderPool
 from altmount.nntp.probe import probe_provider
 from altmount.nntp.router import ProviderRouter
 from altmount.nntp.stats import ProviderStats
 from altmount.testing.articles import post_release
+from altmount.testing.certs import TestCA, server_options
 from altmount.testing.nntpserver import Faults, NNTPServerFactory, listen
 
 RELEASE = post_release(
@@ -139,40 +140,81 @@ class NNTPIntegration(unittest.TestCase):
 
 
 class NNTPOverTLS(unittest.TestCase):
-    """TLS to a server with a self-signed certificate."""
+    """TLS to the fake server with certificates of a test CA (altmount.testing.certs)."""
 
     timeout = 60
 
     def setUp(self) -> None:
-        key = ssl.KeyPair.generate(size=2048)
-        certificate = key.selfSignedCert(1, CN="127.0.0.1")
-        self.server = NNTPServerFactory(reactor, RELEASE.articles)
-        listening = reactor.listenSSL(0, self.server, certificate.options(), interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        self.port = listening.getHost().port
+        self.ca = TestCA.make()
+        self.ca_file = self.mktemp()
+        with open(self.ca_file, "wb") as out:
+            out.write(self.ca.pem)
 
-    def pool(self, insecure: bool) -> ProviderPool:
-        config = ProviderConfig(
-            name="tls", host="127.0.0.1", port=self.port, tls=True, insecure_tls=insecure
-        )
-        nntp = NNTPConfig(connect_timeout_seconds=1, request_timeout_seconds=1)
+    def serve(self, pair: tuple[bytes, bytes]) -> int:
+        port, server = listen(reactor, RELEASE.articles, tls=server_options(*pair))
+        self.addCleanup(port.stopListening)
+        self.addCleanup(server.when_idle)
+        return port.getHost().port
+
+    def pool(self, port: int, **options) -> ProviderPool:
+        config = ProviderConfig(name="tls", host="localhost", port=port, tls=True, **options)
+        nntp = NNTPConfig(connect_timeout_seconds=2, request_timeout_seconds=2)
         pool = ProviderPool(reactor, config, nntp, ProviderStats("tls", reactor.seconds))
-        self.addCleanup(self.server.when_idle)
         self.addCleanup(pool.close)
         return pool
 
     @defer.inlineCallbacks
-    def test_insecure_tls_accepts_self_signed(self):
-        """With insecure_tls the body arrives over TLS."""
-        body = yield self.pool(insecure=True).body(IDS[0])
+    def test_ca_file_verifies_the_server(self):
+        """A certificate signed by the CA in ca_file verifies; the body arrives over TLS."""
+        pool = self.pool(self.serve(self.ca.issue()), ca_file=self.ca_file)
+        body = yield pool.body(IDS[0])
         self.assertEqual(body, RELEASE.articles[IDS[0]])
 
     @defer.inlineCallbacks
-    def test_verified_tls_refuses_self_signed(self):
-        """With verification on, a self-signed certificate is refused."""
-        pool = self.pool(insecure=False)
-        with self.assertRaises(NNTPError):
+    def test_system_store_honours_ssl_cert_file(self):
+        """Without ca_file the system store is used, and OpenSSL's SSL_CERT_FILE points it."""
+        port = self.serve(self.ca.issue())
+        previous = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = self.ca_file  # the process environment OpenSSL reads
+
+        def restore() -> None:
+            if previous is None:
+                del os.environ["SSL_CERT_FILE"]
+            else:
+                os.environ["SSL_CERT_FILE"] = previous
+
+        self.addCleanup(restore)
+        body = yield self.pool(port).body(IDS[0])
+        self.assertEqual(body, RELEASE.articles[IDS[0]])
+
+    @defer.inlineCallbacks
+    def test_insecure_tls_accepts_an_unknown_ca(self):
+        """With insecure_tls a certificate of an untrusted CA is accepted."""
+        pool = self.pool(self.serve(TestCA.make("stranger").issue()), insecure_tls=True)
+        body = yield pool.body(IDS[0])
+        self.assertEqual(body, RELEASE.articles[IDS[0]])
+
+    @defer.inlineCallbacks
+    def test_unknown_ca_disables_the_provider(self):
+        """A certificate of an untrusted CA fails with ProviderTLSError and disables the pool."""
+        pool = self.pool(self.serve(TestCA.make("stranger").issue()), ca_file=self.ca_file)
+        with self.assertRaises(ProviderTLSError) as raised:
             yield pool.body(IDS[0])
-        # Twisted logs the failed verification itself; that is expected here.
-        self.flushLoggedErrors(CertificateError)
-        self.assertGreater(pool.stats.errors["connect"] + pool.stats.errors["connection_lost"], 0)
+        self.assertIn(f"(localhost:{pool._provider.port})", str(raised.exception))
+        self.assertIn("unknown CA", str(raised.exception))
+        self.assertFalse(pool.enabled)
+        self.assertIn("unknown CA", pool.disabled_reason)
+
+    @defer.inlineCallbacks
+    def test_plain_server_on_a_tls_port_is_named(self):
+        """tls: true against a plain NNTP server says the handshake failed and why."""
+        port, server = listen(reactor, RELEASE.articles)
+        self.addCleanup(port.stopListening)
+        config = ProviderConfig(
+            name="plain", host="127.0.0.1", port=port.getHost().port, tls=True, insecure_tls=True
+        )
+        with self.assertRaises(ProviderUnavailable) as raised:
+            yield probe_provider(reactor, config, NNTPConfig(connect_timeout_seconds=2))
+        self.assertIn("TLS handshake", str(raised.exception))
+        self.assertIn("tls: false", str(raised.exception))
+        yield server.when_idle()

@@ -94,6 +94,22 @@ def test_provider_name_defaults_to_host():
     assert config.providers[0].name == "news.example.com"
 
 
+def test_provider_ca_file_is_checked_and_resolved(tmp_path):
+    """ca_file resolves against the config folder; unreadable or certificate-less is an error."""
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    (tmp_path / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    config, _ = parse_config("providers:\n  - {host: a.example, ca_file: ca.pem}\n",
+                             base_dir=tmp_path)
+    assert config.providers[0].ca_file == str(tmp_path / "ca.pem")
+    with pytest.raises(ConfigError) as info:
+        parse_config("providers:\n  - {host: a.example, ca_file: nope.pem}\n"
+                     "  - {host: b.example, ca_file: key.pem}\n", base_dir=tmp_path)
+    first, second = info.value.problems
+    assert first.startswith(f"providers[0].ca_file: cannot read {tmp_path / 'nope.pem'}")
+    assert second == f"providers[1].ca_file: {tmp_path / 'key.pem'} holds no PEM certificate " \
+        "(-----BEGIN CERTIFICATE-----)"
+
+
 def test_render_masks_secrets():
     """The effective config never shows passwords or the API key."""
     config, _ = parse_config(

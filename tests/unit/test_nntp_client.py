@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet import ssl
-from twisted.internet._sslverify import ClientTLSOptions
+from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -196,13 +195,14 @@ def test_connect_plain_uses_connect_tcp():
 
 
 def test_connect_tls_verifies_by_default():
-    """tls: true uses optionsForClientTLS (verifying) unless insecure_tls is set."""
+    """tls: true connects with TLS, verifying the peer unless insecure_tls is set."""
     reactor = MemoryReactorClock()
     connect(reactor, ProviderConfig(host="secure.test", port=563), NNTP)
     connect(reactor, ProviderConfig(host="lax.test", port=563, insecure_tls=True), NNTP)
-    verified, lax = reactor.sslClients[0][3], reactor.sslClients[1][3]
-    assert isinstance(verified, ClientTLSOptions)
-    assert isinstance(lax, ssl.CertificateOptions) and lax.verify is False
+    verified, lax = (client[3].clientConnectionForTLS(None) for client in reactor.sslClients)
+    assert verified.get_verify_mode() & SSL.VERIFY_PEER
+    assert lax.get_verify_mode() == SSL.VERIFY_NONE
+    assert verified.get_servername() == b"secure.test"
 
 
 def test_connect_timeout_without_login():
