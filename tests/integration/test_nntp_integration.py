@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -146,7 +148,9 @@ class NNTPOverTLS(unittest.TestCase):
 
     def setUp(self) -> None:
         self.ca = TestCA.make()
-        self.ca_file = self.mktemp()
+        folder = tempfile.mkdtemp(prefix="altmount-ca-")
+        self.addCleanup(shutil.rmtree, folder)
+        self.ca_file = os.path.join(folder, "ca.pem")
         with open(self.ca_file, "wb") as out:
             out.write(self.ca.pem)
 
