@@ -29,6 +29,7 @@ __all__ = [
     "DatabaseConfig",
     "MetadataConfig",
     "StreamingConfig",
+    "SegmentCacheConfig",
     "ImportConfig",
     "NNTPConfig",
     "EngineConfig",
@@ -107,6 +108,22 @@ class StreamingConfig:
         "zeros for that segment of mkv/mp4/m4v/webm/mov files, so they keep their length) or "
         "fail (end the read at the hole)",
         choices=("fail", "zero_fill_media"))
+    memory_budget_mb: int = _opt(512, "most decoded bytes held by all streams' windows and the "
+                                 "segment cache's RAM tier together, in MiB", min=16, max=1 << 20)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentCacheConfig:
+    enabled: bool = _opt(True, "keep decoded segments on disk (the RAM tier is always on)")
+    cache_path: str = _opt("", "folder of the disk tier (empty: segment-cache inside "
+                           "metadata.root_path)", path=True)
+    max_size_gb: float = _opt(10, "largest size of the disk tier, in GB", min=0.01, max=1 << 20)
+    expiry_hours: float = _opt(72, "segments older than this are dropped from the disk tier, "
+                               "in hours", min=0.01, max=87600)
+    min_free_gb: float = _opt(2, "the disk tier stops growing when the file system has less "
+                              "free space than this, in GB", min=0, max=1 << 20)
+    memory_mb: int = _opt(256, "most decoded bytes of the RAM tier (inside "
+                          "streaming.memory_budget_mb), in MiB", min=0, max=1 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +257,7 @@ class Config:
     database: DatabaseConfig = _opt(DatabaseConfig(), "queue database")
     metadata: MetadataConfig = _opt(MetadataConfig(), "metadata store")
     streaming: StreamingConfig = _opt(StreamingConfig(), "streaming limits")
+    segment_cache: SegmentCacheConfig = _opt(SegmentCacheConfig(), "segment cache (RAM and disk)")
     nntp: NNTPConfig = _opt(NNTPConfig(), "NNTP client timeouts")
     engine: EngineConfig = _opt(EngineConfig(), "decode engine")
     demo: DemoConfig = _opt(DemoConfig(), "embedded demo provider")
@@ -404,6 +422,8 @@ def _check_semantics(config: Config, errors: list[str]) -> Config:
                       "health.max_recheck_interval_hours")
     if config.streaming.streaming_chunk_size > config.streaming.max_range_size:
         errors.append("streaming.streaming_chunk_size: must not exceed streaming.max_range_size")
+    if config.segment_cache.memory_mb > config.streaming.memory_budget_mb:
+        errors.append("segment_cache.memory_mb: must not exceed streaming.memory_budget_mb")
     categories = [dataclasses.replace(c, dir=c.dir or c.name) for c in config.sabnzbd.categories]
     return dataclasses.replace(
         config, providers=providers,

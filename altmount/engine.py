@@ -29,7 +29,9 @@ from altmount.nntp.pool import ProviderPool
 from altmount.nntp.protocol import MAX_BODY_SIZE, ArticleBody, body_chunks
 from altmount.nntp.router import ProviderRouter
 from altmount.nntp.stats import ProviderStats
+from altmount.stream.cache import DiskTier, SegmentCache
 from altmount.stream.fetcher import SegmentFetcher
+from altmount.stream.memory import MemoryBudget, RamTier
 
 __all__ = ["INLINE_DECODE_MAX", "Engine"]
 
@@ -46,7 +48,11 @@ INLINE_MAX_BY_POOL = {"thread": INLINE_DECODE_MAX, "inline": MAX_BODY_SIZE}
 
 
 class Engine:
-    """Store, providers, decode pool, fetcher and importer for one process."""
+    """Store, providers, decode pool, fetcher, segment cache and importer for one process.
+
+    Streams read through `cache` (RAM tier, shared in-flight fetches, disk tier, then
+    `fetcher`); `memory` is the one budget of every stream's window and the RAM tier.
+    """
 
     def __init__(
         self, reactor, config: Config, providers: list[ProviderConfig] | None = None
@@ -90,6 +96,13 @@ class Engine:
             run_decode=self._stream_decoder(),
             inline_max=INLINE_MAX_BY_POOL.get(config.engine.pool, 0),
         )
+        self.memory = MemoryBudget(config.streaming.memory_budget_mb << 20)
+        self.io_pool: ThreadPool | None = None
+        self.cache = SegmentCache(
+            self.fetcher,
+            RamTier(config.segment_cache.memory_mb << 20, self.memory),
+            self._disk_tier(config),
+        )
         self.importer = DirectImporter(
             self.fetch_article,
             self.router.stat,
@@ -104,6 +117,26 @@ class Engine:
             config.engine.pool,
             len(self.pools),
         )
+
+    def _disk_tier(self, config: Config) -> DiskTier | None:
+        """The cache's disk tier (started: it scans what an earlier run left), or None."""
+        cache = config.segment_cache
+        if not cache.enabled:
+            return None
+        # Two threads: a read (a few hundred microseconds) never waits long behind a write.
+        self.io_pool = ThreadPool(minthreads=0, maxthreads=2, name="altmount-cache-io")
+        self.io_pool.start()
+        pool = self.io_pool
+        disk = DiskTier(
+            self.reactor,
+            cache.cache_path or os.path.join(config.metadata.root_path, "segment-cache"),
+            lambda fn, *args: deferToThreadPool(self.reactor, pool, fn, *args),
+            max_bytes=int(cache.max_size_gb * 1e9),
+            expiry_seconds=cache.expiry_hours * 3600,
+            min_free=int(cache.min_free_gb * 1e9),
+        )
+        disk.start()
+        return disk
 
     def _stream_decoder(self):
         """The fetcher's decode hook for the process pool (None for the other pools)."""
@@ -123,8 +156,16 @@ class Engine:
         )
 
     def fetch_article(self, message_id: str) -> defer.Deferred:
-        """Fetch and decode one article; fires with its DecodedArticle (for imports)."""
-        return self.router.body(message_id).addCallback(self.decode)
+        """Fetch and decode one article; fires with its DecodedArticle (for imports).
+        The article goes into the segment cache too: a media server probes the first
+        and last articles of a new file, the ones an import fetches."""
+        return self.router.body(message_id).addCallback(self.decode).addCallback(
+            self._keep, message_id
+        )
+
+    def _keep(self, decoded, message_id: str):
+        self.cache.keep(message_id, decoded.data, decoded.begin, decoded.crc_ok)
+        return decoded
 
     def run_in_thread(self, fn, *args) -> defer.Deferred:
         """Run CPU-heavy import work (parsing a big NZB) in the decode pool."""
@@ -136,6 +177,10 @@ class Engine:
         try:
             yield self.router.close()
         finally:
+            if self.cache.disk is not None:
+                self.cache.disk.stop()
+            if self.io_pool is not None:
+                self.io_pool.stop()
             self.decode_pool.stop()
             if self.process_pool is not None:
                 self.process_pool.stop()

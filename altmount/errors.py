@@ -33,6 +33,7 @@ __all__ = [
     "QueueItemNotFound",
     "Par2Error",
     "ArchiveError",
+    "CacheEntryDamaged",
 ]
 
 
@@ -195,3 +196,8 @@ class ArchiveError(AltmountError):
     The message names the archive (volume) and the problem; the importer turns it
     into the import's failure reason or a warning about the members it leaves out.
     """
+
+
+class CacheEntryDamaged(AltmountError):
+    """A segment cache file fails its check (header, size, message-id or CRC32): it is
+    dropped and the segment fetched again, never served."""

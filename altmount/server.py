@@ -106,7 +106,7 @@ class Server:
         site = build_site(
             self.config,
             self.engine.store,
-            self.engine.fetcher,
+            self.engine.cache,
             extra_resources=resources,
             ops=self.ops,
             reactor=self.reactor,

@@ -233,6 +233,7 @@ streaming:
   max_download_workers: {workers}
   streaming_chunk_size: {chunk_mib * MIB}
   max_range_size: {max_range_mib * MIB}
+segment_cache: {{enabled: false, memory_mb: 0}}
 log: {{level: warn}}
 providers:
   - {{name: fake, host: 127.0.0.1, port: {nntp_port}, tls: false,

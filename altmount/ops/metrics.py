@@ -64,6 +64,7 @@ class _LiveCollector(Collector):
             ops.health.zero_filled_bytes,
         )
         yield from self._providers()
+        yield from self._cache()
         counts = ops.queue_counts
         if counts is not None:
             items = GaugeMetricFamily(
@@ -122,6 +123,61 @@ class _LiveCollector(Collector):
             families["speed"].add_metric([pool.name], stats.avg_speed)
             families["rtt"].add_metric([pool.name], stats.last_rtt_ms)
         yield from families.values()
+
+
+    def _cache(self) -> Iterator[Metric]:
+        engine = self._ops.engine
+        cache = getattr(engine, "cache", None)
+        if cache is None:
+            return
+        stats = cache.stats()
+        kinds = {
+            "hits": (CounterMetricFamily, "Segment lookups answered"),
+            "misses": (CounterMetricFamily, "Segment lookups not answered"),
+            "bytes_served": (CounterMetricFamily, "Decoded bytes served"),
+            "bytes_stored": (CounterMetricFamily, "Decoded bytes stored"),
+            "evictions": (CounterMetricFamily, "Segments dropped (size, age)"),
+            "errors": (CounterMetricFamily, "Damaged entries dropped, failed reads and writes"),
+            "size_bytes": (GaugeMetricFamily, "Bytes held now"),
+            "entries": (GaugeMetricFamily, "Segments held now"),
+            "limit_bytes": (GaugeMetricFamily, "Most bytes the tier may hold now"),
+        }
+        families = {
+            key: kind(f"altmount_cache_{key}", f"Segment cache: {doc}, by tier", labels=["tier"])
+            for key, (kind, doc) in kinds.items()
+        }
+        for tier in ("ram", "disk"):
+            figures = stats[tier]
+            if figures is None:
+                continue
+            values = {
+                "hits": figures.hits,
+                "misses": figures.misses,
+                "bytes_served": figures.bytes_served,
+                "bytes_stored": figures.bytes_stored,
+                "evictions": figures.evictions,
+                "errors": figures.errors,
+                "size_bytes": figures.size,
+                "entries": figures.entries,
+                "limit_bytes": figures.limit,
+            }
+            for key, value in values.items():
+                families[key].add_metric([tier], value)
+        yield from families.values()
+        yield _counter(
+            "altmount_cache_shared_fetches",
+            "Segment reads that joined a fetch already in flight",
+            stats["shared"],
+        )
+        budget = engine.memory.as_dict()
+        memory = GaugeMetricFamily(
+            "altmount_memory_budget_bytes",
+            "Decoded bytes of the one streaming memory budget, by use",
+            labels=["use"],
+        )
+        for use in ("limit", "streams", "cache", "free"):
+            memory.add_metric([use], budget[use])
+        yield memory
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

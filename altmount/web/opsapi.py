@@ -20,6 +20,7 @@ Routes (see docs/api.md for every field):
     GET  /api/config                      POST /api/config/reload
     GET  /api/queue/stats                 GET|DELETE /api/queue
     GET|DELETE /api/queue/{id}            POST /api/queue/{id}/retry
+    DELETE /api/cache
 """
 
 from __future__ import annotations
@@ -225,6 +226,7 @@ def build_ops_routes(
         Route(get, "/api/queue/{item_id:int}", h.queue_get),
         Route(delete, "/api/queue/{item_id:int}", h.queue_delete),
         Route(post, "/api/queue/{item_id:int}/retry", h.queue_retry),
+        Route(delete, "/api/cache", h.clear_cache),
     ]
     return OpsRoutes(config, routes, api_key_provider)
 

@@ -133,11 +133,26 @@ class Handlers:
                 "crc_retries_total": fetched.crc_retries,
             },
             "reactor": self._ops.heartbeat.as_dict(),
+            **self._cache_report(),
             "window_seconds": {
                 "current_speed": CURRENT_WINDOW_SECONDS,
                 "avg_speed": AVERAGE_WINDOW_SECONDS,
             },
         }
+
+    def _cache_report(self) -> dict[str, Any]:
+        """The segment cache's tiers and the memory budget (engines without them: none)."""
+        cache = getattr(self._engine, "cache", None)
+        if cache is None:
+            return {}
+        return {"cache": cache.report(), "memory": self._engine.memory.as_dict()}
+
+    def clear_cache(self, request: Request) -> defer.Deferred:
+        """Empty the segment cache, both tiers; the bytes freed per tier."""
+        cache = getattr(self._engine, "cache", None)
+        if cache is None:
+            raise _error(503, "unavailable", "this server has no segment cache")
+        return cache.clear().addCallback(lambda freed: {"freed": freed})
 
     def active_streams(self, request: Request) -> dict[str, Any]:
         """The open streams."""

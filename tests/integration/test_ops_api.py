@@ -54,6 +54,7 @@ PROTECTED = [
     (b"DELETE", "/api/queue/1"),
     (b"POST", "/api/queue/1/retry"),
     (b"GET", "/metrics"),
+    (b"DELETE", "/api/cache"),
 ]
 
 
@@ -137,7 +138,7 @@ class OpsAPI(unittest.TestCase):
         site = build_site(
             config,
             self.engine.store,
-            self.engine.fetcher,
+            self.engine.cache,
             ops=self.ops,
             extra_resources={
                 b"api": OpsResource(routes),
@@ -239,6 +240,51 @@ class OpsAPI(unittest.TestCase):
         self.assertEqual(float(samples["altmount_bytes_served_total"]), SIZE - 1000)
         self.assertEqual(float(samples["altmount_time_to_first_byte_seconds_count"]), 1)
         self.assertIn(b'altmount_provider_bytes_total{provider="A"}', metrics)
+
+    @defer.inlineCallbacks
+    def read_file(self):
+        """GET the whole imported file; fires with its bytes."""
+        url = (self.base + quote(self.record.path)).encode()
+        response = yield self.agent.request(b"GET", url, Headers({b"Authorization": [AUTH]}))
+        body = _Body()
+        response.deliverBody(body)
+        data = yield body.done
+        return data
+
+    @defer.inlineCallbacks
+    def test_cache_figures_and_delete(self):
+        """A re-read costs no BODY; /api/health/streaming and /metrics show the cache's hits,
+        bytes and size per tier; DELETE /api/cache empties both tiers."""
+        segments = len(self.record.segments.message_ids)
+        self.assertEqual((yield self.read_file()), DATA)
+        before = self.nntp.commands["BODY"]
+        self.assertEqual((yield self.read_file()), DATA)
+        self.assertEqual(self.nntp.commands["BODY"], before)
+        _, streaming = yield self.call("/api/health/streaming")
+        ram, disk = streaming["cache"]["ram"], streaming["cache"]["disk"]
+        # The first read already took the two articles the import fetched from the cache.
+        self.assertEqual(ram["hits"], segments + 2)
+        self.assertEqual(ram["bytes_served"], SIZE + ARTICLE + SIZE % ARTICLE)
+        self.assertEqual((ram["size"], ram["entries"]), (SIZE, segments))
+        self.assertTrue(disk["enabled"])
+        self.assertEqual(disk["entries"], segments)
+        self.assertEqual(streaming["memory"]["cache"], SIZE)
+        _, metrics = yield self.call("/metrics")
+        samples = dict(
+            line.rsplit(" ", 1) for line in metrics.decode().splitlines() if line[:1] != "#"
+        )
+        self.assertEqual(float(samples['altmount_cache_hits_total{tier="ram"}']), segments + 2)
+        self.assertEqual(float(samples['altmount_cache_size_bytes{tier="ram"}']), SIZE)
+        self.assertEqual(float(samples['altmount_cache_entries{tier="disk"}']), segments)
+        status, cleared = yield self.call("/api/cache", b"DELETE")
+        self.assertEqual(status, 200)
+        self.assertEqual(cleared["freed"]["ram"], SIZE)
+        self.assertGreater(cleared["freed"]["disk"], SIZE)
+        _, streaming = yield self.call("/api/health/streaming")
+        self.assertEqual(streaming["cache"]["ram"]["entries"], 0)
+        self.assertEqual(streaming["cache"]["disk"]["entries"], 0)
+        self.assertEqual((yield self.read_file()), DATA)
+        self.assertEqual(self.nntp.commands["BODY"], before + segments)
 
     @defer.inlineCallbacks
     def test_providers_statistics_no_password(self):
