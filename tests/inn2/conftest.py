@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from inn2lib import (
+    TLS_CA_FILE,
     AltmountServer,
     Posted,
     make_movie,
@@ -20,6 +21,7 @@ from inn2lib import (
     peers_problem,
     post,
     provider,
+    tls_provider,
     write_config,
 )
 
@@ -66,6 +68,41 @@ def session_server(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_session_server(
+    tmp_path_factory: pytest.TempPathFactory, inn2_peers: None
+) -> Iterator[AltmountServer]:
+    """A second server whose only provider is INN2's TLS reader, verified against the test CA."""
+    if not TLS_CA_FILE.exists():
+        pytest.skip(f"{TLS_CA_FILE} missing: run scripts/setup-peers.sh as root")
+    directory = tmp_path_factory.mktemp("altmount-tls")
+    server = AltmountServer(write_config(directory, [tls_provider("inn2-tls")]), name="tls")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_imported_movie(tls_session_server: AltmountServer, posted_movie: Posted) -> str:
+    """The WebDAV path of the movie imported through the TLS provider."""
+    tls_session_server.import_nzb(posted_movie.nzb)
+    return tls_session_server.find_file(posted_movie.release, posted_movie.name).path
+
+
+@pytest.fixture(params=["plain", "tls"])
+def movie_over(request: pytest.FixtureRequest) -> tuple[AltmountServer, str]:
+    """(server, WebDAV path of the movie): once over INN2's plain reader, once over its
+    TLS reader with the certificate verified (ca_file)."""
+    if request.param == "plain":
+        server, path = request.getfixturevalue("session_server"), "imported_movie"
+    else:
+        server, path = request.getfixturevalue("tls_session_server"), "tls_imported_movie"
+    request.node.altmount_servers = [server]
+    return server, request.getfixturevalue(path)
 
 
 @pytest.fixture

@@ -35,6 +35,9 @@ NEWSBIN = Path("/usr/lib/news/bin")
 INN2_HOST = "127.0.0.1"
 READER_PORT = 1119
 AUTH_PORT = 1120
+#: INN2's reader behind TLS (nnrpd -S), its certificate for localhost signed by this CA.
+TLS_PORT = 1563
+TLS_CA_FILE = Path("/etc/news/altmount-tls/ca.pem")
 AUTH_USER = "altmount"
 AUTH_PASSWORD = "secret"
 GROUP = "alt.binaries.test"
@@ -227,6 +230,16 @@ def provider(
         "password": password,
         "max_connections": 8,
         "tls": False,
+    }
+
+
+def tls_provider(name: str) -> dict[str, object]:
+    """A `providers[]` entry for INN2's TLS reader, verified against the test CA."""
+    return {
+        **provider(name, TLS_PORT),
+        "host": "localhost",
+        "tls": True,
+        "ca_file": str(TLS_CA_FILE),
     }
 
 

@@ -12,10 +12,9 @@ pytestmark = pytest.mark.inn2
 skip_without_peers()
 
 
-def test_ffprobe_sees_video_audio_and_duration(
-    altmount: AltmountServer, imported_movie: str
-) -> None:
+def test_ffprobe_sees_video_audio_and_duration(movie_over: tuple[AltmountServer, str]) -> None:
     """ffprobe over WebDAV finds an H.264 video and an AAC audio stream lasting 40 s."""
+    altmount, imported_movie = movie_over
     entries = "-show_entries stream=codec_type,codec_name:format=duration -of json"
     done = run(
         ["ffprobe", "-v", "error", *entries.split(), altmount.url(imported_movie)], timeout=120
@@ -26,8 +25,9 @@ def test_ffprobe_sees_video_audio_and_duration(
     assert float(probe["format"]["duration"]) == pytest.approx(40.0, abs=0.5)
 
 
-def test_ffmpeg_seeks_and_decodes(altmount: AltmountServer, imported_movie: str) -> None:
+def test_ffmpeg_seeks_and_decodes(movie_over: tuple[AltmountServer, str]) -> None:
     """`ffmpeg -ss 20 -i URL -t 1 -f null -` decodes one second (24 frames) from the middle."""
+    altmount, imported_movie = movie_over
     quiet = "-v error -xerror -nostats -progress pipe:1"
     url = altmount.url(imported_movie)
     done = run(
@@ -40,9 +40,10 @@ def test_ffmpeg_seeks_and_decodes(altmount: AltmountServer, imported_movie: str)
 
 
 def test_rclone_cat_reads_ranges(
-    altmount: AltmountServer, imported_movie: str, posted_movie: Posted, tmp_path: Path
+    movie_over: tuple[AltmountServer, str], posted_movie: Posted, tmp_path: Path
 ) -> None:
     """`rclone cat --offset --count` returns the original bytes, across a segment boundary."""
+    altmount, imported_movie = movie_over
     part = posted_movie.article_size
     for offset, count in [(0, 4096), (part - 2048, 4096), (5 * part + 777, 3 * part)]:
         window = f"--offset {offset} --count {count}"

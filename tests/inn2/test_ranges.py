@@ -33,9 +33,11 @@ def test_import_lists_the_file_with_its_size(
 
 
 def test_ranges_match_the_original(
-    altmount: AltmountServer, imported_movie: str, posted_movie: Posted
+    movie_over: tuple[AltmountServer, str], posted_movie: Posted
 ) -> None:
-    """Every range (first byte, tail, across segments, suffix) is 206 with the original bytes."""
+    """Every range (first byte, tail, across segments, suffix) is 206 with the original bytes
+    (plain and over verified TLS)."""
+    altmount, imported_movie = movie_over
     data = posted_movie.data
     for spec, first, last in _ranges(len(data), posted_movie.article_size):
         code, status, body, _ = altmount.curl(imported_movie, spec)
@@ -45,9 +47,10 @@ def test_ranges_match_the_original(
 
 
 def test_full_get_matches_the_original(
-    altmount: AltmountServer, imported_movie: str, posted_movie: Posted
+    movie_over: tuple[AltmountServer, str], posted_movie: Posted
 ) -> None:
-    """A plain GET returns 200 and the whole file, byte for byte."""
+    """A plain GET returns 200 and the whole file, byte for byte (plain and over TLS)."""
+    altmount, imported_movie = movie_over
     code, status, body, _ = altmount.curl(imported_movie)
     assert (code, status) == (0, 200)
     assert len(body) == len(posted_movie.data)
