@@ -110,6 +110,9 @@ class StreamingConfig:
         choices=("fail", "zero_fill_media"))
     memory_budget_mb: int = _opt(512, "most decoded bytes held by all streams' windows and the "
                                  "segment cache's RAM tier together, in MiB", min=16, max=1 << 20)
+    paused_timeout_seconds: float = _opt(30, "a client paused this long gives its window back "
+                                         "(fetched again, mostly from the segment cache, when "
+                                         "it reads on), in seconds", min=1, max=86400)
 
 
 @dataclass(frozen=True, slots=True)

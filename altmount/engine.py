@@ -102,6 +102,7 @@ class Engine:
             self.fetcher,
             RamTier(config.segment_cache.memory_mb << 20, self.memory),
             self._disk_tier(config),
+            clock=reactor,
         )
         self.importer = DirectImporter(
             self.fetch_article,

@@ -273,8 +273,12 @@ class SegmentCache:
     """The segment source of every stream: RAM tier, shared in-flight fetches, disk tier,
     then `fetcher` (a SegmentFetcher, or anything with its `fetch`)."""
 
-    def __init__(self, fetcher: Any, ram: RamTier, disk: DiskTier | None = None) -> None:
+    def __init__(
+        self, fetcher: Any, ram: RamTier, disk: DiskTier | None = None, *, clock: Any = None
+    ) -> None:
         self._fetcher = fetcher
+        self.budget = ram.budget  #: the streams' memory budget (RangeStreamer takes it)
+        self.clock = clock  #: the clock of the streams' paused-client timers
         self.ram = ram
         self.disk = disk
         self._flights: dict[str, _Flight] = {}

@@ -84,6 +84,7 @@ class RamTier:
     def __init__(self, limit: int, budget: MemoryBudget | None = None) -> None:
         self._limit = max(0, limit)
         self._budget = budget
+        self.budget = budget  #: the budget this tier lives in (None: its own limit only)
         self._entries: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         self.size = 0
         self._hits = 0

@@ -17,6 +17,14 @@ never exceed `max_buffer` bytes, except that one segment is always allowed so a
 segment larger than the bound still streams. In-flight segments are counted at
 their minimum decoded size (skip + contribution) until they arrive.
 
+One budget for all streams: with a `budget` (`memory.MemoryBudget`, the
+engine's `streaming.memory_budget_mb`) the window also widens only while every
+stream's held bytes together stay under it (the segment cache's RAM tier gives
+way first); a stream with nothing ahead always gets one segment, so none starves.
+A client paused longer than `paused_timeout` seconds (on `clock`) gives its
+window back: its fetches are cancelled and what had arrived is dropped; on resume
+the window is fetched again, mostly from the segment cache.
+
 Missing articles: without `zero_fill` a segment missing on every provider ends the
 stream after the bytes before it. With it (streaming.missing_article_policy
 `zero_fill_media`, the default, media containers only, see `zero_fill_applies`) the
@@ -104,6 +112,9 @@ class RangeStreamer:
         zero_fill: bool = False,
         on_hole: Callable[[int, str, int], None] | None = None,
         log_context: Mapping[str, Any] | None = None,
+        budget: Any = None,
+        clock: Any = None,
+        paused_timeout: float = 0.0,
     ) -> None:
         table = record.segments
         plan = plan_range(table.offsets, table.skips, start, end)
@@ -116,6 +127,12 @@ class RangeStreamer:
         self._zero_fill = zero_fill
         self._on_hole = on_hole
         self._log_context = dict(log_context or {})
+        self._budget = budget
+        self._clock = clock
+        self._paused_timeout = paused_timeout
+        self._pause_timer: Any = None
+        self._epoch = 0  # bumped when the window is given back: late answers are dropped
+        self.windows_released = 0  #: times a long pause gave the window back
         self._first = int(plan.first)
         self._src_start: list[int] = [int(v) for v in plan.src_start]
         self._length: list[int] = [int(v) for v in plan.length]
@@ -161,11 +178,44 @@ class RangeStreamer:
     def pauseProducing(self) -> None:
         """Stop writing; the window refills only what was written, so fetching stops too."""
         self._paused = True
+        if self._clock is not None and self._paused_timeout > 0 and self._pause_timer is None:
+            self._pause_timer = self._clock.callLater(self._paused_timeout, self._release_window)
 
     def resumeProducing(self) -> None:
         """Write what has arrived and refill the read-ahead window."""
         self._paused = False
+        self._cancel_pause_timer()
         self._pump()
+
+    def _cancel_pause_timer(self) -> None:
+        if self._pause_timer is not None:
+            if self._pause_timer.active():
+                self._pause_timer.cancel()
+            self._pause_timer = None
+
+    def _release_window(self) -> None:
+        """Paused too long: cancel the fetches ahead, drop what arrived, free the budget."""
+        self._pause_timer = None
+        if self._finished or not self._paused:
+            return
+        self._epoch += 1
+        pending = list(self._pending.values())
+        self._pending.clear()
+        self._ready.clear()
+        self._held.clear()
+        self._hold(-self._held_total)
+        self._next_issue = self._next_write
+        self._ahead_bytes = 0
+        self._failure = None
+        self.windows_released += 1
+        for fetch in pending:
+            fetch.cancel()
+
+    def _hold(self, delta: int) -> None:
+        """Count `delta` more decoded bytes held, here and in the shared budget."""
+        self._held_total += delta
+        if self._budget is not None and delta:
+            self._budget.adjust(delta)
 
     def stopProducing(self) -> None:
         """The consumer is gone: cancel every pending fetch now."""
@@ -206,7 +256,7 @@ class RangeStreamer:
             else:
                 chunk = bytes(memoryview(data)[offset : offset + length])
             del data
-            self._held_total -= self._held.pop(position)
+            self._hold(-self._held.pop(position))
             self._ahead_bytes -= length
             self._next_write += 1
             self.bytes_written += length
@@ -229,7 +279,10 @@ class RangeStreamer:
                 self._pump_again = True
                 continue
             estimate = self._estimate(position)
-            if ahead > 0 and self._held_total + estimate > self._max_buffer:
+            if ahead > 0 and (
+                self._held_total + estimate > self._max_buffer
+                or (self._budget is not None and not self._budget.allows(estimate))
+            ):
                 return
             self._issue(position, estimate)
 
@@ -242,7 +295,7 @@ class RangeStreamer:
     def _issue(self, position: int, estimate: int) -> None:
         self._next_issue += 1
         self._held[position] = estimate
-        self._held_total += estimate
+        self._hold(estimate)
         self._ahead_bytes += self._length[position]
         index = self._first + position
         fetch = self._fetcher.fetch(
@@ -250,19 +303,26 @@ class RangeStreamer:
         )
         self._pending[position] = fetch
         fetch.addCallbacks(
-            self._arrived, self._failed, callbackArgs=(position,), errbackArgs=(position,)
+            self._arrived,
+            self._failed,
+            callbackArgs=(position, self._epoch),
+            errbackArgs=(position, self._epoch),
         )
 
-    def _arrived(self, data: Any, position: int) -> None:
+    def _arrived(self, data: Any, position: int, epoch: int) -> None:
+        if epoch != self._epoch:
+            return  # fetched for a window given back during a long pause
         self._pending.pop(position, None)
         if self._finished:
             return
-        self._held_total += len(data) - self._held[position]
+        self._hold(len(data) - self._held[position])
         self._held[position] = len(data)
         self._ready[position] = data
         self._pump()
 
-    def _failed(self, failure: Failure, position: int) -> None:
+    def _failed(self, failure: Failure, position: int, epoch: int) -> None:
+        if epoch != self._epoch:
+            return  # our own cancellation when a long pause gave the window back
         self._pending.pop(position, None)
         if self._finished or (self._failure is not None and position > self._failure[0]):
             return  # our own cancellation after stop or after an earlier failure
@@ -271,7 +331,7 @@ class RangeStreamer:
             if self._on_hole is not None:
                 message_id = self._record.segments.message_ids[index]
                 self._on_hole(index, message_id, self._length[position])
-            self._arrived(bytes(self._held[position]), position)
+            self._arrived(bytes(self._held[position]), position, epoch)
             return
         self._failure = (position, failure)
         for later in [p for p in self._pending if p > position]:
@@ -294,11 +354,12 @@ class RangeStreamer:
         if self._finished:
             return
         self._finished = True
+        self._cancel_pause_timer()
         pending = list(self._pending.values())
         self._pending.clear()
         self._ready.clear()
         self._held.clear()
-        self._held_total = 0
+        self._hold(-self._held_total)
         for fetch in pending:
             fetch.cancel()
         if isinstance(result, Failure):

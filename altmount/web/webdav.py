@@ -394,6 +394,9 @@ class _Delivery:
             zero_fill=zero_fill_applies(streaming.missing_article_policy, record.path),
             on_hole=self._hole,
             log_context=self._log_context,
+            budget=getattr(fetcher, "budget", None),
+            clock=getattr(fetcher, "clock", None),
+            paused_timeout=streaming.paused_timeout_seconds,
         )
 
     def begin(self) -> None:

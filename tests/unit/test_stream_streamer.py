@@ -325,3 +325,100 @@ def test_random_ranges_with_instant_fetches(seed):
         )
         assert consumer.value() == data[start:end]
         assert outcome == [end - start]
+
+
+def test_budget_bounds_every_stream_together():
+    """Two streams sharing a budget together hold at most the budget (plus one segment each)."""
+    from altmount.stream.memory import MemoryBudget
+
+    record, data, decoded = UNIFORM
+    budget = MemoryBudget(300)
+    fetchers = [FakeFetcher(decoded), FakeFetcher(decoded)]
+    streamers = []
+    for fetcher in fetchers:
+        streamer = RangeStreamer(
+            fetcher,
+            record,
+            0,
+            len(data),
+            RecordingConsumer(),
+            read_ahead=10_000,
+            max_buffer=10_000,
+            budget=budget,
+        )
+        streamer.start()
+        streamers.append(streamer)
+    assert budget.streams == sum(s.held_bytes for s in streamers) <= 300 + 100
+    while any(f.pending for f in fetchers):
+        for fetcher in fetchers:
+            if fetcher.pending:
+                fetcher.answer(min(fetcher.pending))
+        assert budget.streams <= 300 + 2 * 100
+    assert budget.streams == 0
+    assert all(s.bytes_written == len(data) for s in streamers)
+
+
+def test_long_pause_gives_the_window_back():
+    """A client paused past paused_timeout has its fetches cancelled and its bytes freed;
+    on resume the rest of the range is fetched again and written exactly."""
+    from twisted.internet.task import Clock
+
+    from altmount.stream.memory import MemoryBudget
+
+    record, data, decoded = UNIFORM
+    clock, budget = Clock(), MemoryBudget(10_000)
+    fetcher = FakeFetcher(decoded)
+    consumer = RecordingConsumer()
+    streamer = RangeStreamer(
+        fetcher,
+        record,
+        0,
+        len(data),
+        consumer,
+        read_ahead=400,
+        max_buffer=10_000,
+        budget=budget,
+        clock=clock,
+        paused_timeout=30,
+    )
+    done = streamer.start()
+    fetcher.answer(0)
+    streamer.pauseProducing()
+    fetcher.answer(1)
+    assert budget.streams > 0
+    clock.advance(30)
+    assert streamer.windows_released == 1
+    assert budget.streams == 0 and streamer.held_bytes == 0
+    assert set(fetcher.cancelled) == set(fetcher.pending)
+    fetcher.pending.clear()
+    streamer.resumeProducing()
+    while fetcher.pending:
+        fetcher.answer(min(fetcher.pending))
+    assert consumer.value() == data
+    assert done.called and budget.streams == 0
+
+
+def test_short_pause_keeps_the_window():
+    """A pause shorter than paused_timeout keeps what was fetched."""
+    from twisted.internet.task import Clock
+
+    record, data, decoded = UNIFORM
+    clock = Clock()
+    fetcher = FakeFetcher(decoded)
+    streamer = RangeStreamer(
+        fetcher,
+        record,
+        0,
+        len(data),
+        RecordingConsumer(),
+        read_ahead=400,
+        max_buffer=10_000,
+        clock=clock,
+        paused_timeout=30,
+    )
+    streamer.start()
+    streamer.pauseProducing()
+    clock.advance(29)
+    streamer.resumeProducing()
+    clock.advance(60)
+    assert streamer.windows_released == 0 and fetcher.cancelled == []
