@@ -94,6 +94,7 @@ class Server:
         self.ops = Ops(
             self.reactor, self.config, self.engine, self.queue, config_path=self.config_path
         )
+        self.engine.fetcher.on_crc_failure = self.ops.record_crc_failure
         routes = build_ops_routes(
             self.config,
             self.engine,

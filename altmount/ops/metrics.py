@@ -59,6 +59,16 @@ class _LiveCollector(Collector):
         )
         yield _counter("altmount_fetcher_failures", "Segment fetches that failed", fetched.failures)
         yield _counter(
+            "altmount_fetcher_crc_retries",
+            "Article copies fetched again after a CRC mismatch",
+            fetched.crc_retries,
+        )
+        yield _counter(
+            "altmount_fetcher_crc_served",
+            "Segments served as decoded because every copy failed its CRC",
+            fetched.crc_served,
+        )
+        yield _counter(
             "altmount_zero_filled_bytes",
             "File bytes served as zeros for articles missing on every provider",
             ops.health.zero_filled_bytes,

@@ -8,10 +8,17 @@ come from the provider router as the chunks they arrived in, are decoded without
 joining them (on the reactor thread up to a size where that is cheaper than a
 hand-off, else in the decode thread pool, where sabyenc3 releases the GIL), and are
 checked against the segment table before any byte of them reaches a client.
+
+CRC mismatches: a copy whose yEnc CRC fails is fetched again from every other
+provider in turn (from the same one once when there is no other: a glitch). When
+every copy fails the same way its decoded bytes are served (framing and size were
+intact, so they sit at the right offsets), `on_crc_failure` is told, and the
+`Segment` says `crc_ok=False`: a cache must not keep such a segment as good.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,10 +26,12 @@ from typing import Any, Protocol
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 
-from altmount.errors import ArticleNotFound, NoProvidersAvailable, StreamError, YencError
+from altmount.errors import NNTPError, NoProvidersAvailable, StreamError, YencError
 from altmount.nntp.protocol import ArticleBody, body_chunks
 
-__all__ = ["BodySource", "FetcherStats", "SegmentFetcher"]
+__all__ = ["BodySource", "FetcherStats", "Segment", "SegmentFetcher"]
+
+log = logging.getLogger(__name__)
 
 
 class BodySource(Protocol):
@@ -48,6 +57,21 @@ class _Decoded(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Segment:
+    """One decoded, verified segment: its bytes and where the article says they sit.
+
+    `begin`/`end` are 0-based offsets in the posted file (`end` exclusive).
+    `crc_ok` is False when every provider's copy failed its yEnc CRC and these are
+    the decoded bytes of one of them: serve them, never cache them as good.
+    """
+
+    data: bytes
+    begin: int
+    end: int
+    crc_ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class FetcherStats:
     """A snapshot of the fetcher's counters (for the API and /metrics)."""
 
@@ -56,7 +80,8 @@ class FetcherStats:
     bytes_fetched: int  #: raw article bytes received from providers
     bytes_decoded: int  #: decoded bytes handed to streams
     segments: int  #: segments fetched, decoded and verified
-    crc_retries: int  #: refetches after a CRC mismatch
+    crc_retries: int  #: copies fetched again after a CRC mismatch or broken yEnc
+    crc_served: int  #: segments served as decoded after every copy failed its CRC
     failures: int  #: fetches that ended in an error (cancellations not counted)
 
 
@@ -102,7 +127,11 @@ class SegmentFetcher:
         self._bytes_decoded = 0
         self._segments = 0
         self._crc_retries = 0
+        self._crc_served = 0
         self._failures = 0
+        #: Told (path, segment index, message-id) when a segment is served although every
+        #: copy failed its CRC (the ops layer marks the file degraded).
+        self.on_crc_failure: Callable[[str, int, str], None] | None = None
 
     @property
     def active(self) -> int:
@@ -148,6 +177,7 @@ class SegmentFetcher:
             self._bytes_decoded,
             self._segments,
             self._crc_retries,
+            self._crc_served,
             self._failures,
         )
 
@@ -155,18 +185,23 @@ class SegmentFetcher:
         """Fire with the decoded data of segment `index` of `table` (bytes-like).
 
         `path` names the file in error messages. Cancelling the Deferred leaves the
-        queue or abandons the download at once. Errors: StreamError (CRC mismatch
-        twice, data that does not fit the segment table), the router's NNTPError
-        subclasses, YencError.
+        queue or abandons the download at once. Errors: StreamError (data that does
+        not fit the segment table), the router's NNTPError subclasses, YencError.
         """
+        return self.fetch_segment(table, index, priority, path=path).addCallback(_data_of)
+
+    def fetch_segment(
+        self, table: Any, index: int, priority: int = 0, *, path: str = ""
+    ) -> Deferred[Segment]:
+        """`fetch`, firing with the whole `Segment` (placement and CRC verdict)."""
         return Deferred.fromCoroutine(self._fetch(table, index, priority, path))
 
-    async def _fetch(self, table: Any, index: int, priority: int, path: str) -> bytes:
+    async def _fetch(self, table: Any, index: int, priority: int, path: str) -> Segment:
         message_id = table.message_ids[index]
         await self._slots.acquire()
         self._active += 1
         try:
-            decoded = await self._download_intact(message_id, priority, index, path)
+            decoded = await self._download_intact(message_id, priority)
             self._verify(table, index, decoded, path)
         except CancelledError:
             raise
@@ -181,33 +216,59 @@ class SegmentFetcher:
                 self._slots.release()
         self._segments += 1
         self._bytes_decoded += len(decoded.data)
-        return decoded.data
+        segment = Segment(
+            decoded.data, decoded.begin, decoded.begin + len(decoded.data), decoded.crc_ok
+        )
+        if not segment.crc_ok:
+            self._crc_served += 1
+            if self.on_crc_failure is not None:
+                self.on_crc_failure(path, index, message_id)
+            else:
+                log.warning(
+                    "%s: segment %d (<%s>) fails its yEnc CRC on every provider; "
+                    "its decoded bytes were served",
+                    path,
+                    index,
+                    message_id,
+                )
+        return segment
 
-    async def _download_intact(
-        self, message_id: str, priority: int, index: int, path: str
-    ) -> _Decoded:
-        """Download and decode; a corrupt copy (CRC mismatch, broken yEnc) is fetched once
-        more, from another provider when there is one, else from the same (a glitch)."""
+    async def _download_intact(self, message_id: str, priority: int) -> _Decoded:
+        """Download and decode; a corrupt copy (CRC mismatch, broken yEnc) is fetched again
+        from each other provider, else once more from the same (a glitch). When every copy
+        fails its CRC, the first such copy comes back (its `crc_ok` is False)."""
         body, source = await self._router.body_from(message_id, priority)
-        problem: Exception
-        try:
-            decoded = await self._decode_body(body)
-            if decoded.crc_ok:
-                return decoded
-            problem = StreamError(f"CRC mismatch in segment {index} (<{message_id}>) of {path}")
-        except YencError as exc:
-            problem = exc
-        self._crc_retries += 1
-        try:
-            body, _ = await self._router.body_from(message_id, priority, frozenset({source}))
-        except NoProvidersAvailable:
-            body, _ = await self._router.body_from(message_id, priority)
-        except ArticleNotFound:
-            raise problem from None  # nobody else has it: the corruption is the news
-        decoded = await self._decode_body(body)
-        if not decoded.crc_ok:
-            raise problem
-        return decoded
+        tried = {source}
+        suspect: _Decoded | None = None  # the first copy that decoded but failed its CRC
+        problem: YencError | None = None  # the first copy whose yEnc framing was broken
+        same_again = True
+        while True:
+            try:
+                decoded = await self._decode_body(body)
+            except YencError as exc:
+                problem = problem or exc
+            else:
+                if decoded.crc_ok:
+                    return decoded
+                suspect = suspect or decoded
+            try:
+                body, source = await self._router.body_from(message_id, priority, frozenset(tried))
+            except NoProvidersAvailable:
+                if len(tried) > 1 or not same_again:
+                    break
+                same_again = False
+                try:
+                    body, source = await self._router.body_from(message_id, priority)
+                except NNTPError:
+                    break
+            except NNTPError:
+                break  # the others lack it or cannot answer: no better copy to be had
+            self._crc_retries += 1
+            tried.add(source)
+        if suspect is not None:
+            return suspect
+        assert problem is not None
+        raise problem
 
     async def _decode_body(self, body: ArticleBody | bytes) -> _Decoded:
         self._bytes_fetched += len(body)
@@ -232,3 +293,7 @@ class SegmentFetcher:
                 f"segment {index} (<{table.message_ids[index]}>) of {path} decoded to "
                 f"{len(decoded.data)} bytes, the segment table needs {needed}"
             )
+
+
+def _data_of(segment: Segment) -> bytes:
+    return segment.data

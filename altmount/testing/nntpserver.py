@@ -34,7 +34,8 @@ MAX_LINE = 4096
 class Faults:
     """What the server does wrong. Mutable on purpose: tests change it mid-run.
 
-    Rates are probabilities per article request (ARTICLE, BODY, HEAD, STAT).
+    Rates are probabilities per article request (ARTICLE, BODY, HEAD, STAT); the
+    message-ids in `corrupt` are always served with one data byte changed.
     `bandwidth` is bytes/s per connection (0: unlimited); `max_connections` 0: no limit.
     """
 
@@ -45,6 +46,7 @@ class Faults:
     bandwidth: int = 0
     stall_rate: float = 0.0
     corrupt_rate: float = 0.0
+    corrupt: set[str] = field(default_factory=set)
     garbage_rate: float = 0.0
     max_connections: int = 0
     auth_fail: bool = False
@@ -299,7 +301,7 @@ class NNTPServerProtocol(Protocol):
         wire_id = arg.encode()
         if verb == "STAT":
             return [b"223 0 " + wire_id + b"\r\n"], "continue"
-        if server.chance(faults.corrupt_rate):
+        if message_id in faults.corrupt or server.chance(faults.corrupt_rate):
             body = corrupt(body)
         if not body.endswith(b"\r\n") and body:
             body += b"\r\n"

@@ -131,6 +131,7 @@ class Handlers:
                 "segments_total": fetched.segments,
                 "fetch_failures_total": fetched.failures,
                 "crc_retries_total": fetched.crc_retries,
+                "crc_served_total": fetched.crc_served,
             },
             "reactor": self._ops.heartbeat.as_dict(),
             **self._cache_report(),

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 
-from altmount.errors import ArticleNotFound, StreamError
+from altmount.errors import ArticleNotFound, NoProvidersAvailable, StreamError, YencError
 from altmount.metadata import SegmentTable
 from altmount.nntp.protocol import ArticleBody
 from altmount.stream.fetcher import SegmentFetcher
@@ -59,13 +59,15 @@ class ManualRouter:
 
 
 class InstantRouter:
-    """Answers every body_from() at once from memory."""
+    """Answers every body_from() at once from memory, as the one provider "instant"."""
 
     def __init__(self, articles=RELEASE.articles):
         self.articles = articles
         self.calls = 0
 
     def body_from(self, message_id, priority=0, exclude=frozenset()):
+        if "instant" in exclude:
+            return fail(NoProvidersAvailable(f"no NNTP provider left to ask for <{message_id}>"))
         self.calls += 1
         if message_id not in self.articles:
             return fail(ArticleNotFound(message_id))
@@ -212,15 +214,31 @@ def test_crc_mismatch_is_refetched_once():
     assert fetcher.stats().crc_retries == 1
 
 
-def test_crc_mismatch_twice_is_stream_error():
-    """Two bad CRCs in a row fail with a message naming segment, message-id and file."""
-    fetcher = make(InstantRouter(), decode=flaky_decode(2))
+def test_crc_mismatch_on_every_copy_serves_the_decoded_bytes():
+    """With one provider, two bad CRCs serve the decoded bytes and tell the hook once."""
+    router = InstantRouter()
+    fetcher = make(router, decode=flaky_decode(2))
+    told = []
+    fetcher.on_crc_failure = lambda *args: told.append(args)
+    segments = []
+    fetcher.fetch_segment(TABLE, 1, path="/movies/f.bin").addCallback(segments.append)
+    (segment,) = segments
+    assert segment.data == DATA[PART : 2 * PART] and not segment.crc_ok
+    assert (segment.begin, segment.end) == (PART, 2 * PART)
+    assert told == [("/movies/f.bin", 1, IDS[1])]
+    assert router.calls == 2
+    stats = fetcher.stats()
+    assert (stats.crc_retries, stats.crc_served, stats.failures) == (1, 1, 0)
+
+
+def test_broken_yenc_on_every_copy_is_an_error():
+    """Framing that cannot be decoded on every copy fails with the YencError, freeing the slot."""
+    broken = {IDS[0]: b"no yEnc here\r\n"}
+    fetcher = make(InstantRouter(broken), workers=1, decode=real_decode)
     failures = []
-    fetcher.fetch(TABLE, 1, path="/movies/f.bin").addErrback(failures.append)
-    error = failures[0].value
-    assert isinstance(error, StreamError)
-    assert str(error) == f"CRC mismatch in segment 1 (<{IDS[1]}>) of /movies/f.bin"
-    assert fetcher.stats().failures == 1 and fetcher.active == 0
+    fetcher.fetch(TABLE, 0, path="/f.bin").addErrback(failures.append)
+    assert failures[0].check(YencError)
+    assert fetcher.active == 0 and fetcher.stats().failures == 1
 
 
 def test_wrong_part_begin_is_stream_error():
@@ -294,3 +312,53 @@ def test_corrupt_copy_is_refetched_from_another_provider():
     assert bytes(result[0]) == DATA[2 * PART : 3 * PART]
     assert [servers[n].commands["BODY"] for n in ("a", "b")] == [1, 1]
     assert fetcher.stats().crc_retries == 1
+
+
+def two_providers(faults_a, faults_b, articles=RELEASE.articles):
+    """A router over two in-memory fake servers with the given faults (network, servers, router)."""
+    from altmount.config import NNTPConfig, ProviderConfig
+    from altmount.nntp.pool import ProviderPool
+    from altmount.nntp.router import ProviderRouter
+    from altmount.nntp.stats import ProviderStats
+    from altmount.testing.nntpserver import MemoryNetReactor, NNTPServerFactory
+
+    network = MemoryNetReactor()
+    servers = {
+        "a": NNTPServerFactory(network, articles, faults_a, seed=1),
+        "b": NNTPServerFactory(network, articles, faults_b, seed=1),
+    }
+    pools = []
+    for name, server in servers.items():
+        network.servers[name] = server
+        provider = ProviderConfig(name=name, host=name, tls=False, max_connections=1)
+        pools.append(ProviderPool(network, provider, NNTPConfig(), ProviderStats(name)))
+    return network, servers, ProviderRouter(pools)
+
+
+def test_corrupt_everywhere_is_served_after_asking_each_provider_once():
+    """Both providers corrupt the article: each is asked once, the decoded bytes are served."""
+    from altmount.testing.nntpserver import Faults
+
+    network, servers, router = two_providers(Faults(corrupt={IDS[2]}), Faults(corrupt={IDS[2]}))
+    fetcher = make(router, decode=real_decode)
+    segments = []
+    fetcher.fetch_segment(TABLE, 2, path="/f.bin").addBoth(segments.append)
+    network.flush()
+    (segment,) = segments
+    assert not segment.crc_ok and len(segment.data) == PART
+    assert segment.data != DATA[2 * PART : 3 * PART]
+    assert [servers[n].commands["BODY"] for n in ("a", "b")] == [1, 1]
+    assert fetcher.stats().crc_served == 1
+
+
+def test_corrupt_copy_and_missing_elsewhere_is_served():
+    """A corrupt copy whose only other provider lacks the article is served, not failed."""
+    from altmount.testing.nntpserver import Faults
+
+    network, servers, router = two_providers(Faults(corrupt={IDS[0]}), Faults(missing={IDS[0]}))
+    fetcher = make(router, decode=real_decode)
+    segments = []
+    fetcher.fetch_segment(TABLE, 0, path="/f.bin").addBoth(segments.append)
+    network.flush()
+    assert not segments[0].crc_ok
+    assert [servers[n].commands["BODY"] for n in ("a", "b")] == [1, 1]
