@@ -206,7 +206,14 @@ class ProviderPool:
         """Lend one of `max_connections` to a connection opened outside the pool (the
         provider test), or None when the other processes sharing the provider hold every
         free slot. The pool stays below the limit until the returned function is called,
-        once that connection has closed."""
+        once that connection has closed. None too when this pool's own connections (open,
+        being opened, draining, being shed) and earlier loans already use every slot."""
+        used = (
+            len(self._ready) + len(self._draining) + len(self._attempts) + len(self._shedding)
+            + self._held
+        )
+        if used >= self._provider.max_connections:
+            return None
         lease = self._budget.try_acquire()
         if lease is None:
             return None

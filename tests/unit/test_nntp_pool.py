@@ -348,3 +348,16 @@ def test_date_probe_uses_a_pooled_connection():
     assert isinstance(results[-1], float) and results[-1] >= 0
     assert server.commands.get("DATE") == 1
     assert pool.stats.articles_missing == 0
+
+
+def test_hold_slot_counts_the_pools_own_and_lent_slots():
+    """No slot is lent while open connections plus earlier loans fill max_connections."""
+    reactor, server, pool = _setup(max_connections=2, depth=1)
+    _collect([pool.body(m) for m in list(ARTICLES)[:2]])
+    reactor.flush()
+    assert pool.connections_open == 2 and pool.hold_slot() is None
+    _, _, empty = _setup(max_connections=2)
+    first, second = empty.hold_slot(), empty.hold_slot()
+    assert first is not None and second is not None and empty.hold_slot() is None
+    first()
+    assert empty.hold_slot() is not None
