@@ -153,6 +153,14 @@ class ImportConfig:
                           path=True)
     watch_interval_seconds: float = _opt(2, "how often the watch folder is scanned, in seconds",
                                          min=0.1, max=3600)
+    import_strategy: str = _opt(
+        "none", "what Sonarr/Radarr import: NONE (the files on the mount), SYMLINK (symlinks "
+        "in import_dir to the files under sabnzbd.mount_dir) or STRM (.strm files in "
+        "import_dir holding a tokenised HTTP URL)", choices=("none", "symlink", "strm"))
+    import_dir: str = _opt("", "local folder of the SYMLINK/STRM links: "
+                           "<import_dir>/<category dir>/<release>/<file>", path=True)
+    strm_base_url: str = _opt("", "URL players reach altmount at, written into .strm files "
+                              "(empty: http://127.0.0.1:<webdav.port>)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,10 +435,29 @@ def _check_semantics(config: Config, errors: list[str]) -> Config:
         errors.append("streaming.streaming_chunk_size: must not exceed streaming.max_range_size")
     if config.segment_cache.memory_mb > config.streaming.memory_budget_mb:
         errors.append("segment_cache.memory_mb: must not exceed streaming.memory_budget_mb")
+    for index, category in enumerate(config.sabnzbd.categories):
+        parts = (category.dir or category.name).replace("\\", "/").split("/")
+        if category.dir.startswith("/") or any(p in (".", "..") for p in parts):
+            errors.append(f"sabnzbd.categories[{index}].dir: must be a relative folder under "
+                          f"complete_dir (no leading /, no . or ..), got {category.dir!r}")
+    _check_import_strategy(config, errors)
     categories = [dataclasses.replace(c, dir=c.dir or c.name) for c in config.sabnzbd.categories]
     return dataclasses.replace(
         config, providers=providers,
         sabnzbd=dataclasses.replace(config.sabnzbd, categories=categories))
+
+
+def _check_import_strategy(config: Config, errors: list[str]) -> None:
+    strategy = config.import_.import_strategy
+    if strategy != "none" and not config.import_.import_dir:
+        errors.append(f"import.import_dir: required when import.import_strategy is "
+                      f"{strategy.upper()} (the local folder the links are written to)")
+    if strategy == "symlink" and not config.sabnzbd.mount_dir.startswith("/"):
+        errors.append("sabnzbd.mount_dir: required (an absolute path) when "
+                      "import.import_strategy is SYMLINK: the links point into the mount")
+    url = config.import_.strm_base_url
+    if url and not url.lower().startswith(("http://", "https://")):
+        errors.append(f"import.strm_base_url: must start with http:// or https://, got {url!r}")
 
 
 def parse_config(text: str, *, base_dir: Path | str = ".",

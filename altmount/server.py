@@ -25,6 +25,7 @@ from altmount.testing import nntpserver
 from altmount.web.api import build_api_resources
 from altmount.web.metrics import MetricsResource
 from altmount.web.opsapi import build_ops_routes
+from altmount.web.sabnzbd import ensure_category_dirs
 from altmount.web.site import build_site
 
 __all__ = ["Server", "route_twisted_logs"]
@@ -69,6 +70,9 @@ class Server:
             providers.append(demo_provider(port))
             log.info("demo provider: serving a sample release on 127.0.0.1:%d", port)
         self.engine = Engine(self.reactor, dataclasses.replace(self.config, providers=providers))
+        if self.config.sabnzbd.enabled:
+            # Sonarr checks complete_dir + each category dir on the mount at once.
+            ensure_category_dirs(self.engine.store, self.config)
         # Probes use a fresh connection each; running them before the HTTP port and the
         # queue open means no pooled traffic exists yet, so a probe can never push a
         # provider past max_connections. A refused or unresolvable host answers at once;

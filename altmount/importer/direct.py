@@ -71,7 +71,7 @@ class ParseStage:
             )
 
         def parsed(nzb):
-            release = release_name(job.nzb_filename, nzb.name)
+            release = release_name(job.nzb_filename, nzb.name, from_file=job.name_from_file)
             folder = release_dir(
                 self._config.sabnzbd.complete_dir, self._config.category(job.category).dir, release
             )
@@ -188,16 +188,24 @@ class DirectImporter:
         self._clock = clock
 
     def import_nzb(
-        self, data: bytes, nzb_filename: str, category: str | None = None
+        self,
+        data: bytes,
+        nzb_filename: str,
+        category: str | None = None,
+        progress: Callable[[float], object] | None = None,
+        name_from_file: bool = False,
     ) -> defer.Deferred[ImportResult]:
         """Parse, learn every file's layout from the providers, and write the release.
+
+        `progress(share)` hears the share of pipeline stages done after each stage;
+        `name_from_file` names the release after the NZB's file name as SABnzbd does.
 
         Fires with an ImportResult, or fails with ImportFailed carrying a message a
         person can act on; provider connectivity errors (NNTPTimeout,
         NoProvidersAvailable, ...) pass through unchanged, so a queue can retry.
         """
         started = self._clock()
-        job = ImportJob(nzb_filename, category, data)
+        job = ImportJob(nzb_filename, category, data, name_from_file=name_from_file)
 
         def done(job: ImportJob) -> ImportResult:
             elapsed = (self._clock() - started) * 1000
@@ -215,4 +223,4 @@ class DirectImporter:
                 job.folder, job.records, job.skipped, elapsed, job.warnings, job.timings
             )
 
-        return run_stages(self.stages, job, self._clock).addCallback(done)
+        return run_stages(self.stages, job, self._clock, progress).addCallback(done)

@@ -25,6 +25,7 @@ __all__ = [
     "name_password",
     "release_name",
     "release_dir",
+    "category_folder",
     "uniform_table",
     "table_from_parts",
     "is_allowed",
@@ -76,17 +77,35 @@ def name_password(nzb_filename: str) -> tuple[str, str]:
     return nzb_filename[: match.start()] + nzb_filename[match.end() :], match.group(1)
 
 
-def release_name(nzb_filename: str, meta_name: str | None) -> str:
+def release_name(nzb_filename: str, meta_name: str | None, *, from_file: bool = False) -> str:
     """The release folder name: the NZB's <meta type="name">, else its file name stem
-    (without a `{{password}}`)."""
+    (without a `{{password}}`).
+
+    `from_file` names it after the file name first, as SABnzbd names a job: Sonarr
+    and Radarr look for the folder named like the job they sent (`nzbname` or the
+    uploaded file's name); the meta name then only stands in for an empty stem.
+    """
     stem = _NZB_SUFFIX.sub("", posixpath.basename(nzb_filename.replace("\\", "/")))
-    return safe_name(meta_name or name_password(stem)[0], "release", MAX_RELEASE_BYTES)
+    stem = name_password(stem)[0].strip()
+    first, second = (stem, meta_name) if from_file else (meta_name, stem)
+    return safe_name(first or second or "", "release", MAX_RELEASE_BYTES)
+
+
+def category_folder(category_dir: str) -> str:
+    """A category `dir` as the relative folder it names under complete_dir: `tv/hd`
+    stays `tv/hd` (each component made safe; empty, `.` and `..` ones dropped)."""
+    parts = [
+        safe_name(part, "complete", 64)
+        for part in category_dir.replace("\\", "/").split("/")
+        if part.strip() and part.strip() not in {".", ".."}
+    ]
+    return "/".join(parts) or "complete"
 
 
 def release_dir(complete_dir: str, category_dir: str, release: str) -> str:
     """`/<complete_dir>/<category dir>/<release>` as a normalised virtual path."""
     parts = [p for p in complete_dir.split("/") if p and p not in {".", ".."}]
-    parts += [safe_name(category_dir, "complete", 64), release]
+    parts += [category_folder(category_dir), release]
     return "/" + "/".join(parts)
 
 

@@ -106,6 +106,8 @@ class ImportJob:
     nzb_filename: str
     category: str | None
     data: bytes = b""
+    #: Name the release after the NZB's file name first (a SABnzbd job), not its meta name.
+    name_from_file: bool = False
     nzb: NZB | None = None
     release: str = ""
     folder: str = ""
@@ -165,11 +167,15 @@ class Stage(Protocol):
 
 
 def run_stages(
-    stages: Sequence[Stage], job: ImportJob, clock: Callable[[], float] = time.perf_counter
+    stages: Sequence[Stage],
+    job: ImportJob,
+    clock: Callable[[], float] = time.perf_counter,
+    progress: Callable[[float], object] | None = None,
 ) -> defer.Deferred[ImportJob]:
     """Run the stages in order; fires with the last job or fails with the first error.
 
-    On failure the last job reached is abandoned (its early requests withdrawn).
+    `progress(share)` hears the share of stages finished after each one. On
+    failure the last job reached is abandoned (its early requests withdrawn).
     """
     latest = [job]
 
@@ -179,6 +185,8 @@ def run_stages(
         def done(next_job: ImportJob) -> ImportJob:
             elapsed = (clock() - started) * 1000
             latest[0] = replace(next_job, timings=(*next_job.timings, (stage.name, elapsed)))
+            if progress is not None:
+                progress(len(latest[0].timings) / len(stages))
             return latest[0]
 
         running: defer.Deferred[ImportJob] = defer.maybeDeferred(stage.run, job)  # type: ignore[call-overload]

@@ -219,6 +219,21 @@ class MetadataStore:
             for directory in touched:
                 self._touch(txn, directory, now)
 
+    def make_dirs(self, paths: Iterable[str]) -> bool:
+        """Create these directories and their parents where missing (`mkdir -p`);
+        True if any was. Fails with MetadataError where a file is in the way."""
+        wanted = [path for path in paths if path != "/"]
+        if all((entry := self.stat(path)) is not None and entry.is_dir for path in wanted):
+            return False  # the common case, without taking the writer lock
+        now = self._clock()
+        with self._write() as txn:
+            touched: set[str] = set()
+            for path in wanted:
+                self._ensure_dirs(txn, path, now, {"/"}, touched)
+            for directory in touched:
+                self._touch(txn, directory, now)
+            return bool(touched)
+
     def delete(self, path: str) -> int:
         """Remove a file or a directory tree; return how many files went."""
         key = self._key(path)

@@ -6,6 +6,7 @@ state changes exist; the store checks every change against it.
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 import zlib
@@ -27,6 +28,8 @@ __all__ = [
     "resolve_priority",
     "SOURCES",
     "QueueItem",
+    "Progress",
+    "nzb_bytes",
     "new_nzo_id",
     "gunzip_nzb",
 ]
@@ -131,6 +134,33 @@ class QueueItem:
     size: int
     source: str
     worker: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a running import is: `done` (0..1, the share of import stages
+    finished) after `elapsed` seconds."""
+
+    done: float
+    elapsed: float
+
+    def seconds_left(self) -> float:
+        """Remaining time at the pace so far (0 before anything is done)."""
+        if self.done <= 0:
+            return 0.0
+        return max(0.0, self.elapsed * (1 - self.done) / self.done)
+
+
+_SEGMENT_BYTES = re.compile(rb"<segment\b[^>]*?\bbytes\s*=\s*[\"'](\d{1,15})[\"']")
+
+
+def nzb_bytes(nzb: bytes) -> int:
+    """The bytes an NZB's segments announce (SABnzbd's job size), 0 for none.
+
+    A scan of the `bytes` attributes, not a parse: it runs at enqueue for the
+    queue's `mb` figure, and a malformed NZB is reported later by the import.
+    """
+    return sum(int(match) for match in _SEGMENT_BYTES.findall(nzb))
 
 
 _NZO_ALPHABET = string.ascii_lowercase + string.digits

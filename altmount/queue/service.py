@@ -33,7 +33,14 @@ from altmount.errors import (
     QueueError,
     QueueItemNotFound,
 )
-from altmount.queue.model import QueueItem, State, gunzip_nzb, resolve_priority
+from altmount.queue.model import (
+    Progress,
+    QueueItem,
+    State,
+    gunzip_nzb,
+    nzb_bytes,
+    resolve_priority,
+)
 from altmount.queue.store import QueueStore
 
 __all__ = ["QueueService", "Importer", "TRANSIENT_ERRORS", "default_worker_name"]
@@ -48,6 +55,9 @@ TRANSIENT_ERRORS: tuple[type[AltmountError], ...] = (
     ProviderUnavailable,
     NNTPConnectionLost,
 )
+#: Items added through the SABnzbd API: their release folder is named after the NZB's
+#: file name (or `nzbname`), as SABnzbd names a job, so Sonarr finds it by that name.
+SABNZBD_SOURCES = frozenset({"sabnzbd", "url"})
 #: Old failed/completed items are purged this often (retention is in hours/days).
 PURGE_INTERVAL_SECONDS = 3600.0
 #: stop() lets running imports finish for this long (an import is a few round
@@ -66,7 +76,12 @@ class Importer(Protocol):
     """What the processor needs from `altmount.importer.DirectImporter`."""
 
     def import_nzb(
-        self, data: bytes, nzb_filename: str, category: str | None = None
+        self,
+        data: bytes,
+        nzb_filename: str,
+        category: str | None = None,
+        progress: Callable[[float], object] | None = None,
+        name_from_file: bool = False,
     ) -> defer.Deferred: ...
 
 
@@ -117,6 +132,9 @@ class QueueService:
         self._imports: dict[int, defer.Deferred] = {}
         self._abandoned: set[int] = set()
         self._settled_listeners: list[Callable[[QueueItem], object]] = []
+        self._deleted_listeners: list[Callable[[QueueItem], object]] = []
+        #: Running imports here: item id → (share of stages done, reactor time started).
+        self._progress: dict[int, tuple[float, float]] = {}
         self._waiters: dict[int, list[defer.Deferred]] = {}
 
     # -- store operations --------------------------------------------------------
@@ -144,13 +162,15 @@ class QueueService:
         level, paused_by_priority = resolve_priority(priority, resolved.priority)
 
         def enqueue() -> QueueItem:
+            data = gunzip_nzb(nzb)
             return self._store.enqueue(
-                gunzip_nzb(nzb),
+                data,
                 nzb_name,
                 resolved.name,
                 level,
                 source,
                 paused=paused or paused_by_priority,
+                size=nzb_bytes(data),
             )
 
         return self._db(enqueue).addCallback(self._woken)
@@ -216,15 +236,25 @@ class QueueService:
         return self._db(self._store.cancel, item_id).addCallback(cancelled)
 
     def delete(self, item_id: int) -> defer.Deferred[None]:
-        """Remove the item and its NZB whatever its state (a running import here is stopped)."""
+        """Remove the item and its NZB whatever its state (a running import here is stopped).
 
-        def deleted(_: None) -> None:
+        The imported files stay (a library may point at them); the deleted-item
+        listeners hear of it (the import strategy removes the item's links)."""
+
+        def remove() -> QueueItem:
+            item = self._store.get(item_id)
+            self._store.delete(item_id)
+            return item
+
+        def deleted(item: QueueItem) -> None:
             self._abandon(item_id)
             self._fire_waiters(
                 item_id, Failure(QueueItemNotFound(f"queue item {item_id} was deleted"))
             )
+            for listener in self._deleted_listeners:
+                listener(item)
 
-        return self._db(self._store.delete, item_id).addCallback(deleted)
+        return self._db(remove).addCallback(deleted)
 
     def purge(self) -> defer.Deferred[int]:
         """Delete items past `import.failed_item_retention_hours` / `history_retention_days`."""
@@ -258,6 +288,14 @@ class QueueService:
     def processing_paused(self) -> bool:
         """True while the whole processor is paused (SABnzbd `mode=pause`)."""
         return self._paused
+
+    def progress(self) -> dict[int, Progress]:
+        """How far each import running in this process is, by item id."""
+        now = self._reactor.seconds()
+        return {
+            item_id: Progress(done, max(0.0, now - started))
+            for item_id, (done, started) in self._progress.items()
+        }
 
     @property
     def running(self) -> frozenset[int]:
@@ -349,7 +387,19 @@ class QueueService:
             return None  # deleted (by another process) right after the claim
         if item.id in self._abandoned:
             return None  # cancelled or deleted while the NZB was read
-        importing = self._importer.import_nzb(data, item.nzb_name, item.category)
+        self._progress[item.id] = (0.0, self._reactor.seconds())
+
+        def advanced(done: float) -> None:
+            if item.id in self._progress:
+                self._progress[item.id] = (done, self._progress[item.id][1])
+
+        importing = self._importer.import_nzb(
+            data,
+            item.nzb_name,
+            item.category,
+            progress=advanced,
+            name_from_file=item.source in SABNZBD_SOURCES,
+        )
         self._imports[item.id] = importing
         try:
             result = yield importing
@@ -373,6 +423,7 @@ class QueueService:
             final = yield self._update(self._store.complete, item.id, result.release_dir, size)
         finally:
             self._imports.pop(item.id, None)
+            self._progress.pop(item.id, None)
         if final is not None:
             self._log_outcome(final)
             self._settled(final)
@@ -458,6 +509,10 @@ class QueueService:
         """Call `listener(item)` whenever this process finishes processing an item
         (completed or failed for good), e.g. to time imports without polling."""
         self._settled_listeners.append(listener)
+
+    def add_deleted_listener(self, listener: Callable[[QueueItem], object]) -> None:
+        """Call `listener(item)` (the item as it was) after `delete` removed it."""
+        self._deleted_listeners.append(listener)
 
     def wait_for(self, item_id: int) -> defer.Deferred[QueueItem]:
         """Fires with the item once it is completed, failed or cancelled, whoever processes it.

@@ -177,8 +177,11 @@ class QueueStore:
         priority: Priority,
         source: str,
         paused: bool = False,
+        size: int = 0,
     ) -> QueueItem:
-        """Insert a pending (or paused) item with its NZB, compressed; return it."""
+        """Insert a pending (or paused) item with its NZB, compressed; return it.
+
+        `size` is the NZB's announced bytes until the import records the exposed ones."""
         if source not in SOURCES:
             raise QueueError(f"unknown queue item source {source!r}")
         blob = zlib.compress(nzb, NZB_COMPRESSION_LEVEL)
@@ -187,9 +190,9 @@ class QueueStore:
         with self._write() as conn:
             row = conn.execute(
                 "INSERT INTO queue_items (nzo_id, nzb_name, category, priority, state, "
-                "created_at, updated_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "created_at, updated_at, source, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 f"RETURNING {COLUMNS}",
-                (new_nzo_id(), nzb_name, category, int(priority), state, now, now, source),
+                (new_nzo_id(), nzb_name, category, int(priority), state, now, now, source, size),
             ).fetchone()
             conn.execute("INSERT INTO queue_nzbs (item_id, data) VALUES (?, ?)", (row[0], blob))
         return _item(row)

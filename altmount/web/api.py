@@ -196,7 +196,7 @@ def build_api_resources(
         timeout=config.sabnzbd.addurl_timeout_seconds,
         allow_private=config.sabnzbd.addurl_allow_private,
     )
-    sabnzbd = SABnzbdAPI(config, queue, downloader)
+    sabnzbd = SABnzbdAPI(config, queue, downloader, store=getattr(engine, "store", None))
     return {
         b"api": ApiRoot(config, queue, sabnzbd, ops_routes),
         b"sabnzbd": SABnzbdRoot(sabnzbd),

@@ -6,6 +6,11 @@ SABnzbd's JSON (or XML with `output=xml`), errors SABnzbd's
 parse. Auth is the API key (`apikey`) or `ma_username`/`ma_password` (the WebDAV
 credentials), compared in constant time; `mode=version` and `mode=auth` need
 none, as in SABnzbd. The queue does the work; this module only translates.
+
+Even an internal error answers HTTP 200 with `{"status": false, "error": ...}`:
+Sonarr shows any status >= 400 as "Unable to connect" and never reads the body.
+Cancelled items are left out of the history, as SABnzbd drops them: shown as
+Failed, they would make Sonarr blocklist the release and search again.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from altmount.config import Config
-from altmount.errors import AltmountError, QueueError, QueueItemNotFound
+from altmount.errors import AltmountError, MetadataError, QueueError, QueueItemNotFound
 from altmount.importer.layout import name_password
 from altmount.queue.model import ACTIVE_STATES, HISTORY_STATES, QueueItem, State
 from altmount.queue.service import QueueService
@@ -32,6 +37,7 @@ from altmount.web.multipart import MAX_NZB_BYTES, FormPart, is_multipart, parse_
 from altmount.web.sabnzbd_format import (
     SAB_VERSION,
     categories_list,
+    category_dirs,
     config_payload,
     find_category,
     history_payload,
@@ -40,7 +46,7 @@ from altmount.web.sabnzbd_format import (
     status_payload,
 )
 
-__all__ = ["SABnzbdAPI", "SABnzbdRoot", "json_error"]
+__all__ = ["SABnzbdAPI", "SABnzbdRoot", "json_error", "ensure_category_dirs", "SAB_HISTORY_STATES"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,21 @@ _PRIORITY_WORDS = {
 _NO_VALUE = "expects one parameter"
 _KEY_INCORRECT = "API Key Incorrect"
 _NOT_IMPLEMENTED = "not implemented"
+#: What `mode=history` lists: no cancelled items (SABnzbd drops them).
+SAB_HISTORY_STATES: tuple[State, ...] = (State.COMPLETED, State.FAILED)
+
+
+def ensure_category_dirs(store: Any, config: Config) -> bool:
+    """Create complete_dir and every category folder in the metadata tree, so Sonarr's
+    check of `complete_dir` + category `dir` passes before anything is imported.
+
+    True when one was missing; a file in the way is logged, not raised.
+    """
+    try:
+        return bool(store.make_dirs(category_dirs(config)))
+    except MetadataError as exc:
+        log.error("cannot create the category folders: %s", exc)
+        return False
 
 
 class _APIError(Exception):
@@ -110,11 +131,19 @@ class SABnzbdAPI(Resource):
 
     isLeaf = True
 
-    def __init__(self, config: Config, queue: QueueService, downloader: NZBDownloader) -> None:
+    def __init__(
+        self,
+        config: Config,
+        queue: QueueService,
+        downloader: NZBDownloader,
+        *,
+        store: Any = None,
+    ) -> None:
         super().__init__()
         self._config = config
         self._queue = queue
         self._downloader = downloader
+        self._store = store
         self._key: str | None = None
         self._modes: dict[str, Callable[[dict[str, str], list[FormPart]], Any]] = {
             "version": self._version,
@@ -200,7 +229,7 @@ class SABnzbdAPI(Resource):
             exc_info=(failure.type, failure.value, failure.getTracebackObject()),
         )
         body, content_type = report(output, error="internal error; see the altmount log")
-        return 500, body, content_type
+        return 200, body, content_type
 
     @staticmethod
     def _send(answer: tuple[int, bytes, bytes], request: Request, finished: list[bool]) -> None:
@@ -258,6 +287,8 @@ class SABnzbdAPI(Resource):
         return "version", SAB_VERSION
 
     def _get_config(self, params: dict[str, str], files: list[FormPart]) -> tuple[str, Any]:
+        if self._store is not None and self._config.import_.import_strategy == "none":
+            ensure_category_dirs(self._store, self._config)
         data: Any = config_payload(self._config, port=self._config.webdav.port)
         section, keyword = params.get("section"), params.get("keyword")
         if section:
@@ -383,6 +414,7 @@ class SABnzbdAPI(Resource):
             start=start,
             limit=limit,
             paused=self._queue.processing_paused,
+            progress=self._queue.progress(),
         )
         return "queue", payload
 
@@ -435,9 +467,9 @@ class SABnzbdAPI(Resource):
             return "", {"status": True, "nzo_ids": removed}
         if name:
             raise _APIError(_NOT_IMPLEMENTED)
-        states = HISTORY_STATES
+        states = SAB_HISTORY_STATES
         if params.get("failed_only", "") in ("1", "true", "True"):
-            states = (State.FAILED, State.CANCELLED)
+            states = (State.FAILED,)
         items, total = yield self._page(params, states, sort="updated_at", descending=True)
         return "history", history_payload(self._config, items, total=total)
 

@@ -8,23 +8,30 @@ Field names and value formats follow SABnzbd 4.x (`sabnzbd/api.py`) where the
 - queue `priority` is the name ("Normal", "High", ...), `status` one of SABnzbd's
   words ("Queued", "Downloading", "Paused");
 - history `bytes` and `download_time` are integers, `status` "Completed"/"Failed";
-- the Default category is called "*" (Sonarr with no category matches on "*").
+- the Default category is called "*" (Sonarr with no category matches on "*");
+- sizes are the NZB's bytes from the moment an item is queued, and progress is
+  the share of import stages done (`Progress`), so Sonarr shows real figures;
+- with import strategy SYMLINK or STRM, `complete_dir` and `storage` are the
+  link folders under `import.import_dir` (what Sonarr then imports).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape
 
 from altmount.config import CategoryConfig, Config
-from altmount.importer.layout import name_password
-from altmount.queue.model import Priority, QueueItem, State
+from altmount.importer.layout import category_folder, name_password
+from altmount.links.plan import link_folder
+from altmount.queue.model import Priority, Progress, QueueItem, State
 
 __all__ = [
     "SAB_VERSION",
     "DEFAULT_CATEGORY",
+    "history_retention",
     "report",
     "to_units",
     "format_timeleft",
@@ -32,6 +39,7 @@ __all__ = [
     "find_category",
     "storage_path",
     "complete_dir",
+    "category_dirs",
     "queue_slot",
     "queue_payload",
     "history_slot",
@@ -54,7 +62,7 @@ _PRIORITY_NAMES = {
     Priority.FORCE: "Force",
 }
 _QUEUE_STATUS = {State.PENDING: "Queued", State.PROCESSING: "Downloading", State.PAUSED: "Paused"}
-_HISTORY_STATUS = {State.COMPLETED: "Completed", State.FAILED: "Failed", State.CANCELLED: "Failed"}
+_HISTORY_STATUS = {State.COMPLETED: "Completed", State.FAILED: "Failed"}
 #: SABnzbd's XML writer names list elements after their parent (its plural_to_single).
 _SINGULAR = {
     "categories": "category",
@@ -159,16 +167,56 @@ def _mounted(config: Config, virtual_path: str) -> str:
 
 
 def storage_path(config: Config, item: QueueItem) -> str:
-    """Where the *arr finds a completed release: `mount_dir` + its virtual folder."""
-    return _mounted(config, item.target_path) if item.target_path else ""
+    """Where the *arr finds a completed release: `mount_dir` + its virtual folder, or
+    its link folder under `import.import_dir` with the SYMLINK and STRM strategies."""
+    if not item.target_path:
+        return ""
+    if config.import_.import_strategy != "none":
+        return link_folder(config, item.target_path)
+    return _mounted(config, item.target_path)
 
 
 def complete_dir(config: Config) -> str:
-    """The SABnzbd `complete_dir` as clients see it (absolute, so Sonarr uses it as is)."""
+    """The SABnzbd `complete_dir` as clients see it (absolute, so Sonarr uses it as is):
+    the mounted complete_dir, or `import.import_dir` when links are imported."""
+    if config.import_.import_strategy != "none":
+        return config.import_.import_dir.rstrip("/") or "/"
     return _mounted(config, "/" + config.sabnzbd.complete_dir.strip("/"))
 
 
+def category_dirs(config: Config) -> list[str]:
+    """The virtual folders of complete_dir and of every category under it."""
+    root = "/" + config.sabnzbd.complete_dir.strip("/")
+    base = root.rstrip("/")
+    return [root] + [
+        f"{base}/{category_folder(c.dir or c.name)}" for c in config.sabnzbd.categories
+    ]
+
+
+def history_retention(config: Config) -> dict[str, Any]:
+    """SABnzbd's retention keys for how long completed items stay in the history.
+
+    `history_retention_days` of 0 keeps them forever ("all"); otherwise SABnzbd 4's
+    "days-delete" with whole days (a fraction rounds down, so Sonarr's under-14-days
+    warning is never hidden), and the pre-4.0 form "<days>d" that older clients read.
+    """
+    days = config.import_.history_retention_days
+    if days <= 0:
+        return {
+            "history_retention": "0",
+            "history_retention_option": "all",
+            "history_retention_number": 0,
+        }
+    whole = math.floor(days)
+    return {
+        "history_retention": f"{whole}d",
+        "history_retention_option": "days-delete",
+        "history_retention_number": whole,
+    }
+
+
 def _release_title(item: QueueItem) -> str:
+    """The job name: its release folder's name once imported, else the NZB's file name."""
     if item.target_path:
         return item.target_path.rstrip("/").rsplit("/", 1)[-1]
     name = name_password(item.nzb_name)[0]
@@ -178,9 +226,16 @@ def _release_title(item: QueueItem) -> str:
     return name
 
 
-def queue_slot(config: Config, item: QueueItem, index: int) -> dict[str, Any]:
-    """One `mode=queue` slot. Sizes are known only after import, so they show 0 before."""
-    mb = f"{item.size / _MIB:.2f}"
+def _mb(size: float) -> str:
+    return f"{size / _MIB:.2f}"
+
+
+def queue_slot(
+    config: Config, item: QueueItem, index: int, progress: Progress | None = None
+) -> dict[str, Any]:
+    """One `mode=queue` slot: the NZB's size, and how far its import is."""
+    done = min(1.0, max(0.0, progress.done)) if progress is not None else 0.0
+    left = item.size * (1 - done)
     return {
         "index": index,
         "nzo_id": item.nzo_id,
@@ -191,27 +246,46 @@ def queue_slot(config: Config, item: QueueItem, index: int) -> dict[str, Any]:
         "labels": [],
         "password": "",
         "cat": category_out(config, item.category),
-        "mbleft": mb,
-        "mb": mb,
+        "mbleft": _mb(left),
+        "mb": _mb(item.size),
         "size": to_units(item.size),
-        "sizeleft": to_units(item.size),
-        "percentage": "0",
+        "sizeleft": to_units(left),
+        "percentage": str(int(done * 100)),
         "mbmissing": "0.00",
         "direct_unpack": None,
         "status": _QUEUE_STATUS.get(item.state, "Queued"),
-        "timeleft": format_timeleft(0),
+        "timeleft": format_timeleft(progress.seconds_left() if progress is not None else 0),
         "avg_age": "-",
         "time_added": int(item.created_at),
     }
 
 
 def queue_payload(
-    config: Config, items: Sequence[QueueItem], *, total: int, start: int, limit: int, paused: bool
+    config: Config,
+    items: Sequence[QueueItem],
+    *,
+    total: int,
+    start: int,
+    limit: int,
+    paused: bool,
+    progress: Mapping[int, Progress] | None = None,
 ) -> dict[str, Any]:
-    """The `queue` object of `mode=queue` for one page of active items."""
-    slots = [queue_slot(config, item, start + n) for n, item in enumerate(items)]
+    """The `queue` object of `mode=queue` for one page of active items.
+
+    `progress` holds the running imports by item id; the totals add up the page.
+    """
+    running = progress or {}
+    slots = [
+        queue_slot(config, item, start + n, running.get(item.id)) for n, item in enumerate(items)
+    ]
     busy = any(item.state == State.PROCESSING for item in items)
     status = "Paused" if paused else ("Downloading" if busy else "Idle")
+    size = sum(item.size for item in items)
+    left = sum(float(slot["mbleft"]) for slot in slots) * _MIB
+    seconds = max(
+        (p.seconds_left() for item_id, p in running.items() if any(i.id == item_id for i in items)),
+        default=0.0,
+    )
     return {
         "version": SAB_VERSION,
         "paused": paused,
@@ -228,17 +302,17 @@ def queue_payload(
         "cache_size": "0 B",
         "kbpersec": "0.00",
         "speed": "0 ",
-        "mbleft": "0.00",
-        "mb": "0.00",
-        "sizeleft": "0 B",
-        "size": "0 B",
+        "mbleft": _mb(left),
+        "mb": _mb(size),
+        "sizeleft": to_units(left),
+        "size": to_units(size),
         "noofslots_total": total,
         "noofslots": total,
         "start": start,
         "limit": limit,
         "finish": start + limit,
         "status": status,
-        "timeleft": format_timeleft(0),
+        "timeleft": format_timeleft(seconds),
         "slots": slots,
     }
 
@@ -250,8 +324,6 @@ def history_slot(config: Config, item: QueueItem) -> dict[str, Any]:
     storage = storage_path(config, item) if item.state == State.COMPLETED else ""
     failed = item.state != State.COMPLETED
     message = item.error if failed else ""
-    if item.state == State.CANCELLED and not message:
-        message = "Cancelled"
     return {
         "id": item.id,
         "completed": int(completed),
@@ -329,7 +401,7 @@ def config_payload(config: Config, *, port: int | None) -> dict[str, Any]:
         "tv_categories": [],
         "movie_categories": [],
         "date_categories": [],
-        "history_retention": "",
+        **history_retention(config),
     }
     ordered = sorted(config.sabnzbd.categories, key=lambda c: (not _is_default(c), c.order))
     categories = [
@@ -338,7 +410,7 @@ def config_payload(config: Config, *, port: int | None) -> dict[str, Any]:
             "order": c.order,
             "pp": "",
             "script": "Default" if not _is_default(c) else "None",
-            "dir": c.dir,
+            "dir": category_folder(c.dir or c.name),
             "newzbin": "",
             "priority": c.priority,
         }

@@ -145,9 +145,10 @@ class SABnzbdOverHTTP(unittest.TestCase):
         all_headers = Headers({name: [value] for name, value in (headers or {}).items()})
         producer = None
         if body is not None:
-            all_headers.setRawHeaders(
-                b"content-type", [b"multipart/form-data; boundary=" + BOUNDARY]
-            )
+            if not all_headers.hasHeader(b"content-type"):
+                all_headers.setRawHeaders(
+                    b"content-type", [b"multipart/form-data; boundary=" + BOUNDARY]
+                )
             producer = FileBodyProducer(io.BytesIO(body))
         response = yield self.agent.request(
             b"POST" if body is not None else b"GET", url.encode(), all_headers, producer
@@ -196,6 +197,49 @@ class SABnzbdOverHTTP(unittest.TestCase):
         self.assertEqual((code, data == DATA), (200, True))
         queue = yield self.sab({"mode": "queue"}, path="/api")
         self.assertEqual(queue["queue"]["slots"], [])
+
+    @defer.inlineCallbacks
+    def test_sonarr_addfile_bytes_with_utf8_title(self):
+        """Sonarr's exact addfile (query-string key, priority=-100, one part name="name" with a
+        raw UTF-8 filename, unquoted 29-dash boundary) over HTTP: the category folder exists
+        before any import, and the title (not the NZB's meta name) names history and folder."""
+        named = post_release(
+            {"e01.mkv": DATA},
+            article_size=256 * 1024,
+            salt="sonarr",
+            meta={"name": "Indexer.Meta.Name"},
+        )
+        yield self.start(named.articles)
+        code, _ = yield self.call("/complete/tv", {}, headers={b"authorization": AUTH})
+        self.assertEqual(code, 200)  # Sonarr's remote path check, before anything is imported
+        title = "Shōgun.2024.S01E01.1080p.WEB.h264-EDITH"
+        boundary = "-" * 29 + "8dc5f2a1b3c4d5e"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="name"; '
+                f'filename="{title}.nzb"\r\nContent-Type: application/x-nzb\r\n\r\n'
+            ).encode()
+            + named.nzb
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        query = {"mode": "addfile", "cat": "tv", "priority": "-100", "apikey": KEY}
+        code, data = yield self.call(
+            "/api",
+            {**query, "output": "json"},
+            body,
+            headers={
+                b"content-type": f"multipart/form-data; boundary={boundary}".encode(),
+                b"accept": b"application/json",
+            },
+        )
+        self.assertEqual(code, 200, data)
+        (nzo_id,) = json.loads(data)["nzo_ids"]
+        slot = yield self.history_slot(nzo_id)
+        self.assertEqual((slot["status"], slot["name"]), ("Completed", title), slot)
+        self.assertEqual(slot["storage"], f"/complete/tv/{title}")
+        url = quote(slot["storage"] + "/e01.mkv")
+        code, data = yield self.call(url, {}, headers={b"authorization": AUTH})
+        self.assertEqual((code, data == DATA), (200, True))
 
     @defer.inlineCallbacks
     def test_bad_nzb_fails_with_reason(self):

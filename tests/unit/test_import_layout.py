@@ -8,6 +8,7 @@ import pytest
 from altmount.errors import ImportFailed
 from altmount.importer.layout import (
     PartHeader,
+    category_folder,
     dedupe_names,
     is_allowed,
     name_password,
@@ -72,10 +73,25 @@ def test_release_name_prefers_meta_name():
     assert release_name("x.nzb.gz", "Real Name") == "Real Name"
 
 
+def test_release_name_from_file_as_sabnzbd_names_jobs():
+    """With from_file the NZB's file name names the release, as SABnzbd names a job; the
+    meta name only stands in for an empty stem."""
+    name = release_name("Shōgun.2024.S01E01.nzb.gz", "Real Name", from_file=True)
+    assert name == "Shōgun.2024.S01E01"
+    assert release_name(".nzb", "Real Name", from_file=True) == "Real Name"
+
+
 def test_release_dir():
     """Release folders live at /<complete_dir>/<category dir>/<release>."""
     assert release_dir("/complete", "movies", "Rel") == "/complete/movies/Rel"
     assert release_dir("/", "../tv", "Rel") == "/tv/Rel"
+
+
+def test_release_dir_keeps_every_component_of_a_category_dir():
+    """A category dir such as `tv/hd` is the folder used, not just its last component."""
+    assert release_dir("/complete", "tv/hd", "Rel") == "/complete/tv/hd/Rel"
+    assert category_folder("tv//hd/") == "tv/hd"
+    assert category_folder("/../") == "complete"
 
 
 def test_is_allowed():

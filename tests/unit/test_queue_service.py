@@ -59,7 +59,7 @@ class FakeImporter:
     def __init__(self) -> None:
         self.calls: list[tuple[bytes, str, str | None, defer.Deferred]] = []
 
-    def import_nzb(self, data, nzb_filename, category=None):
+    def import_nzb(self, data, nzb_filename, category=None, progress=None, name_from_file=False):
         d: defer.Deferred = defer.Deferred()
         self.calls.append((data, nzb_filename, category, d))
         return d

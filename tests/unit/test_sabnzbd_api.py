@@ -16,6 +16,7 @@ from altmount.config import Config
 from altmount.errors import QueueError, QueueItemNotFound
 from altmount.queue.model import (
     TRANSITIONS,
+    Progress,
     QueueItem,
     State,
     resolve_priority,
@@ -36,6 +37,7 @@ class FakeQueue:
         self.nzbs: dict[int, bytes] = {}
         self.processing_paused = False
         self.clock = 1000.0
+        self.running: dict[int, Progress] = {}
 
     def api_key(self) -> defer.Deferred:
         return defer.succeed(KEY)
@@ -119,6 +121,9 @@ class FakeQueue:
     def delete(self, item_id):
         del self.items[item_id]
         return defer.succeed(None)
+
+    def progress(self) -> dict[int, Progress]:
+        return dict(self.running)
 
     def pause_processing(self) -> None:
         self.processing_paused = True
@@ -513,7 +518,8 @@ def test_xml_output() -> None:
 
 
 def test_internal_error_is_not_a_traceback() -> None:
-    """An unexpected exception answers 500 with a SABnzbd error, no traceback text."""
+    """An unexpected exception answers 200 with a SABnzbd error (Sonarr reads no body of a
+    status >= 400), no traceback text."""
     api, queue, _ = _setup()
 
     def broken(*args: Any, **kwargs: Any) -> defer.Deferred:
@@ -522,7 +528,7 @@ def test_internal_error_is_not_a_traceback() -> None:
     queue.list = broken  # type: ignore[method-assign]
     queue.count = broken  # type: ignore[method-assign]
     request = _call(api, {"mode": "queue", "apikey": KEY})
-    assert request.responseCode == 500
+    assert request.responseCode == 200
     body = b"".join(request.written)
     assert b"secret internals" not in body and b"Traceback" not in body
     assert json.loads(body)["status"] is False
