@@ -146,3 +146,12 @@ def test_example_config_is_valid_and_complete():
             continue  # sections and lists of sections carry their comment above them
         leaf = key.split(".")[-1]
         assert re.search(rf"^\s*{re.escape(leaf)}:.*#", text, re.M), f"{key} has no comment"
+
+
+def test_import_strategy_links_refused_until_the_writer_exists():
+    """SYMLINK/STRM are refused naming import.import_strategy (and a missing import_dir)."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config("import:\n  import_strategy: SYMLINK\n")
+    text = str(caught.value)
+    assert "import.import_strategy: SYMLINK is not available yet" in text
+    assert "import.import_dir: required" in text and "sabnzbd.mount_dir: required" in text
