@@ -66,7 +66,15 @@ def cli() -> None:
 
 @cli.command()
 @config_option
-def serve(config_path: Path) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Serving processes sharing the port and each provider's connections "
+    "(default: engine.processes).",
+)
+@click.option("--worker", default=None, hidden=True, help="index/count/port/demo_port (internal)")
+def serve(config_path: Path, processes: int | None, worker: str | None) -> None:
     """Run the WebDAV/API server until interrupted."""
     config = _load(config_path)
     setup_logging(config.log, secrets=config_secrets(config))
@@ -77,7 +85,12 @@ def serve(config_path: Path) -> None:
     from altmount.server import Server, route_twisted_logs
 
     route_twisted_logs()
-    server = Server(reactor, config, config_path=str(config_path))
+    count = processes or config.engine.processes
+    if worker is None and count > 1:
+        _supervise(reactor, config, config_path, count)
+        return
+    role = _worker_role(worker) if worker is not None else None
+    server = Server(reactor, config, config_path=str(config_path), role=role)
     failed: list[str] = []
 
     def on_error(failure):
@@ -93,6 +106,36 @@ def serve(config_path: Path) -> None:
     reactor.run()
     if failed:
         sys.exit(EXIT_FAILED)
+
+
+def _worker_role(text: str):
+    from altmount.workers import WorkerRole
+
+    try:
+        index, count, port, demo_port = (int(part) for part in text.split("/"))
+    except ValueError:
+        click.echo(f"error: --worker wants index/count/port/demo_port, not {text!r}", err=True)
+        sys.exit(EXIT_CONFIG)
+    return WorkerRole(index, count, port, demo_port)
+
+
+def _supervise(reactor, config: Config, config_path: Path, count: int) -> None:
+    """Run `count` serving processes under a supervisor until interrupted."""
+    from altmount.supervisor import Supervisor
+
+    supervisor = Supervisor(reactor, config, str(config_path), count)
+    try:
+        supervisor.start()
+    except OSError as exc:
+        webdav = config.webdav
+        click.echo(
+            f"error: cannot bind {webdav.bind_address}:{webdav.port} (webdav.port): "
+            f"{exc.strerror}",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)
+    reactor.run()
 
 
 #: How often `import --wait` reads the item's state for its progress line.

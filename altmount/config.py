@@ -180,6 +180,8 @@ class EngineConfig:
     pool: str = _opt("thread", "where stream decodes run: thread (GIL released), process, "
                      "or inline on the reactor thread", choices=("thread", "process", "inline"))
     decode_workers: int = _opt(0, "decode pool size (0: one per core)", min=0, max=256)
+    processes: int = _opt(1, "serving processes sharing the WebDAV port (SO_REUSEPORT) "
+                          "and each provider's max_connections", min=1, max=64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import time
 
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from altmount.config import Config
@@ -19,6 +22,7 @@ from altmount.engine import Engine
 from altmount.errors import ProviderAuthError
 from altmount.nntp.probe import probe_provider
 from altmount.ops import Ops
+from altmount.oslimits import raise_open_files_limit
 from altmount.queue import QueueService, QueueStore
 from altmount.queue.watch import WatchFolder
 from altmount.testing import nntpserver
@@ -27,6 +31,14 @@ from altmount.web.metrics import MetricsResource
 from altmount.web.opsapi import build_ops_routes
 from altmount.web.sabnzbd import ensure_category_dirs
 from altmount.web.site import build_site
+from altmount.workers import (
+    PUBLISH_SECONDS,
+    ProcessBoard,
+    WorkerRole,
+    board_dir,
+    process_figures,
+    reuseport_socket,
+)
 
 __all__ = ["Server", "route_twisted_logs"]
 
@@ -43,9 +55,20 @@ def route_twisted_logs() -> None:
 class Server:
     """The running service: engine, queue, HTTP listener (plus the demo provider)."""
 
-    def __init__(self, reactor, config: Config, config_path: str | None = None) -> None:
+    def __init__(
+        self,
+        reactor,
+        config: Config,
+        config_path: str | None = None,
+        *,
+        role: WorkerRole | None = None,
+    ) -> None:
         self.reactor = reactor
         self.config = config
+        #: One of several serving processes (`serve --processes N`); None: the only one.
+        self.role = role
+        self._board: ProcessBoard | None = None
+        self._loops: list[LoopingCall] = []
         self.config_path = config_path  #: re-read by POST /api/config/reload
         self.engine: Engine | None = None
         self.queue: QueueService | None = None
@@ -60,8 +83,15 @@ class Server:
     @defer.inlineCallbacks
     def start(self):
         """Bring everything up; fires with the listening HTTP port."""
+        file_limit = raise_open_files_limit(self.config)
         providers = list(self.config.providers)
-        if self.config.demo.enabled:
+        primary = self.role is None or self.role.primary
+        if self.role is not None and self.role.demo_port:
+            # The supervisor serves the demo provider for every process.
+            if primary:
+                self._demo_release = demo_release(self.config.demo)
+            providers.append(demo_provider(self.role.demo_port))
+        elif self.config.demo.enabled:
             self._demo_release = demo_release(self.config.demo)
             self._demo_port, _ = nntpserver.listen(
                 self.reactor, self._demo_release.articles, port=self.config.demo.port
@@ -88,7 +118,7 @@ class Server:
         yield self.probed
         store = QueueStore(self.config.database.path, max_attempts=self.config.import_.max_attempts)
         self.queue = QueueService(self.reactor, store, self.engine.importer, self.config)
-        recovered = yield self.queue.recover()
+        recovered = (yield self.queue.recover()) if primary else 0
         if recovered:
             log.warning(
                 "queue: %d item(s) were being imported when altmount last stopped; "
@@ -99,6 +129,7 @@ class Server:
             self.reactor, self.config, self.engine, self.queue, config_path=self.config_path
         )
         self.engine.fetcher.on_crc_failure = self.ops.record_crc_failure
+        self.ops.health.file_limit = file_limit
         routes = build_ops_routes(
             self.config,
             self.engine,
@@ -116,11 +147,14 @@ class Server:
             ops=self.ops,
             reactor=self.reactor,
         )
-        self.http_port = self.reactor.listenTCP(
-            self.config.webdav.port, site, interface=self.config.webdav.bind_address
-        )
+        self.http_port = self._listen(site)
         host = self.http_port.getHost()
         log.info("serving WebDAV on http://%s:%d/ (also under /webdav/)", host.host, host.port)
+        if self.role is not None:
+            self._join_processes()
+        if not primary:  # the first process imports, watches and checks file health
+            self.ops.start(file_checks=False)
+            return self.http_port
         self.queue.add_settled_listener(self.ops.record_import)
         self.queue.start()
         self.ops.start()
@@ -130,6 +164,34 @@ class Server:
         if self._demo_release is not None:
             yield self._import_demo()
         return self.http_port
+
+    def _listen(self, site):
+        webdav = self.config.webdav
+        if self.role is None:
+            return self.reactor.listenTCP(webdav.port, site, interface=webdav.bind_address)
+        # Every serving process binds the shared port; the kernel spreads connections.
+        sock = reuseport_socket(webdav.bind_address, self.role.port, listen=True)
+        try:
+            return self.reactor.adoptStreamPort(sock.fileno(), sock.family, site)
+        finally:
+            sock.close()  # the reactor holds its own duplicate of the descriptor
+
+    def _join_processes(self) -> None:
+        """Publish this process's figures for the others; stop if the supervisor dies."""
+        self._board = ProcessBoard(board_dir(self.config.database.path), self.role, wall=time.time)
+        self.ops.health.board = self._board
+        publish = LoopingCall(lambda: self._board.publish(process_figures(self.ops)))
+        parent = os.getppid()
+        orphaned = LoopingCall(self._stop_if_orphaned, parent)
+        for loop in (publish, orphaned):
+            loop.clock = self.reactor
+            loop.start(PUBLISH_SECONDS, now=True)
+            self._loops.append(loop)
+
+    def _stop_if_orphaned(self, parent: int) -> None:
+        if os.getppid() != parent and not self._stopping:
+            log.warning("serving process %d: the supervisor is gone; stopping", self.role.index)
+            self.reactor.stop()
 
     @property
     def probed(self) -> defer.Deferred:
@@ -166,7 +228,22 @@ class Server:
                 rtt_ms,
             )
 
-        return probe_provider(self.reactor, provider, self.config.nntp).addCallbacks(ok, warn)
+        pool = next((p for p in self.engine.pools if p.name == provider.name), None)
+        give_back = pool.hold_slot() if pool is not None else None
+        if pool is not None and give_back is None:
+            log.info(
+                "provider %s (%s:%d): other processes hold all %d connection slots; "
+                "not probed at start",
+                provider.name,
+                provider.host,
+                provider.port,
+                provider.max_connections,
+            )
+            return defer.succeed(None)
+        probe = probe_provider(self.reactor, provider, self.config.nntp).addCallbacks(ok, warn)
+        if give_back is not None:  # the probe's own connection counts against the budget
+            probe.addBoth(lambda result: (give_back(), result)[1])
+        return probe
 
     @defer.inlineCallbacks
     def _import_demo(self):
@@ -185,6 +262,11 @@ class Server:
         """Stop listening, abandon unfinished provider probes, stop the watch folder and
         the queue (running imports finish first) and close the engine."""
         self._stopping = True
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        if self._board is not None:
+            self._board.withdraw()
         for probe in self._probes:
             probe.cancel()
         yield self.probed

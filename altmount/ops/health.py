@@ -22,6 +22,8 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
+from altmount.workers import processes_report
+
 __all__ = ["HealthMonitor", "PROBE_INTERVAL_SECONDS", "STATUS_ORDER", "worst"]
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,10 @@ class HealthMonitor:
         self.crc_failures: dict[str, set[str]] = {}
         #: File bytes served as zeros since start (the holes' share of each range)
         self.zero_filled_bytes = 0
+        #: The open-files limit the server set at start (altmount.oslimits), if it did.
+        self.file_limit: Any = None
+        #: With several serving processes, where they publish their figures (workers.py).
+        self.board: Any = None
         self._loop: LoopingCall | None = None
         self._probing: defer.Deferred | None = None
 
@@ -166,6 +172,10 @@ class HealthMonitor:
             "media_holes": self._holes_component(),
             "crc_failures": self._crc_component(),
         }
+        if self.file_limit is not None:
+            components["system"] = self._system_component()
+        if self.board is not None:
+            components["processes"] = processes_report(self.board)
         if self._queue is not None:
             ok, reason = self._database
             components["database"] = {"status": "healthy" if ok else "unhealthy", "reason": reason}
@@ -194,6 +204,19 @@ class HealthMonitor:
         else:
             status, reason = "healthy", f"{len(entries)} provider(s) reachable"
         return {"status": status, "reason": reason, "providers": entries}
+
+    def _system_component(self) -> dict[str, Any]:
+        limit = self.file_limit
+        if limit.sufficient:
+            status = "healthy"
+            reason = f"open-files limit {limit.soft} ({limit.needed} needed)"
+        else:
+            status = "degraded"
+            reason = (
+                f"open-files limit {limit.soft} is below the {limit.needed} needed; "
+                "raise the hard limit (LimitNOFILE=)"
+            )
+        return {"status": status, "reason": reason, "open_files": limit.as_dict()}
 
     def _metadata_component(self) -> dict[str, Any]:
         try:

@@ -83,6 +83,9 @@ class _LiveCollector(Collector):
             for state, count in sorted(counts.items()):
                 items.add_metric([str(state)], count)
             yield items
+        board = ops.health.board
+        if board is not None:
+            yield from _processes(board.snapshots(), board.role.count)
         yield _gauge(
             "altmount_health_status",
             "Overall health: 0 healthy, 1 degraded, 2 unhealthy",
@@ -188,6 +191,25 @@ class _LiveCollector(Collector):
         for use in ("limit", "streams", "cache", "free"):
             memory.add_metric([use], budget[use])
         yield memory
+
+
+def _processes(snapshots: list[dict[str, Any]], expected: int) -> Iterator[Metric]:
+    """Every serving process's figures, labelled by its index (several processes)."""
+    yield _gauge("altmount_processes_expected", "Serving processes configured", expected)
+    yield _gauge("altmount_processes_up", "Serving processes publishing figures", len(snapshots))
+    streams = GaugeMetricFamily(
+        "altmount_process_streams_active", "Streams open now, per process", labels=["process"]
+    )
+    served = CounterMetricFamily(
+        "altmount_process_bytes_served", "Bytes streamed to clients, per process",
+        labels=["process"],
+    )
+    for snapshot in snapshots:
+        label = [str(snapshot.get("index"))]
+        streams.add_metric(label, int(snapshot.get("streams_active", 0)))
+        served.add_metric(label, int(snapshot.get("bytes_served", 0)))
+    yield streams
+    yield served
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -104,10 +104,12 @@ class Ops:
 
     # -- life cycle ------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the provider/database probe, the import poll and the file health checks."""
+    def start(self, *, file_checks: bool = True) -> None:
+        """Start the provider/database probe, the import poll and (unless another serving
+        process runs them) the file health checks."""
         self.health.start()
-        self.files.start()
+        if file_checks:
+            self.files.start()
         self.heartbeat.start()
         if self.queue is not None:
             self._imports_loop = LoopingCall(self.poll_imports)

@@ -35,6 +35,7 @@ import random
 import sys
 from pathlib import Path
 from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
 from altmount.testing import nntpserver
 from altmount.testing.articles import post_release
 ARTICLE_SIZE = int(sys.argv[6])
@@ -46,9 +47,11 @@ release = post_release({"movie.mkv": data}, article_size=ARTICLE_SIZE, meta={"na
 out.mkdir(parents=True, exist_ok=True)
 (out / "release.nzb").write_bytes(release.nzb)
 faults = nntpserver.Faults(latency=latency)
-port, _ = nntpserver.listen(reactor, release.articles, faults=faults, username=user,
-                            password=password)
+port, factory = nntpserver.listen(reactor, release.articles, faults=faults, username=user,
+                                  password=password)
 (out / "port").write_text(str(port.getHost().port))
+# The most connections open at once, for tests that check a shared budget.
+LoopingCall(lambda: (out / "peak").write_text(str(factory.peak_connections))).start(0.05)
 reactor.run()
 """
 
