@@ -124,6 +124,31 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_targets(pid: int) -> set[str]:
+    """What the open descriptors of `pid` point at (`socket:[inode]`, paths)."""
+    targets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            continue  # closed while listed
+    return targets
+
+
+def settled_fds(pid: int, ceiling: int, seconds: float = 10.0) -> int:
+    """Open descriptors of `pid` once back at `ceiling` or after `seconds`.
+
+    A client's socket and a cache write in flight close a moment after the load ends;
+    a leak stays, so the count is read again until it settles rather than once.
+    """
+    until = time.monotonic() + seconds
+    count = open_fds(pid)
+    while count > ceiling and time.monotonic() < until:
+        time.sleep(0.1)
+        count = open_fds(pid)
+    return count
+
+
 def nntp_stats(out: Path) -> dict:
     """The fake providers' last counters."""
     return json.loads((out / "nntp.json").read_text())
@@ -318,12 +343,14 @@ def soak(
         path = _import(config, folder / "queue.db", out / "release.nzb", env)
         wait_for(lambda: nntp_open(out) == 0, "idle NNTP connections", 30)
         fds_before, nntp_before = open_fds(server.pid), nntp_open(out)
+        targets_before = fd_targets(server.pid)
         load = Load(http_port, path, data, streams, seed, server.pid)
         load.run(seconds)
         after_load = time.monotonic()
         wait_for(lambda: nntp_open(out) == nntp_before, "NNTP connections back to idle", 60)
         idle_after = time.monotonic() - after_load
-        fds_after = open_fds(server.pid)
+        fds_after = settled_fds(server.pid, fds_before)
+        fds_new = sorted(fd_targets(server.pid) - targets_before)
         first_minute = next((mib for at, mib in load.rss if at >= rss_reference), load.rss[-1][1])
         reactor_lag = _reactor_lag(http_port)
         stats = nntp_stats(out)
@@ -347,6 +374,7 @@ def soak(
             "rss_mib_peak": round(max(mib for _, mib in load.rss), 1),
             "fds_before": fds_before,
             "fds_after": fds_after,
+            "fds_new": fds_new,
             "nntp_before": nntp_before,
             "nntp_after": nntp_open(out),
             "nntp_idle_after_seconds": round(idle_after, 1),
