@@ -26,7 +26,6 @@ import mmap
 import os
 import socket
 import subprocess
-import sys
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from twisted.python.failure import Failure
 
 from altmount import errors
 from altmount._core.types import DecodedArticle
+from altmount.selfexec import python_argv
 
 __all__ = ["BLOCK_SIZE", "ProcessDecodePool"]
 
@@ -256,13 +256,12 @@ class ProcessDecodePool:
         # multiprocessing's spawn (it re-imports the parent's __main__, a CLI here).
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            [
-                sys.executable,
+            python_argv(
                 "-c",
                 "import sys; from altmount.engine_process import worker_main;"
                 " worker_main(int(sys.argv[1]))",
                 str(theirs.fileno()),
-            ],
+            ),
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
         )

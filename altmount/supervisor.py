@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from twisted.internet.error import ProcessExitedAlready
 
 from altmount.config import Config
 from altmount.demo import demo_release
+from altmount.selfexec import altmount_argv
 from altmount.testing import nntpserver
 from altmount.workers import reuseport_socket
 
@@ -66,7 +66,7 @@ class Supervisor:
         self.config = config
         self.config_path = config_path
         self.count = count
-        self._argv = argv or [sys.executable, "-m", "altmount"]
+        self._argv = argv or altmount_argv()
         self.port = 0
         self._claim: Any = None
         self._demo_port: Any = None

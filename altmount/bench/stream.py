@@ -21,7 +21,6 @@ import posixpath
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -43,6 +42,7 @@ from altmount.bench.common import (
 from altmount.bench.httpclient import Target, Transfer, add_nzb, timed_get, wait_first_byte
 from altmount.bench.presets import PRESETS, guide_estimate_mib
 from altmount.bench.rawfetch import raw_fetch
+from altmount.selfexec import altmount_argv, python_argv
 
 __all__ = [
     "API_KEY",
@@ -256,7 +256,7 @@ def _streaming_report(opts: StreamOptions) -> dict[str, Any]:
 
 def start_serve(config: Path, http_port: int) -> tuple[subprocess.Popen[bytes], Target]:
     """`altmount serve` with `config` (listening on `http_port`), once it answers /live."""
-    server = subprocess.Popen([sys.executable, "-m", "altmount", "serve", "--config", str(config)])
+    server = subprocess.Popen(altmount_argv("serve", "--config", str(config)))
     target = Target("127.0.0.1", http_port, "bench", "bench")
 
     def live() -> bool:
@@ -292,13 +292,11 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
     """Fake server + imported release + `altmount serve`; yields what the run needs."""
     workdir = Path(tempfile.mkdtemp(prefix="altmount-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
-    python = sys.executable
     try:
         log("generating the release and starting the fake NNTP server")
         procs.append(
             subprocess.Popen(
-                [
-                    python,
+                python_argv(
                     "-m",
                     "altmount.bench.fakeserver",
                     "--out",
@@ -321,7 +319,7 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
                     str(opts.disconnect_rate),
                     "--seed",
                     str(opts.seed),
-                ]
+                )
             )
         )
         port_file = workdir / "nntp" / "port"
@@ -337,16 +335,9 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
         log("importing the release")
         started = time.perf_counter()
         imported = subprocess.run(
-            [
-                python,
-                "-m",
-                "altmount",
-                "import",
-                str(workdir / "nntp" / "release.nzb"),
-                "--wait",
-                "--config",
-                str(config),
-            ],
+            altmount_argv(
+                "import", str(workdir / "nntp" / "release.nzb"), "--wait", "--config", str(config)
+            ),
             check=True,
             capture_output=True,
             text=True,

@@ -7,9 +7,14 @@ never assert a timing: only that each command completes and fills in its report.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
+import altmount
 from altmount.bench import bench
 from altmount.bench.common import percentile, windowed_rates
 from altmount.bench.presets import PRESETS, guide_estimate_mib
@@ -170,3 +175,28 @@ def test_stream_against_a_running_server():
     assert report["sequential"]["bytes"] == env["size"]
     assert report["click"]["count"] == 0 and report["raw"] == {"mb_s": None, "ratio": None}
     assert report["process"]["cpu_s_per_gib"] is not None
+
+
+def test_stream_from_a_source_checkout(tmp_path):
+    """`altmount bench stream` started in a folder holding an uncompiled `altmount/` source
+    tree runs its helpers (fake server, import, serve, decode processes) with the installed
+    package, not that tree."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        Path(altmount.__file__).parent,
+        checkout / "altmount",
+        ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"),
+    )
+    command = Path(sys.executable).with_name("altmount")
+    result = subprocess.run(
+        [str(command), "bench", "stream", "--size-mb", "2", "--click-size-mb", "1"]
+        + ["--users", "1", *TINY_READS, "--clicks", "1", "--pool", "process", "--json", "--quiet"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["sequential"]["bytes"] == 2 << 20
+    assert report["click"]["count"] == 1
