@@ -7,6 +7,9 @@ only when every open one has a full pipeline, and never beyond `max_connections`
 requests then wait up to connect + request timeout for a connection before failing.
 Requests lost with a dead connection are retried up to `max_retries` times. A refused
 login disables the provider for the life of the pool: that needs a human.
+
+The slot counting and sharing lives in nntp/poolbudget.py, backoff and disabling in
+nntp/poolhealth.py, one request's bookkeeping in nntp/pooljob.py.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import heapq
 import itertools
 import logging
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -27,67 +29,22 @@ from altmount.errors import (
     ArticleNotFound,
     NNTPConnectionLost,
     NNTPError,
-    NNTPProtocolError,
-    NNTPTimeout,
     ProviderAuthError,
     ProviderUnavailable,
 )
 from altmount.nntp.budget import ConnectionBudget, Lease, UnlimitedBudget
 from altmount.nntp.client import NNTPClientProtocol, connect
+from altmount.nntp.poolbudget import BudgetShare
+from altmount.nntp.poolhealth import INITIAL_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, ProviderHealth
+from altmount.nntp.pooljob import Job, error_kind
 from altmount.nntp.stats import ProviderStats
 
 __all__ = ["ProviderPool", "INITIAL_BACKOFF_SECONDS", "MAX_BACKOFF_SECONDS"]
 
 log = logging.getLogger(__name__)
 
-#: First wait after a failed connect; doubles on each further failure.
-INITIAL_BACKOFF_SECONDS = 0.5
-#: Longest wait between connect attempts to an unreachable provider.
-MAX_BACKOFF_SECONDS = 30.0
-#: Connection losses of one request within this long of each other are one outage.
-OUTAGE_SECONDS = 1.0
 
-
-class _Job:
-    """One caller's request, possibly tried on several connections."""
-
-    __slots__ = (
-        "kind",
-        "message_id",
-        "priority",
-        "deferred",
-        "attempts",
-        "deadline",
-        "lost_at",
-        "outage_losses",
-    )
-
-    def __init__(self, kind: str, message_id: str, priority: int, deadline: float) -> None:
-        self.kind = kind
-        self.message_id = message_id
-        self.priority = priority
-        self.deadline = deadline
-        self.attempts = 0
-        self.lost_at = -OUTAGE_SECONDS  # when a connection loss last cost an attempt
-        self.outage_losses = 0
-        # Cancelling a queued job just lets the queue skip it; an answer that arrives
-        # for a cancelled job in flight is dropped.
-        self.deferred: defer.Deferred[Any] = defer.Deferred()
-
-
-def _error_kind(error: NNTPError) -> str:
-    if isinstance(error, NNTPTimeout):
-        return "timeout"
-    if isinstance(error, NNTPConnectionLost):
-        return "connection_lost"
-    if isinstance(error, ProviderAuthError):
-        return "auth"
-    if isinstance(error, NNTPProtocolError):
-        return "protocol"
-    return "connect"
-
-
-class ProviderPool:
+class ProviderPool(BudgetShare, ProviderHealth):
     """Every connection to one provider, shared by all streams and imports."""
 
     def __init__(
@@ -110,11 +67,9 @@ class ProviderPool:
         stats.max_connections = provider.max_connections
         self.name = provider.name or provider.host
         self._depth = provider.inflight_requests
-        self._queue: list[tuple[int, int, _Job]] = []
+        self._queue: list[tuple[int, int, Job]] = []
         self._order = itertools.count()
         self._ready: list[NNTPClientProtocol] = []
-        # Closed by us but the socket not yet gone: they still count against the limit,
-        # so the provider never sees more than max_connections at once.
         self._draining: set[NNTPClientProtocol] = set()
         self._attempts: set[defer.Deferred[NNTPClientProtocol]] = set()
         self._held = 0  # slots lent to connections made outside the pool (provider test)
@@ -139,16 +94,6 @@ class ProviderPool:
     def is_backup(self) -> bool:
         """Asked only after every primary answered 430."""
         return self._provider.is_backup_provider
-
-    @property
-    def enabled(self) -> bool:
-        """False once disabled (by configuration or a refused login) or closed."""
-        return self._disabled_error is None and not self._closing
-
-    @property
-    def disabled_reason(self) -> str:
-        """Why the provider is disabled, '' while it is enabled."""
-        return "" if self._disabled_error is None else str(self._disabled_error)
 
     @property
     def connections_open(self) -> int:
@@ -176,12 +121,6 @@ class ProviderPool:
         return len(self._queue)
 
     @property
-    def reachable(self) -> bool:
-        """False while the provider is refusing connections and none is open: the router
-        then asks other providers first instead of queueing behind the backoff."""
-        return bool(self._ready) or not self._backoff
-
-    @property
     def load(self) -> float:
         """Queued plus in-flight requests per pipeline slot; the router prefers the lowest."""
         in_flight = sum(conn.in_flight for conn in self._ready)
@@ -202,31 +141,6 @@ class ProviderPool:
         """
         return self._submit("date", "", priority)
 
-    def hold_slot(self) -> Callable[[], None] | None:
-        """Lend one of `max_connections` to a connection opened outside the pool (the
-        provider test), or None when the other processes sharing the provider hold every
-        free slot. The pool stays below the limit until the returned function is called,
-        once that connection has closed. None too when this pool's own connections (open,
-        being opened, draining, being shed) and earlier loans already use every slot."""
-        used = (
-            len(self._ready) + len(self._draining) + len(self._attempts) + len(self._shedding)
-            + self._held
-        )
-        if used >= self._provider.max_connections:
-            return None
-        lease = self._budget.try_acquire()
-        if lease is None:
-            return None
-        self._held += 1
-
-        def give_back() -> None:
-            if lease.held:
-                lease.release()
-                self._held -= 1
-                self._pump()
-
-        return give_back
-
     def close(self) -> defer.Deferred[None]:
         """Fail queued requests, QUIT every connection; fires when all are closed."""
         self._closing = True
@@ -244,7 +158,7 @@ class ProviderPool:
             return defer.fail(type(self._disabled_error)(str(self._disabled_error)))
         if self._closing:
             return defer.fail(ProviderUnavailable(f"provider {self.name}: pool closed"))
-        job = _Job(kind, message_id, priority, self._deadline())
+        job = Job(kind, message_id, priority, self._deadline())
         self._enqueue(job)
         self._pump()
         return job.deferred
@@ -253,7 +167,7 @@ class ProviderPool:
         wait = self._nntp.connect_timeout_seconds + self._nntp.request_timeout_seconds
         return self._reactor.seconds() + wait
 
-    def _enqueue(self, job: _Job) -> None:
+    def _enqueue(self, job: Job) -> None:
         heapq.heappush(self._queue, (job.priority, next(self._order), job))
 
     def _pump(self) -> None:
@@ -278,7 +192,7 @@ class ProviderPool:
 
     def _dispatch_next(self, conn: NNTPClientProtocol) -> None:
         job = heapq.heappop(self._queue)[2]
-        if not job.deferred.called:  # else cancelled while queued
+        if job.alive:  # else cancelled while queued
             self._dispatch(job, conn)
 
     def _idle_connection(self) -> NNTPClientProtocol | None:
@@ -304,7 +218,7 @@ class ProviderPool:
                 best, best_key = conn, key
         return best
 
-    def _dispatch(self, job: _Job, conn: NNTPClientProtocol) -> None:
+    def _dispatch(self, job: Job, conn: NNTPClientProtocol) -> None:
         idle = self._idle.pop(conn, None)
         if idle is not None and idle.active():
             idle.cancel()
@@ -321,7 +235,7 @@ class ProviderPool:
             errbackArgs=(job, conn),
         )
 
-    def _job_done(self, result: Any, job: _Job, conn: NNTPClientProtocol) -> None:
+    def _job_done(self, result: Any, job: Job, conn: NNTPClientProtocol) -> None:
         if job.kind == "body":
             self.stats.record_article(len(result), conn.last_rtt_ms)
         else:
@@ -332,7 +246,7 @@ class ProviderPool:
             job.deferred.callback(result)
         self._after_answer(conn)
 
-    def _job_failed(self, failure: Failure, job: _Job, conn: NNTPClientProtocol) -> None:
+    def _job_failed(self, failure: Failure, job: Job, conn: NNTPClientProtocol) -> None:
         error = failure.value
         if not isinstance(error, NNTPError):  # a bug: let the caller see the traceback
             if not job.deferred.called:
@@ -341,7 +255,7 @@ class ProviderPool:
         if isinstance(error, ArticleNotFound):
             self.stats.record_missing()
         else:
-            self.stats.record_error(_error_kind(error), str(error))
+            self.stats.record_error(error_kind(error), str(error))
         if isinstance(error, ProviderAuthError):
             self._disable(error)
         retry = not isinstance(error, ArticleNotFound | ProviderAuthError)
@@ -349,7 +263,10 @@ class ProviderPool:
         # head was at fault (its request stalled or broke the connection); the requests
         # queued behind it are re-sent without spending one of their attempts.
         lost = isinstance(error, NNTPConnectionLost)
-        collateral = lost and (conn in self._failed_conns or self._same_outage(job))
+        collateral = lost and (
+            conn in self._failed_conns
+            or job.same_outage(self._reactor.seconds(), self._provider.max_connections)
+        )
         self._failed_conns.add(conn)
         if job.deferred.called:
             pass
@@ -363,26 +280,6 @@ class ProviderPool:
         else:
             job.deferred.errback(error)
         self._after_answer(conn)
-
-    def _same_outage(self, job: _Job) -> bool:
-        """Whether this connection loss is part of one the job was already charged for.
-
-        A provider that drops every connection at once (a restart) is noticed one
-        connection at a time, so a retried request can be sent to a sibling that is
-        already dead. Losses soon after the charged one are the same outage, free up to
-        one per connection; a request that kills each connection it is sent on is
-        still charged each time after that.
-        """
-        now = self._reactor.seconds()
-        if (
-            now - job.lost_at < OUTAGE_SECONDS
-            and job.outage_losses < self._provider.max_connections
-        ):
-            job.outage_losses += 1
-            return True
-        job.lost_at = now
-        job.outage_losses = 0
-        return False
 
     def _after_answer(self, conn: NNTPClientProtocol) -> None:
         if conn in self._shedding:
@@ -441,16 +338,12 @@ class ProviderPool:
     # -- connections -------------------------------------------------------------------
 
     def _maybe_connect(self, at_least: int = 0) -> None:
-        if not self.enabled or (self._backoff_call is not None and self._backoff_call.active()):
+        if not self.enabled or self._waiting_out:
             return
         wanted = max(at_least, len(self._queue)) - len(self._attempts)
-        if self._backoff:  # recovering from failures: probe with one connection at a time
+        if self._recovering:
             wanted = min(wanted, 1 - len(self._attempts))
-        busy = (
-            len(self._ready) + len(self._draining) + len(self._attempts) + len(self._shedding)
-            + self._held
-        )
-        room = self._provider.max_connections - busy
+        room = self._provider.max_connections - self.slots_used
         short = False
         for _ in range(min(wanted, room)):
             lease = self._budget.try_acquire()
@@ -469,63 +362,10 @@ class ProviderPool:
         self._budget.set_waiting(short)
         self._arm_budget()
 
-    # -- the slots shared with other processes -------------------------------------------
-
-    def _arm_budget(self) -> None:
-        """Poll the shared budget while this pool waits for a slot or holds some:
-        a waiting pool retries, a holding one gives back what others need."""
-        if self._budget_call is not None and self._budget_call.active():
-            return
-        delay = self._budget.poll_delay()
-        if delay is not None:
-            self._budget_call = self._reactor.callLater(delay, self._budget_turn)
-
-    def _budget_turn(self) -> None:
-        self._budget_call = None
-        for _ in range(self._budget.excess()):
-            if not self._shed_one():
-                break
-        if self._queue:
-            self._pump()
-        else:
-            self._budget.set_waiting(False)
-        self._arm_budget()
-
-    def _shed_one(self) -> bool:
-        """Close one connection for another process: an idle one now, else the least busy
-        one once its pipeline is answered (it takes no new requests meanwhile)."""
-        idle = self._idle_connection()
-        conn = idle or self._least_busy() or (self._ready[0] if self._ready else None)
-        if conn is None:
-            return False
-        self._ready.remove(conn)
-        idle_call = self._idle.pop(conn, None)
-        if idle_call is not None and idle_call.active():
-            idle_call.cancel()
-        if conn.in_flight:
-            self._shedding.add(conn)
-        else:
-            conn.quit()
-        self.stats.set_connections(len(self._ready))
-        return True
-
-    def _hand_lease(self, source: Any, conn: NNTPClientProtocol) -> None:
-        lease = self._leases.pop(source, None)
-        if lease is None:
-            return
-        self._leases[conn] = lease
-        # The slot is free when the socket is gone, not when QUIT is sent.
-        conn.disconnected.addBoth(lambda result: (self._release_lease(conn), result)[1])
-
-    def _release_lease(self, key: Any) -> None:
-        lease = self._leases.pop(key, None)
-        if lease is not None:
-            lease.release()
-
     def _connected(self, conn: NNTPClientProtocol, attempt: defer.Deferred[Any]) -> None:
         self._attempts.discard(attempt)
         self._hand_lease(attempt, conn)
-        self._backoff = 0.0
+        self._connected_ok()
         if not self.enabled:
             conn.quit()
             return
@@ -570,46 +410,4 @@ class ProviderPool:
             self._disable(error)
             return
         self._last_connect_error = error
-        if self._backoff_call is not None and self._backoff_call.active():
-            return  # several attempts failed together: one step of backoff
-        if not self._backoff:
-            # A provider that never answered was already reported by the start-up probe;
-            # one that worked and stopped is news, worth a warning.
-            report = log.warning if self._ever_connected else log.info
-            report("%s; retrying with backoff", error)
-        self._backoff = min(MAX_BACKOFF_SECONDS, 2 * self._backoff or INITIAL_BACKOFF_SECONDS)
-        self._backoff_call = self._reactor.callLater(self._backoff, self._backoff_over)
-        self._arm_expiry()
-
-    def _backoff_over(self) -> None:
-        self._backoff_call = None
-        self._pump()
-        if not self._queue and not self._ready and not self._attempts:
-            # Nothing queued (the router sends traffic elsewhere meanwhile): try one
-            # connection anyway, so a provider that comes back becomes reachable again.
-            self._maybe_connect(at_least=1)
-
-    def disable(self, error: NNTPError) -> None:
-        """Stop using this provider (e.g. a start-up probe met 481); logs one warning."""
-        self._disable(error)
-
-    def _disable(self, error: NNTPError) -> None:
-        if self._disabled_error is not None:
-            return
-        self._disabled_error = error
-        log.warning("provider %s disabled: %s", self.name, error)
-        self._cancel_timers()
-        self._fail_queue(error)
-        for attempt in list(self._attempts):
-            attempt.cancel()
-        for conn in list(self._ready):
-            conn.quit()
-
-    def _cancel_timers(self) -> None:
-        for call in (
-            self._backoff_call, self._expiry_call, self._budget_call, *self._idle.values()
-        ):
-            if call is not None and call.active():
-                call.cancel()
-        self._backoff_call = self._expiry_call = self._budget_call = None
-        self._idle.clear()
+        self._connect_error(error)
