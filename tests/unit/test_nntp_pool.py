@@ -310,15 +310,18 @@ def test_cancelled_request_is_skipped():
 
 
 def test_close_quits_connections_and_fails_queue():
-    """close() fails queued requests and QUITs open connections."""
+    """close() fails queued requests at once, lets the one in flight finish, QUITs."""
     reactor, server, pool = _setup(max_connections=1, depth=1)
     _collect([pool.body("a1@test")])
     reactor.flush()
-    queued = _collect([pool.body("a2@test")])
+    results = _collect([pool.body("a2@test"), pool.body("a3@test")])
+    assert pool.queued == 1  # a2 is on the one connection, a3 waits for it
     closed = pool.close()
-    assert queued[0] is None or queued[0].check(ProviderUnavailable)
+    assert results[1].check(ProviderUnavailable) and "pool closed" in str(results[1].value)
     reactor.flush()
+    assert results[0] == ARTICLES["a2@test"]
     assert closed.called and server.current_connections == 0
+    assert server.commands["BODY"] == 2 and server.commands["QUIT"] == 1
     assert not pool.enabled
 
 
