@@ -216,7 +216,7 @@ def test_wait_for_sees_another_process_finish(env, tmp_path):
     assert not waiting.called
     reactor.advance(INTERVAL)
     assert result(waiting).state == State.COMPLETED
-    assert queue._watch is None  # no waiters left: the watch loop stopped
+    assert not queue._waiters.watching  # no waiters left: the watch loop stopped
 
 
 def test_wait_for_a_deleted_item_fails(env):
