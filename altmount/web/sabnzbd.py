@@ -27,45 +27,26 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from altmount.config import Config
-from altmount.errors import AltmountError, MetadataError, QueueError, QueueItemNotFound
-from altmount.importer.layout import name_password
-from altmount.queue.model import ACTIVE_STATES, HISTORY_STATES, QueueItem, State
+from altmount.errors import AltmountError, MetadataError
 from altmount.queue.service import QueueService
 from altmount.web.addurl import NZBDownloader
 from altmount.web.auth import auth_required, note_failed_login
-from altmount.web.multipart import MAX_NZB_BYTES, FormPart, is_multipart, parse_form
+from altmount.web.multipart import FormPart, is_multipart, parse_form
 from altmount.web.sabnzbd_format import (
     SAB_VERSION,
     categories_list,
     category_dirs,
     config_payload,
-    find_category,
-    history_payload,
-    queue_payload,
     report,
     status_payload,
 )
+from altmount.web.sabnzbd_jobs import NOT_IMPLEMENTED, SAB_HISTORY_STATES, APIError, SABnzbdJobs
 
 __all__ = ["SABnzbdAPI", "SABnzbdRoot", "json_error", "ensure_category_dirs", "SAB_HISTORY_STATES"]
 
 log = logging.getLogger(__name__)
 
-#: Most items one queue/history page lists when the client asks for "all" (limit 0).
-MAX_PAGE = 10_000
-_PRIORITY_WORDS = {
-    "default": -100,
-    "duplicate": -3,
-    "paused": -2,
-    "low": -1,
-    "normal": 0,
-    "high": 1,
-    "force": 2,
-}
-_NO_VALUE = "expects one parameter"
 _KEY_INCORRECT = "API Key Incorrect"
-_NOT_IMPLEMENTED = "not implemented"
-#: What `mode=history` lists: no cancelled items (SABnzbd drops them).
-SAB_HISTORY_STATES: tuple[State, ...] = (State.COMPLETED, State.FAILED)
 
 
 def ensure_category_dirs(store: Any, config: Config) -> bool:
@@ -79,10 +60,6 @@ def ensure_category_dirs(store: Any, config: Config) -> bool:
     except MetadataError as exc:
         log.error("cannot create the category folders: %s", exc)
         return False
-
-
-class _APIError(Exception):
-    """A SABnzbd-style refusal: {"status": false, "error": message}."""
 
 
 def json_error(request: Request, status: int, code: str, message: str) -> bytes:
@@ -103,29 +80,6 @@ def _first(request: Request, skip: frozenset[str]) -> dict[str, str]:
     return params
 
 
-def _ids(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _int(value: str | None, default: int = 0) -> int:
-    try:
-        return max(0, int(value or default))
-    except ValueError:
-        return default
-
-
-def _priority(value: str | None) -> int | None:
-    if value is None or not value.strip():
-        return None
-    text = value.strip().lower()
-    if text in _PRIORITY_WORDS:
-        return _PRIORITY_WORDS[text]
-    try:
-        return int(text)
-    except ValueError:
-        raise _APIError(f"priority {value!r} is not a SABnzbd priority (-100, -2..2)") from None
-
-
 class SABnzbdAPI(Resource):
     """Renders one SABnzbd API call; mount with SABnzbdRoot or call from the /api root."""
 
@@ -142,7 +96,7 @@ class SABnzbdAPI(Resource):
         super().__init__()
         self._config = config
         self._queue = queue
-        self._downloader = downloader
+        self._jobs = SABnzbdJobs(config, queue, downloader)
         self._store = store
         self._key: str | None = None
         self._modes: dict[str, Callable[[dict[str, str], list[FormPart]], Any]] = {
@@ -150,11 +104,11 @@ class SABnzbdAPI(Resource):
             "auth": self._auth,
             "get_config": self._get_config,
             "get_cats": self._get_cats,
-            "addfile": self._addfile,
-            "addurl": self._addurl,
-            "queue": self._queue_mode,
-            "history": self._history,
-            "retry": self._retry,
+            "addfile": self._jobs.addfile,
+            "addurl": self._jobs.addurl,
+            "queue": self._jobs.queue,
+            "history": self._jobs.history,
+            "retry": self._jobs.retry,
             "pause": self._pause,
             "resume": self._resume,
             "status": self._fullstatus,
@@ -205,10 +159,10 @@ class SABnzbdAPI(Resource):
             if problem:
                 if problem == _KEY_INCORRECT:  # SABnzbd answers 200, so the site cannot tell
                     note_failed_login(request)
-                raise _APIError(problem)
+                raise APIError(problem)
         handler = self._modes.get(mode)
         if handler is None:
-            raise _APIError(_NOT_IMPLEMENTED)
+            raise APIError(NOT_IMPLEMENTED)
         result = yield handler(params, files)
         return result
 
@@ -220,7 +174,7 @@ class SABnzbdAPI(Resource):
 
     @staticmethod
     def _refused(failure: Failure, output: str, mode: str) -> tuple[int, bytes, bytes]:
-        if failure.check(_APIError, AltmountError):
+        if failure.check(APIError, AltmountError):
             body, content_type = report(output, error=failure.getErrorMessage())
             return 200, body, content_type
         log.error(
@@ -293,11 +247,11 @@ class SABnzbdAPI(Resource):
         section, keyword = params.get("section"), params.get("keyword")
         if section:
             if section not in data:
-                raise _APIError("Config item does not exist")
+                raise APIError("Config item does not exist")
             data = {section: data[section]}
             if keyword and isinstance(data[section], dict):
                 if keyword not in data[section]:
-                    raise _APIError("Config item does not exist")
+                    raise APIError("Config item does not exist")
                 data = {section: {keyword: data[section][keyword]}}
         return "config", data
 
@@ -314,189 +268,6 @@ class SABnzbdAPI(Resource):
 
     def _fullstatus(self, params: dict[str, str], files: list[FormPart]) -> tuple[str, Any]:
         return "status", status_payload(self._config, paused=self._queue.processing_paused)
-
-    # -- adding ----------------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def _addfile(self, params: dict[str, str], files: list[FormPart]):
-        upload = next((p for p in files if p.name in ("name", "nzbfile") and p.filename), None)
-        if upload is None:
-            upload = next((p for p in files if p.name in ("name", "nzbfile")), None)
-        if upload is None or not upload.data:
-            raise _APIError(_NO_VALUE)
-        item = yield self._enqueue(
-            upload.data, upload.filename or "upload.nzb", params, source="sabnzbd"
-        )
-        return "", {"status": True, "nzo_ids": [item.nzo_id]}
-
-    @defer.inlineCallbacks
-    def _addurl(self, params: dict[str, str], files: list[FormPart]):
-        url = params.get("name") or params.get("value")
-        if not url:
-            raise _APIError(_NO_VALUE)
-        download = yield self._downloader.fetch(url)
-        item = yield self._enqueue(download.data, download.filename, params, source="url")
-        return "", {"status": True, "nzo_ids": [item.nzo_id]}
-
-    def _enqueue(
-        self, data: bytes, filename: str, params: dict[str, str], source: str
-    ) -> defer.Deferred:
-        if len(data) > MAX_NZB_BYTES:
-            raise _APIError(f"{filename}: larger than the {MAX_NZB_BYTES >> 20} MiB NZB limit")
-        name = params.get("nzbname", "").strip() or filename
-        if not name.lower().endswith((".nzb", ".nzb.gz")):
-            name += ".nzb"
-        password = params.get("password", "").strip()
-        if password and not name_password(name)[1]:
-            # SABnzbd's `password` parameter: kept the way posters pass one, in the name.
-            cut = name.lower().rfind(".nzb")
-            name = f"{name[:cut]}{{{{{password}}}}}{name[cut:]}"
-        category = params.get("cat") or params.get("category")
-        return self._queue.add(
-            data, name, category, _priority(params.get("priority")), source=source
-        )
-
-    # -- queue -----------------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def _items_by_nzo(self, nzo_ids: list[str], states: tuple[State, ...]):
-        found: list[QueueItem] = []
-        for nzo_id in nzo_ids:
-            try:
-                item = yield self._queue.get_by_nzo(nzo_id)
-            except QueueItemNotFound:
-                continue
-            if item.state in states:
-                found.append(item)
-        return found
-
-    @defer.inlineCallbacks
-    def _all(
-        self,
-        states: tuple[State, ...],
-        category: str | None = None,
-        search: str | None = None,
-        sort: str = "queue",
-        descending: bool = False,
-    ):
-        items = yield self._queue.list(
-            states, search or None, category, 0, MAX_PAGE, sort, descending
-        )
-        return items
-
-    @defer.inlineCallbacks
-    def _queue_mode(self, params: dict[str, str], files: list[FormPart]):
-        name = params.get("name", "")
-        value = params.get("value", "")
-        if name == "delete":
-            items = yield (
-                self._all(ACTIVE_STATES)
-                if value.lower() == "all"
-                else self._items_by_nzo(_ids(value), ACTIVE_STATES)
-            )
-            if not items and value.lower() != "all" and not _ids(value):
-                raise _APIError(_NO_VALUE)
-            removed = yield self._each(items, self._queue.delete)
-            return "", {"status": bool(removed), "nzo_ids": removed}
-        if name in ("pause", "resume"):
-            items = yield self._items_by_nzo(_ids(value), ACTIVE_STATES)
-            action = self._queue.pause if name == "pause" else self._queue.resume
-            handled = yield self._each(items, action)
-            return "", {"status": bool(handled), "nzo_ids": handled}
-        if name:
-            raise _APIError(_NOT_IMPLEMENTED)
-        items, total = yield self._page(params, ACTIVE_STATES, sort="queue", descending=False)
-        start, limit = _int(params.get("start")), _int(params.get("limit"))
-        payload = queue_payload(
-            self._config,
-            items,
-            total=total,
-            start=start,
-            limit=limit,
-            paused=self._queue.processing_paused,
-            progress=self._queue.progress(),
-        )
-        return "queue", payload
-
-    @defer.inlineCallbacks
-    def _each(self, items: list[QueueItem], action: Callable[[int], defer.Deferred]):
-        """Apply `action` to each item; the nzo_ids it worked for (illegal changes skipped)."""
-        done: list[str] = []
-        for item in items:
-            try:
-                yield action(item.id)
-            except QueueError as exc:
-                log.info("SABnzbd API: %s", exc)
-                continue
-            done.append(item.nzo_id)
-        return done
-
-    @defer.inlineCallbacks
-    def _page(
-        self, params: dict[str, str], states: tuple[State, ...], *, sort: str, descending: bool
-    ):
-        """One page of items in `states` under the call's filters, and the filtered total."""
-        start, limit = _int(params.get("start")), _int(params.get("limit"))
-        wanted = params.get("cat") or params.get("category")
-        category = None
-        if wanted:
-            found = find_category(self._config, wanted)
-            if found is None:
-                return [], 0
-            category = found.name
-        search = params.get("search") or None
-        nzo_ids = _ids(params.get("nzo_ids", ""))
-        if nzo_ids:
-            items = yield self._items_by_nzo(nzo_ids, states)
-            items = [i for i in items if category is None or i.category.lower() == category.lower()]
-            window = items[start : start + limit] if limit else items[start:]
-            return window, len(items)
-        total = yield self._queue.count(states, search, category)
-        items = yield self._queue.list(
-            states, search, category, start, limit or MAX_PAGE, sort, descending
-        )
-        return items, total
-
-    # -- history ---------------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def _history(self, params: dict[str, str], files: list[FormPart]):
-        name = params.get("name", "")
-        if name == "delete":
-            removed = yield self._history_delete(params.get("value", ""))
-            return "", {"status": True, "nzo_ids": removed}
-        if name:
-            raise _APIError(_NOT_IMPLEMENTED)
-        states = SAB_HISTORY_STATES
-        if params.get("failed_only", "") in ("1", "true", "True"):
-            states = (State.FAILED,)
-        items, total = yield self._page(params, states, sort="updated_at", descending=True)
-        return "history", history_payload(self._config, items, total=total)
-
-    @defer.inlineCallbacks
-    def _history_delete(self, value: str):
-        special = value.lower()
-        if special in ("all", "failed", "completed"):
-            states = {
-                "all": HISTORY_STATES,
-                "failed": (State.FAILED, State.CANCELLED),
-                "completed": (State.COMPLETED,),
-            }[special]
-            items = yield self._all(states)
-        elif _ids(value):
-            items = yield self._items_by_nzo(_ids(value), HISTORY_STATES)
-        else:
-            raise _APIError(_NO_VALUE)
-        removed = yield self._each(items, self._queue.delete)
-        return removed
-
-    @defer.inlineCallbacks
-    def _retry(self, params: dict[str, str], files: list[FormPart]):
-        items = yield self._items_by_nzo(_ids(params.get("value", ""))[:1], HISTORY_STATES)
-        if not items or items[0].state == State.COMPLETED:
-            raise _APIError("item does not exist")
-        item = yield self._queue.retry(items[0].id)
-        return "", {"status": True, "nzo_id": item.nzo_id}
 
 
 class SABnzbdRoot(Resource):
