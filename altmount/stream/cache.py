@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -258,6 +259,34 @@ def _remove_all(root: str) -> None:
     cache_disk.remove_entries(root, [name for name, _, _ in cache_disk.scan(root)])
 
 
+@dataclass(frozen=True, slots=True)
+class _Want:
+    """What one reader asked for: segment `index` of `table`, and what fits it (the same
+    begin in the posted file, at least `needed` bytes)."""
+
+    table: Any
+    index: int
+    priority: int
+    path: str
+    begin: int
+    needed: int
+
+    @classmethod
+    def of(cls, table: Any, index: int, priority: int, path: str) -> _Want:
+        """The want of a `fetch` call."""
+        needed = int(table.skips[index]) + int(table.offsets[index + 1] - table.offsets[index])
+        return cls(table, index, priority, path, int(table.part_begins[index]), needed)
+
+    @property
+    def message_id(self) -> str:
+        """The message-id of the wanted segment (the key of both tiers and the flights)."""
+        return self.table.message_ids[self.index]
+
+    def fits(self, entry: tuple[Any, int] | None) -> bool:
+        """Whether a cached (data, begin) can answer this reader."""
+        return entry is not None and entry[1] == self.begin and len(entry[0]) >= self.needed
+
+
 class _Flight:
     """One fetch of a message-id in flight and the readers waiting on it."""
 
@@ -293,26 +322,24 @@ class SegmentCache:
     def fetch(self, table: Any, index: int, priority: int = 0, *, path: str = "") -> Deferred:
         """Fire with the decoded data of segment `index` of `table`, as the fetcher's
         `fetch` does. Cancelling leaves the shared fetch running for the other readers."""
-        message_id = table.message_ids[index]
-        begin = int(table.part_begins[index])
-        needed = int(table.skips[index]) + int(table.offsets[index + 1] - table.offsets[index])
+        want = _Want.of(table, index, priority, path)
+        message_id = want.message_id
         cached = self.ram.get(message_id)
-        if cached is not None and cached[1] == begin and len(cached[0]) >= needed:
+        if want.fits(cached):
             return succeed(cached[0])
         flight = self._flights.get(message_id)
         if flight is not None:
             self.shared += 1
-            return self._join(flight, table, index, priority, path, begin, needed)
+            return self._join(flight, want)
         flight = _Flight(message_id)
         self._flights[message_id] = flight
-        waiter = self._join(flight, table, index, priority, path, begin, needed)
+        waiter = self._join(flight, want)
         if self.disk is not None and self.disk.has(message_id):
-            source = self.disk.read(message_id)
-            source.addCallback(self._from_disk, table, index, priority, path, begin, needed)
+            source = self.disk.read(message_id).addCallback(self._from_disk, want)
         else:
             if self.disk is not None:
                 self.disk.miss()
-            source = self._from_fetcher(table, index, priority, path)
+            source = self._from_fetcher(want)
         flight.source = source
         source.addBoth(self._landed, flight)
         return waiter
@@ -366,16 +393,7 @@ class SegmentCache:
 
     # internals
 
-    def _join(
-        self,
-        flight: _Flight,
-        table: Any,
-        index: int,
-        priority: int,
-        path: str,
-        begin: int,
-        needed: int,
-    ) -> Deferred:
+    def _join(self, flight: _Flight, want: _Want) -> Deferred:
         """A reader's Deferred on `flight`: fires with the data for its own table."""
 
         def leave(waiter: Deferred) -> None:
@@ -388,35 +406,25 @@ class SegmentCache:
 
         waiter: Deferred = Deferred(leave)
         flight.waiters.append(waiter)
-        return waiter.addCallback(self._fits, table, index, priority, path, begin, needed)
+        return waiter.addCallback(self._fits, want)
 
-    def _from_fetcher(self, table: Any, index: int, priority: int, path: str) -> Deferred:
+    def _from_fetcher(self, want: _Want) -> Deferred:
         """The fetcher's answer as (data, begin, crc_ok)."""
         fetch_segment = getattr(self._fetcher, "fetch_segment", None)
         if fetch_segment is not None:
-            return fetch_segment(table, index, priority, path=path).addCallback(
+            return fetch_segment(want.table, want.index, want.priority, path=want.path).addCallback(
                 lambda s: (s.data, s.begin, s.crc_ok)
             )
-        begin = int(table.part_begins[index])
-        return self._fetcher.fetch(table, index, priority, path=path).addCallback(
-            lambda data: (data, begin, True)
-        )
+        return self._fetcher.fetch(
+            want.table, want.index, want.priority, path=want.path
+        ).addCallback(lambda data: (data, want.begin, True))
 
-    def _from_disk(
-        self,
-        entry: tuple[bytes, int] | None,
-        table: Any,
-        index: int,
-        priority: int,
-        path: str,
-        begin: int,
-        needed: int,
-    ) -> Any:
-        if entry is not None and entry[1] == begin and len(entry[0]) >= needed:
+    def _from_disk(self, entry: tuple[bytes, int] | None, want: _Want) -> Any:
+        if want.fits(entry):
             data, begin = entry
-            self.ram.put(table.message_ids[index], data, begin)
+            self.ram.put(want.message_id, data, begin)
             return data, begin, None  # None: already on disk, not to be written again
-        return self._from_fetcher(table, index, priority, path)
+        return self._from_fetcher(want)
 
     def _landed(self, result: Any, flight: _Flight) -> None:
         if self._flights.get(flight.key) is flight:
@@ -430,26 +438,14 @@ class SegmentCache:
         if crc_ok:
             if type(data) is not bytes:
                 data = bytes(data)  # a process pool's shared block: free it, keep a copy
-            self.ram.put(flight.key, data, begin)
-            if self.disk is not None:
-                self.disk.write(flight.key, data, begin)
+            self.keep(flight.key, data, begin)
         elif crc_ok is False:
             self.uncacheable += 1
         for waiter in waiters:
             waiter.callback((data, begin))
 
-    def _fits(
-        self,
-        landed: tuple[bytes, int],
-        table: Any,
-        index: int,
-        priority: int,
-        path: str,
-        begin: int,
-        needed: int,
-    ) -> Any:
+    def _fits(self, landed: tuple[bytes, int], want: _Want) -> Any:
         """What a waiter gets: the landed data when it fits its table, else its own fetch."""
-        data, landed_begin = landed
-        if landed_begin == begin and len(data) >= needed:
-            return data
-        return self._fetcher.fetch(table, index, priority, path=path)
+        if want.fits(landed):
+            return landed[0]
+        return self._fetcher.fetch(want.table, want.index, want.priority, path=want.path)

@@ -1,5 +1,6 @@
 """The harness of the import tests over the fake NNTP server: an Engine over one fake
-provider on 127.0.0.1, a release posted to it, imported and read back as WebDAV does."""
+provider on 127.0.0.1, a release posted to it, imported and read back as WebDAV does;
+and the HTTP client the engine-and-site tests read it with (`WebClient`, `Body`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import tempfile
 
 import yaml
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from altmount import _core
 from altmount.config import parse_config
@@ -34,6 +38,41 @@ def need(tool: str, install: str = "") -> None:
         if os.environ.get("CI") == "true":
             raise AssertionError(f"{tool} is required under CI (scripts/inn2-setup.sh installs it)")
         raise unittest.SkipTest(f"{tool} is not installed{f' ({install})' if install else ''}")
+
+
+class Body(Protocol):
+    """A response body collected whole; `done` fires with its bytes when the connection ends."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(b"".join(self.chunks))
+
+
+class WebClient:
+    """An HTTP client over new connections (none kept), for tests of a site on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.agent = Agent(reactor, pool=self.pool)
+
+    @defer.inlineCallbacks
+    def request(self, method: bytes, url: bytes, headers: dict | None = None):
+        """Fire with (response, body bytes)."""
+        response = yield self.agent.request(method, url, Headers(headers or {}))
+        body = Body()
+        response.deliverBody(body)
+        data = yield body.done
+        return response, data
+
+    def close(self) -> defer.Deferred:
+        """Close what connections are left (call in tearDown)."""
+        return self.pool.closeCachedConnections()
 
 
 class EngineCase(unittest.TestCase):

@@ -13,11 +13,9 @@ import shutil
 import tempfile
 from urllib.parse import quote
 
+from engine_archive_rig import WebClient
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.http_headers import Headers
 
 from altmount.config import load_config
 from altmount.engine import Engine
@@ -33,26 +31,13 @@ SEGMENTS = 41
 AUTH = b"Basic " + base64.b64encode(b"usenet:usenet")
 
 
-class _Body(Protocol):
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason) -> None:
-        self.done.callback(b"".join(self.chunks))
-
-
 class CacheBars(unittest.TestCase):
     """One release on a fake provider with 30 ms latency, engines built and rebuilt over it."""
 
     timeout = 60
 
     def setUp(self):
-        self.http = HTTPConnectionPool(reactor, persistent=False)
-        self.agent = Agent(reactor, pool=self.http)
+        self.web = WebClient()
         self.nntp_port, self.nntp = listen(reactor, RELEASE.articles, Faults(latency=0.03))
         folder = tempfile.mkdtemp(prefix="altmount-bars-")
         self.addCleanup(shutil.rmtree, folder, True)
@@ -87,7 +72,7 @@ class CacheBars(unittest.TestCase):
     @defer.inlineCallbacks
     def tearDown(self):
         yield self.stop_engine()
-        yield self.http.closeCachedConnections()
+        yield self.web.close()
         yield self.nntp_port.stopListening()
         yield self.nntp.when_idle()
 
@@ -98,10 +83,7 @@ class CacheBars(unittest.TestCase):
         if byte_range:
             headers[b"Range"] = [byte_range.encode()]
         url = f"http://127.0.0.1:{self.port.getHost().port}{quote(path)}".encode()
-        response = yield self.agent.request(b"GET", url, Headers(headers))
-        body = _Body()
-        response.deliverBody(body)
-        data = yield body.done
+        _, data = yield self.web.request(b"GET", url, headers)
         return data
 
     @defer.inlineCallbacks

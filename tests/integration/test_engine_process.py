@@ -16,11 +16,9 @@ import tempfile
 
 import pytest
 import yaml
+from engine_archive_rig import WebClient
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.http_headers import Headers
 
 from altmount import _core, engine_process
 from altmount.config import parse_config
@@ -158,18 +156,6 @@ RELEASE = post_release({"movie.mkv": DATA}, article_size=256 * 1024, salt="procp
 AUTH = b"Basic " + base64.b64encode(b"u:p")
 
 
-class _Body(Protocol):
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason) -> None:
-        self.done.callback(b"".join(self.chunks))
-
-
 class ServerWithProcessPool(unittest.TestCase):
     """`engine.pool: process` serves byte-exact files and ranges over real sockets."""
 
@@ -206,24 +192,20 @@ class ServerWithProcessPool(unittest.TestCase):
         yield self.server.probed
         result = yield self.server.engine.importer.import_nzb(RELEASE.nzb, "Movie.nzb")
         self.url = f"http://127.0.0.1:{port.getHost().port}{result.files[0].path}".encode()
-        self.http = HTTPConnectionPool(reactor, persistent=False)
-        self.agent = Agent(reactor, pool=self.http)
+        self.web = WebClient()
 
     @defer.inlineCallbacks
     def tearDown(self):
-        yield self.http.closeCachedConnections()
+        yield self.web.close()
         yield self.server.stop()
         yield self.factory.when_idle()
 
     @defer.inlineCallbacks
     def get(self, range_: str | None = None):
-        headers = Headers({b"Authorization": [AUTH]})
+        headers = {b"Authorization": [AUTH]}
         if range_:
-            headers.addRawHeader(b"Range", range_.encode())
-        response = yield self.agent.request(b"GET", self.url, headers)
-        body = _Body()
-        response.deliverBody(body)
-        data = yield body.done
+            headers[b"Range"] = [range_.encode()]
+        response, data = yield self.web.request(b"GET", self.url, headers)
         return response.code, data
 
     @defer.inlineCallbacks

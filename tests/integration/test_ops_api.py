@@ -16,10 +16,9 @@ import tempfile
 from urllib.parse import quote
 
 import yaml
+from engine_archive_rig import Body, WebClient
 from twisted.internet import defer, reactor, task
-from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from altmount.config import load_config
@@ -63,18 +62,6 @@ def _kept(protocol, kept: list):
     return protocol
 
 
-class _Body(Protocol):
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason) -> None:
-        self.done.callback(b"".join(self.chunks))
-
-
 class OpsAPI(unittest.TestCase):
     """Engine + ops + site on 127.0.0.1 over one fake provider."""
 
@@ -82,8 +69,8 @@ class OpsAPI(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.http = HTTPConnectionPool(reactor, persistent=False)
-        self.agent = Agent(reactor, pool=self.http)
+        self.web = WebClient()
+        self.agent = self.web.agent
         self.nntp_port, self.nntp = listen(reactor, RELEASE.articles, Faults(), seed=1)
         self.server_protocols: list = []
         build = self.nntp.buildProtocol
@@ -156,7 +143,7 @@ class OpsAPI(unittest.TestCase):
         yield self.port.stopListening()
         yield self.ops.stop()
         yield self.engine.close()
-        yield self.http.closeCachedConnections()
+        yield self.web.close()
         yield self.nntp_port.stopListening()
         yield self.nntp.when_idle()
 
@@ -167,11 +154,8 @@ class OpsAPI(unittest.TestCase):
     @defer.inlineCallbacks
     def call(self, path: str, method: bytes = b"GET", headers: dict | None = None):
         """Fire with (status, parsed JSON or raw bytes)."""
-        sent = Headers({b"Authorization": [AUTH]} if headers is None else headers)
-        response = yield self.agent.request(method, (self.base + path).encode(), sent)
-        body = _Body()
-        response.deliverBody(body)
-        data = yield body.done
+        sent = {b"Authorization": [AUTH]} if headers is None else headers
+        response, data = yield self.web.request(method, (self.base + path).encode(), sent)
         kind = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         return response.code, json.loads(data) if kind == b"application/json" else data
 
@@ -206,7 +190,7 @@ class OpsAPI(unittest.TestCase):
         response = yield self.agent.request(
             b"GET", url, Headers({b"Authorization": [AUTH], b"Range": [b"bytes=1000-"]})
         )
-        body = _Body()
+        body = Body()
         response.deliverBody(body)
         seen_busy = []
         while not body.done.called:
@@ -245,10 +229,7 @@ class OpsAPI(unittest.TestCase):
     def read_file(self):
         """GET the whole imported file; fires with its bytes."""
         url = (self.base + quote(self.record.path)).encode()
-        response = yield self.agent.request(b"GET", url, Headers({b"Authorization": [AUTH]}))
-        body = _Body()
-        response.deliverBody(body)
-        data = yield body.done
+        _, data = yield self.web.request(b"GET", url, {b"Authorization": [AUTH]})
         return data
 
     @defer.inlineCallbacks
