@@ -240,22 +240,17 @@ class MetadataStore:
         if path == "/":
             raise PathError("the root directory cannot be deleted")
         with self._write() as txn:
-            entry_key = self._entry_key(path)
-            raw = _get(txn, entry_key, self._dirs)
-            if raw is None:
-                return 0
-            if _ENTRY.unpack(raw)[0]:
-                removed = _delete_range(txn, self._files, key + b"/")
-                _delete_range(txn, self._dirs, key + b"\x00")
-                _delete_range(txn, self._dirs, key + b"/")
-            else:
-                removed = int(txn.delete(key, db=self._files))
-            txn.delete(entry_key, db=self._dirs)
-            self._touch(txn, _parent(path), self._clock())
-            return removed
+            removed = self._delete_in(txn, path, key)
+            if removed >= 0:
+                self._touch(txn, _parent(path), self._clock())
+            return max(removed, 0)
 
-    def move(self, src: str, dst: str) -> None:
-        """Rename a file or a whole directory tree to `dst`, which must not exist."""
+    def move(self, src: str, dst: str, *, replace: bool = False) -> int:
+        """Rename a file or a whole directory tree to `dst`, in one transaction.
+
+        `dst` must not exist unless `replace`, when whatever is there goes first (in
+        the same transaction, so a failure leaves both as they were); returns how
+        many files that replaced."""
         src_key, dst_key = self._key(src), self._key(dst)
         if "/" in (src, dst):
             raise PathError("the root directory cannot be moved or replaced")
@@ -266,8 +261,11 @@ class MetadataStore:
             raw = _get(txn, self._entry_key(src), self._dirs)
             if raw is None:
                 raise MetadataError(f"cannot move {src}: no such file or directory")
+            replaced = 0
             if _get(txn, self._entry_key(dst), self._dirs) is not None:
-                raise MetadataError(f"cannot move {src} to {dst}: {dst} already exists")
+                if not replace:
+                    raise MetadataError(f"cannot move {src} to {dst}: {dst} already exists")
+                replaced = self._delete_in(txn, dst, dst_key)
             touched = {_parent(src), _parent(dst)}
             self._ensure_dirs(txn, _parent(dst), now, {"/"}, touched)
             if _ENTRY.unpack(raw)[0]:
@@ -287,8 +285,24 @@ class MetadataStore:
             txn.put(self._entry_key(dst), raw, db=self._dirs)
             for directory in touched:
                 self._touch(txn, directory, now)
+            return replaced
 
     # -- helpers -----------------------------------------------------------------
+
+    def _delete_in(self, txn: lmdb.Transaction, path: str, key: bytes) -> int:
+        """Remove `path` (a file or a tree) in `txn`; files removed, -1 if nothing is there."""
+        entry_key = self._entry_key(path)
+        raw = _get(txn, entry_key, self._dirs)
+        if raw is None:
+            return -1
+        if _ENTRY.unpack(raw)[0]:
+            removed = _delete_range(txn, self._files, key + b"/")
+            _delete_range(txn, self._dirs, key + b"\x00")
+            _delete_range(txn, self._dirs, key + b"/")
+        else:
+            removed = int(txn.delete(key, db=self._files))
+        txn.delete(entry_key, db=self._dirs)
+        return removed
 
     @contextmanager
     def _read(self) -> Iterator[lmdb.Transaction]:

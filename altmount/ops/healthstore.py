@@ -160,6 +160,45 @@ class HealthStore:
                 txn.delete(_due_key(_decode(bytes(old))), db=self._due)
                 txn.delete(key, db=self._files)
 
+    def _tree(self, txn: lmdb.Transaction, path: str) -> list[FileHealth]:
+        """The records of `path` and of every file below it."""
+        key = path.encode("utf-8")
+        found = []
+        raw = txn.get(key, db=self._files)
+        if raw is not None:
+            found.append(_decode(bytes(raw)))
+        below = key.rstrip(b"/") + b"/"
+        cursor = txn.cursor(db=self._files)
+        if cursor.set_range(below):
+            for raw_key, value in cursor:
+                if not bytes(raw_key).startswith(below):
+                    break
+                found.append(_decode(bytes(value)))
+        return found
+
+    def forget_tree(self, path: str) -> list[str]:
+        """Forget `path` and everything below it (a WebDAV DELETE); the paths forgotten."""
+        with self._env.begin(write=True) as txn:
+            gone = self._tree(txn, path)
+            for health in gone:
+                txn.delete(_due_key(health), db=self._due)
+                txn.delete(health.path.encode("utf-8"), db=self._files)
+        return [h.path for h in gone]
+
+    def move_tree(self, src: str, dst: str) -> list[tuple[str, str]]:
+        """Carry the records of `src` and everything below it over to `dst` (a WebDAV
+        MOVE), checks and damage included; the (old, new) paths moved."""
+        moved = []
+        with self._env.begin(write=True) as txn:
+            for health in self._tree(txn, src):
+                new = dataclasses.replace(health, path=dst + health.path[len(src) :])
+                txn.delete(_due_key(health), db=self._due)
+                txn.delete(health.path.encode("utf-8"), db=self._files)
+                txn.put(new.path.encode("utf-8"), _encode(new), db=self._files)
+                txn.put(_due_key(new), b"", db=self._due)
+                moved.append((health.path, new.path))
+        return moved
+
     def due(self, now: float, limit: int) -> list[FileHealth]:
         """Up to `limit` records whose next check is at or before `now`, most overdue first."""
         found = []

@@ -143,6 +143,20 @@ class Ops:
         """A stream hit a missing article in `path`: check it again soon."""
         self.files.mark_for_recheck(path, reason)
 
+    def deleted(self, path: str) -> None:
+        """A WebDAV DELETE removed `path` (a file or a tree): forget its health records."""
+        for gone in self.health_store.forget_tree(path):
+            self.files.corrupted.discard(gone)
+
+    def moved(self, src: str, dst: str) -> None:
+        """A WebDAV MOVE renamed `src` to `dst`: the health records (and a repair's
+        damage lines) follow the file; whatever `dst` replaced is forgotten."""
+        self.deleted(dst)
+        for old, new in self.health_store.move_tree(src, dst):
+            if old in self.files.corrupted:
+                self.files.corrupted.discard(old)
+                self.files.corrupted.add(new)
+
     def record_hole(self, path: str, index: int, message_id: str, zero_bytes: int) -> None:
         """A stream served segment `index` of `path` as zeros (missing on every provider):
         count the bytes, and once per article log it and mark the file degraded."""

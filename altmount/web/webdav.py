@@ -1,8 +1,8 @@
 """The WebDAV resource (RFC 4918 class 1, read-mostly): the virtual tree over HTTP.
 
 GET/HEAD serve files with ranges (bytes come from Usenet through the segment
-fetcher, streamed with backpressure); PROPFIND lists; DELETE and MOVE change
-metadata only. Errors reach the client as a status and one short line of text,
+fetcher, streamed with backpressure); PROPFIND lists; MKCOL, MOVE and DELETE
+change metadata only (a library move through a mount reads no article). Errors reach the client as a status and one short line of text,
 never a traceback.
 """
 
@@ -41,11 +41,13 @@ from altmount.web.davxml import (
 )
 from altmount.web.paths import RequestPath, href_for, join_path, parse_request_path
 
-__all__ = ["ALLOWED_METHODS", "WebDAVResource", "content_type_for"]
+__all__ = ["ALLOWED_METHODS", "RESERVED_TOP_LEVEL", "WebDAVResource", "content_type_for"]
 
 log = logging.getLogger(__name__)
 
-ALLOWED_METHODS = (b"OPTIONS", b"PROPFIND", b"GET", b"HEAD", b"DELETE", b"MOVE")
+ALLOWED_METHODS = (b"OPTIONS", b"PROPFIND", b"GET", b"HEAD", b"MKCOL", b"DELETE", b"MOVE")
+#: Top-level names the site routes elsewhere: a folder made there could never be reached.
+RESERVED_TOP_LEVEL = frozenset({"api", "sabnzbd", "ui", "metrics", "live", "webdav"})
 _ALLOW = b", ".join(ALLOWED_METHODS)
 _XML = b'application/xml; charset="utf-8"'
 _TEXT = b"text/plain; charset=utf-8"
@@ -260,7 +262,27 @@ class WebDAVResource(Resource):
             etag=make_etag(entry.size, entry.mtime),
         )
 
-    # DELETE / MOVE (metadata only)
+    # MKCOL / DELETE / MOVE (metadata only)
+
+    def render_MKCOL(self, request: Request) -> bytes:
+        """Make one folder (RFC 4918 9.3): 201; 405 if the name is taken, 409 without
+        its parent, 415 with a body (no MKCOL body format is supported)."""
+        target = parse_request_path(request.path).path
+        if request.content is not None and request.content.read(1):
+            raise RequestError("MKCOL with a body is not supported", 415)
+        if target == "/":
+            return _plain(request, 405, "/ exists")
+        _refuse_reserved(target)
+        if self._store.stat(target) is not None:
+            request.setHeader(b"Allow", _ALLOW)
+            return _plain(request, 405, f"{target} exists")
+        parent = self._store.stat(posixpath.dirname(target))
+        if parent is None or not parent.is_dir:
+            raise RequestError(f"{posixpath.dirname(target)}: no such directory", 409)
+        self._store.make_dirs([target])
+        request.setResponseCode(201)
+        request.setHeader(b"Content-Length", b"0")
+        return b""
 
     def render_DELETE(self, request: Request) -> bytes:
         """Forget a file or a whole directory; no Usenet article is touched."""
@@ -271,6 +293,8 @@ class WebDAVResource(Resource):
         if self._store.stat(target.path) is None:
             return _plain(request, 404, f"{target.path}: no such file or directory")
         self._store.delete(target.path)
+        if self._ops is not None:
+            self._ops.deleted(target.path)
         request.setResponseCode(204)
         return b""
 
@@ -288,15 +312,22 @@ class WebDAVResource(Resource):
             return _plain(request, 404, f"{source}: no such file or directory")
         if destination == source or destination.startswith(source.rstrip("/") + "/"):
             raise RequestError("destination is the source or inside it", 403)
+        _refuse_reserved(destination)
         parent = self._store.stat(posixpath.dirname(destination) or "/")
         if parent is None or not parent.is_dir:
             raise RequestError(f"{posixpath.dirname(destination)}: no such directory", 409)
         existing = self._store.stat(destination)
-        if existing is not None:
-            if overwrite == b"F":
-                raise RequestError(f"{destination} exists and Overwrite is F", 412)
-            self._store.delete(destination)
-        self._store.move(source, destination)
+        if existing is not None and overwrite == b"F":
+            raise RequestError(f"{destination} exists and Overwrite is F", 412)
+        self._store.move(source, destination, replace=existing is not None)
+        if self._ops is not None:
+            self._ops.moved(source, destination)
+        log.info(
+            "MOVE %s -> %s (metadata only)",
+            source,
+            destination,
+            extra={"request_id": getattr(request, "request_id", "")},
+        )
         request.setResponseCode(204 if existing is not None else 201)
         return b""
 
@@ -310,6 +341,12 @@ class WebDAVResource(Resource):
             if match.group(1).lower() != host:
                 raise RequestError("Destination is on another server", 502)
         return parse_request_path(value.strip()).path
+
+
+def _refuse_reserved(path: str) -> None:
+    """403 for a top-level name the site serves itself (`/api`, `/ui`, ...)."""
+    if posixpath.dirname(path) == "/" and path[1:] in RESERVED_TOP_LEVEL:
+        raise RequestError(f"{path} is reserved by altmount's own routes", 403)
 
 
 def _require_infinite_depth(request: Request) -> None:

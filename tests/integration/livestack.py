@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -31,8 +32,11 @@ ARTICLE_SIZE = 128 * 1024
 # The provider process: a release served by altmount.testing.nntpserver, optionally
 # behind AUTHINFO and with latency per article; writes the NZB and then its port.
 _PROVIDER = """
+import json
+import os
 import random
 import sys
+import time
 from pathlib import Path
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
@@ -41,7 +45,9 @@ from altmount.testing.articles import post_release
 ARTICLE_SIZE = int(sys.argv[6])
 out, size, latency, user, password = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), \
     sys.argv[4], sys.argv[5]
-data = random.Random(5).randbytes(size)
+# random.randbytes takes at most 256 MiB at a time; release_data() below makes the same.
+rng = random.Random(5)
+data = b"".join(rng.randbytes(min(1 << 26, size - at)) for at in range(0, size, 1 << 26))
 release = post_release({"movie.mkv": data}, article_size=ARTICLE_SIZE, meta={"name": "Some.Movie"},
                        salt="ops-guide")
 out.mkdir(parents=True, exist_ok=True)
@@ -50,10 +56,21 @@ faults = nntpserver.Faults(latency=latency)
 port, factory = nntpserver.listen(reactor, release.articles, faults=faults, username=user,
                                   password=password)
 (out / "port").write_text(str(port.getHost().port))
-# The most connections open at once, for tests that check a shared budget.
-LoopingCall(lambda: (out / "peak").write_text(str(factory.peak_connections))).start(0.05)
+def report():
+    # The most connections open at once, for tests that check a shared budget; the
+    # commands served so far (with the time they were read), for tests that count BODYs.
+    (out / "peak").write_text(str(factory.peak_connections))
+    (out / "commands.tmp").write_text(json.dumps({"at": time.time(), **factory.commands}))
+    os.replace(out / "commands.tmp", out / "commands")
+LoopingCall(report).start(0.05)
 reactor.run()
 """
+
+
+def release_data(size: int) -> bytes:
+    """The bytes of the provider's movie.mkv of `size` bytes (as _PROVIDER makes them)."""
+    rng = random.Random(5)
+    return b"".join(rng.randbytes(min(1 << 26, size - at)) for at in range(0, size, 1 << 26))
 
 
 def free_port() -> int:
@@ -120,11 +137,18 @@ class Stack:
         self.children.append(child)
         return child
 
-    def start_provider(self, size: int, latency: float, user: str, password: str) -> None:
+    def start_provider(
+        self,
+        size: int,
+        latency: float,
+        user: str,
+        password: str,
+        article_size: int = ARTICLE_SIZE,
+    ) -> None:
         out = self.root / "provider"
         args = [sys.executable, "-c", _PROVIDER, str(out), str(size), str(latency)]
         self.provider = self.spawn(
-            [*args, user, password, str(ARTICLE_SIZE)],
+            [*args, user, password, str(article_size)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -134,6 +158,20 @@ class Stack:
         )
         self.provider_port = int(text)
         self.file_size = size
+
+    def commands(self) -> dict[str, int]:
+        """The commands the provider has served (BODY, STAT, ...), as of a report written
+        after this call began, so everything sent before it is counted."""
+        asked = time.time()
+        path = self.root / "provider" / "commands"
+
+        def fresh():
+            counts = json.loads(path.read_text()) if path.exists() else {}
+            return counts if counts.get("at", 0) > asked + 0.06 else None
+
+        counts = wait_for(fresh, "a fresh command count", self.provider)
+        counts.pop("at")
+        return counts
 
     def start_server(self) -> None:
         self.server_log = self.root / "serve.stderr"
@@ -242,12 +280,17 @@ def write_config(
 
 
 def make_stack(
-    root: Path, *, size: int = 12 * 1024 * 1024, latency: float = 0.002, **sections
+    root: Path,
+    *,
+    size: int = 12 * 1024 * 1024,
+    latency: float = 0.002,
+    article_size: int = ARTICLE_SIZE,
+    **sections,
 ) -> Stack:
     """Start provider and server under `root` and import the release."""
     probe = Stack(root, root / "altmount.yaml")
     try:
-        probe.start_provider(size, latency, "nntp-user", "nntp-Pa55word")
+        probe.start_provider(size, latency, "nntp-user", "nntp-Pa55word", article_size)
         probe.config, probe.web_port = write_config(root, probe.provider_port, **sections)
         probe.start_server()
         probe.import_release()

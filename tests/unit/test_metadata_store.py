@@ -202,6 +202,20 @@ def test_move_directory_tree(store: MetadataStore) -> None:
     assert store.stat("/m/A") is None
 
 
+def test_move_replace_is_one_transaction(store: MetadataStore) -> None:
+    """replace=True swaps the destination (a file or a tree) out in the same transaction;
+    when the move then fails, the destination is still there."""
+    store.put_files([_rec("/m/a", 10), _rec("/m/b/x", 20), _rec("/m/b/y", 30)])
+    assert store.move("/m/a", "/m/b", replace=True) == 2
+    assert store.get_file("/m/b").size == 10 and store.stat("/m/b/x") is None
+    keep = "/k" + "z" * 250
+    store.put_files([_rec(keep, 50), _rec("/deep/" + "y" * 300, 60)])
+    with pytest.raises(PathError):
+        store.move("/deep", keep, replace=True)  # the moved names outgrow LMDB's key limit
+    assert store.get_file(keep).size == 50
+    assert store.get_file("/deep/" + "y" * 300).size == 60
+
+
 @pytest.mark.parametrize(
     ("src", "dst", "match"),
     [

@@ -148,3 +148,30 @@ def test_heartbeat_measures_reactor_lag():
     assert beat.as_dict()["max_lag_ms"] == 300.0
     beat.stop()
     assert clock.getDelayedCalls() == []
+
+
+def test_health_store_move_tree_carries_damage(tmp_path):
+    """move_tree renames a folder's records (damage and due time kept), nothing else."""
+    store = HealthStore(tmp_path / "h")
+    store.put(FileHealth("/complete/tv/Show/e1.mkv", "healthy", next_check=50.0))
+    store.put(FileHealth("/complete/tv/Showroom/x.mkv", "healthy", next_check=60.0))
+    store.mark_damaged("/complete/tv/Show/e1.mkv", "segment 3 (<a@b>) missing", "a@b")
+    moved = store.move_tree("/complete/tv/Show", "/library/Show")
+    assert moved == [("/complete/tv/Show/e1.mkv", "/library/Show/e1.mkv")]
+    health = store.get("/library/Show/e1.mkv")
+    assert health.damage == ("segment 3 (<a@b>) missing",) and health.wants_repair
+    assert store.get("/complete/tv/Show/e1.mkv") is None
+    assert store.get("/complete/tv/Showroom/x.mkv") is not None
+    assert [h.path for h in store.due(55.0, 10)] == ["/library/Show/e1.mkv"]
+    store.close()
+
+
+def test_health_store_forget_tree(tmp_path):
+    """forget_tree drops a file's record or a folder's, and their due entries."""
+    store = HealthStore(tmp_path / "h")
+    for path in ("/a/b/1.mkv", "/a/b/2.mkv", "/a/bc.mkv"):
+        store.put(FileHealth(path, next_check=1.0))
+    assert sorted(store.forget_tree("/a/b")) == ["/a/b/1.mkv", "/a/b/2.mkv"]
+    assert store.forget_tree("/a/bc.mkv") == ["/a/bc.mkv"]
+    assert store.count() == 0 and store.due(10.0, 10) == []
+    store.close()

@@ -69,13 +69,14 @@ def test_options_advertises_dav():
         "PROPFIND",
         "GET",
         "HEAD",
+        "MKCOL",
         "DELETE",
         "MOVE",
     }
     assert body == b""
 
 
-@pytest.mark.parametrize("method", [b"PUT", b"POST", b"MKCOL", b"LOCK", b"PROPPATCH", b"COPY"])
+@pytest.mark.parametrize("method", [b"PUT", b"POST", b"LOCK", b"PROPPATCH", b"COPY"])
 def test_other_methods_are_405(resource, method):
     """Methods we do not implement answer 405 with Allow."""
     request, body = call(resource, method, b"/complete")
@@ -230,6 +231,72 @@ def test_move_missing_source_is_404(resource):
     """MOVE of a path that does not exist is 404."""
     request, _ = call(resource, b"MOVE", b"/nope", {b"destination": b"/other"})
     assert request.responseCode == 404
+
+
+def test_mkcol_makes_a_folder(resource, store):
+    """MKCOL of a new name in an existing folder is 201 and the folder lists empty."""
+    request, _ = call(resource, b"MKCOL", b"/webdav/library/")
+    assert request.responseCode == 201
+    request, _ = call(resource, b"MKCOL", b"/library/Show%20%C5%8C%20(2024)")
+    assert request.responseCode == 201
+    assert store.stat("/library/Show Ō (2024)").is_dir
+    assert store.listdir("/library/Show Ō (2024)") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        (b"/complete", b"", 405),
+        (b"/complete/tv/show.s01e01.mp4", b"", 405),
+        (b"/", b"", 405),
+        (b"/no/such/parent", b"", 409),
+        (b"/complete/tv/show.s01e01.mp4/sub", b"", 409),
+        (b"/webdav/api", b"", 403),
+        (b"/webdav/ui", b"", 403),
+        (b"/newdir", b"<x/>", 415),
+        (b"/a/%2e%2e", b"", 400),
+    ],
+)
+def test_mkcol_refusals(resource, store, path, body, status):
+    """MKCOL where a name exists (405), without a parent (409), of a reserved top-level
+    name (403), with a body (415) or on a bad path (400) makes nothing."""
+    before = sorted(e.path for e in store.listdir("/"))
+    request, _ = call(resource, b"MKCOL", path, body=body)
+    assert request.responseCode == status
+    assert sorted(e.path for e in store.listdir("/")) == before
+
+
+def test_library_move_into_new_folder_reads_the_same_record(resource, store):
+    """mkdir + mv as Sonarr does it: the moved file keeps its segment table, the
+    release folder keeps its other files."""
+    before = store.get_file(MOVIE)
+    assert call(resource, b"MKCOL", b"/library")[0].responseCode == 201
+    assert call(resource, b"MKCOL", b"/library/Movie%20(2020)")[0].responseCode == 201
+    dst = b"/library/Movie%20(2020)/Movie%20(2020).mkv"
+    request, _ = call(resource, b"MOVE", MOVIE.replace(" ", "%20").encode(), {b"destination": dst})
+    assert request.responseCode == 201
+    after = store.get_file("/library/Movie (2020)/Movie (2020).mkv")
+    assert after.segments.message_ids == before.segments.message_ids
+    assert list(after.segments.offsets) == list(before.segments.offsets)
+    assert (after.size, after.mtime, after.release) == (before.size, before.mtime, before.release)
+    assert store.get_file(MOVIE) is None
+    assert store.get_file("/complete/movies/notes & <x>.nfo") is not None
+
+
+def test_move_folder_across_the_tree(resource, store):
+    """MOVE of a folder carries every file below it to the new place."""
+    request, _ = call(resource, b"MOVE", b"/complete/movies", {b"destination": b"/films"})
+    assert request.responseCode == 201
+    assert store.get_file("/films/A Movie (2020)/a movie.mkv").size == 1000
+    assert store.stat("/complete/movies") is None
+    assert [e.name for e in store.listdir("/complete")] == ["tv"]
+
+
+def test_move_to_reserved_top_level_name_is_403(resource, store):
+    """MOVE onto /api (served by the site, never by WebDAV) is refused."""
+    request, _ = call(resource, b"MOVE", b"/complete/tv", {b"destination": b"/webdav/api"})
+    assert request.responseCode == 403
+    assert store.stat("/complete/tv").is_dir
 
 
 def test_get_directory_lists_html(resource):

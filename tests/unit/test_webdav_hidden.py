@@ -109,3 +109,31 @@ def test_file_becomes_visible_once_no_longer_corrupted(store):
     assert propfind_names(resource) == {"good.mkv"}
     ops.corrupted.clear()
     assert propfind_names(resource) == {"good.mkv", "bad.mkv"}
+
+
+class RecordingOps(FakeOps):
+    """FakeOps that also records the library operations WebDAV reports."""
+
+    def __init__(self, corrupted: set[str]) -> None:
+        super().__init__(corrupted)
+        self.calls: list[tuple[str, ...]] = []
+
+    def moved(self, src: str, dst: str) -> None:
+        self.calls.append(("moved", src, dst))
+
+    def deleted(self, path: str) -> None:
+        self.calls.append(("deleted", path))
+
+
+def test_move_and_delete_tell_ops(store):
+    """A MOVE and a DELETE are reported to ops (health records follow the file)."""
+    ops = RecordingOps(set())
+    resource = WebDAVResource(store, fetcher=None, streaming=StreamingConfig(), ops=ops)
+    request, _ = call(resource, b"MOVE", BAD, {b"destination": b"/complete/movies/Film/b.mkv"})
+    assert request.responseCode == 201
+    request, _ = call(resource, b"DELETE", "/complete/movies/Film/b.mkv")
+    assert request.responseCode == 204
+    assert ops.calls == [
+        ("moved", BAD, "/complete/movies/Film/b.mkv"),
+        ("deleted", "/complete/movies/Film/b.mkv"),
+    ]
