@@ -173,6 +173,10 @@ class NNTPConfig:
                                        min=1, max=86400)
     max_retries: int = _opt(3, "retries of one article on other connections/providers",
                             min=0, max=20)
+    stream_headroom: int = _opt(2, "connections per provider kept free for each active "
+                                "stream: imports and health checks hold at most capacity - "
+                                "min(headroom x streams, capacity - 1); 0: no reserve",
+                                min=0, max=1000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from altmount.nntp.budget import SlotBudget, budget_dir, provider_key
 from altmount.nntp.pool import ProviderPool
 from altmount.nntp.protocol import MAX_BODY_SIZE, ArticleBody, body_chunks
 from altmount.nntp.router import ProviderRouter
+from altmount.nntp.schedule import IMPORT_PRIORITY
 from altmount.nntp.stats import ProviderStats
 from altmount.stream.cache import DiskTier, SegmentCache
 from altmount.stream.fetcher import SegmentFetcher
@@ -106,7 +107,7 @@ class Engine:
         )
         self.importer = DirectImporter(
             self.fetch_article,
-            self.router.stat,
+            self.stat_for_import,
             self.store,
             config,
             run_in_thread=self.run_in_thread,
@@ -157,12 +158,24 @@ class Engine:
         )
 
     def fetch_article(self, message_id: str) -> defer.Deferred:
-        """Fetch and decode one article; fires with its DecodedArticle (for imports).
+        """Fetch and decode one article at import priority; fires with its DecodedArticle.
         The article goes into the segment cache too: a media server probes the first
         and last articles of a new file, the ones an import fetches."""
-        return self.router.body(message_id).addCallback(self.decode).addCallback(
-            self._keep, message_id
+        return (
+            self.router.body(message_id, IMPORT_PRIORITY)
+            .addCallback(self.decode)
+            .addCallback(self._keep, message_id)
         )
+
+    def stat_for_import(self, message_id: str) -> defer.Deferred:
+        """STAT one article for an import's sample: after stream reads (nntp/schedule.py)."""
+        return self.router.stat(message_id, IMPORT_PRIORITY)
+
+    def count_streams(self, streams) -> None:
+        """Tell every provider pool how many streams are open (`streams()`): while any
+        is, imports and health checks leave connections free for them."""
+        for pool in self.pools:
+            pool.count_streams(streams)
 
     def _keep(self, decoded, message_id: str):
         self.cache.keep(message_id, decoded.data, decoded.begin, decoded.crc_ok)

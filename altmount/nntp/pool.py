@@ -1,9 +1,13 @@
 """The connections to one provider: lazy, bounded, pipelined, with retry and backoff.
 
-Requests wait in a priority queue (lower `priority` first, FIFO within one) and go to
-the open connection with the fewest requests in flight. A new connection is opened
-only when every open one has a full pipeline, and never beyond `max_connections`
-(connections being opened count). A failed connect backs off exponentially; queued
+Requests wait by class and priority (nntp/schedule.py: stream reads, then import
+work, then background work; lower `priority` first, FIFO within one) and go to the
+open connection with the fewest requests in flight. While streams are active, import
+and background work together hold at most `background_limit` connections
+(capacity − min(`nntp.stream_headroom` × streams, capacity − 1)); a class with
+requests waiting and none in flight gets the next connection, so none starves. A new
+connection is opened only when every open one has a full pipeline, and never beyond
+`max_connections` (connections being opened, draining or lent count). A failed connect backs off exponentially; queued
 requests then wait up to connect + request timeout for a connection before failing.
 Requests lost with a dead connection are retried up to `max_retries` times. A refused
 login disables the provider for the life of the pool: that needs a human.
@@ -14,10 +18,9 @@ nntp/poolhealth.py, one request's bookkeeping in nntp/pooljob.py.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -37,6 +40,7 @@ from altmount.nntp.client import NNTPClientProtocol, connect
 from altmount.nntp.poolbudget import BudgetShare
 from altmount.nntp.poolhealth import INITIAL_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, ProviderHealth
 from altmount.nntp.pooljob import Job, error_kind
+from altmount.nntp.schedule import RequestClass, Scheduler
 from altmount.nntp.stats import ProviderStats
 
 __all__ = ["ProviderPool", "INITIAL_BACKOFF_SECONDS", "MAX_BACKOFF_SECONDS"]
@@ -67,8 +71,10 @@ class ProviderPool(BudgetShare, ProviderHealth):
         stats.max_connections = provider.max_connections
         self.name = provider.name or provider.host
         self._depth = provider.inflight_requests
-        self._queue: list[tuple[int, int, Job]] = []
-        self._order = itertools.count()
+        self._schedule: Scheduler[Job, NNTPClientProtocol] = Scheduler(
+            provider.max_connections, nntp.stream_headroom, reactor.seconds, _alive
+        )
+        self._queue = self._schedule.queue
         self._ready: list[NNTPClientProtocol] = []
         self._draining: set[NNTPClientProtocol] = set()
         self._attempts: set[defer.Deferred[NNTPClientProtocol]] = set()
@@ -94,6 +100,21 @@ class ProviderPool(BudgetShare, ProviderHealth):
     def is_backup(self) -> bool:
         """Asked only after every primary answered 430."""
         return self._provider.is_backup_provider
+
+    @property
+    def background_limit(self) -> int:
+        """Connections import and background work may hold now (streams first)."""
+        return self._schedule.background_limit()
+
+    @property
+    def background_connections(self) -> int:
+        """Connections carrying import or background work now."""
+        return self._schedule.background_connections
+
+    def count_streams(self, streams: Callable[[], int]) -> None:
+        """Where the number of open streams comes from (the server's stream registry);
+        without it, a stream request counts one stream for a few seconds."""
+        self._schedule.streams = streams
 
     @property
     def connections_open(self) -> int:
@@ -168,7 +189,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
         return self._reactor.seconds() + wait
 
     def _enqueue(self, job: Job) -> None:
-        heapq.heappush(self._queue, (job.priority, next(self._order), job))
+        self._schedule.push(job, job.priority)
 
     def _pump(self) -> None:
         """Spread queued jobs over connections; pipeline only what cannot get its own.
@@ -176,24 +197,39 @@ class ProviderPool(BudgetShare, ProviderHealth):
         A server answers pipelined commands one after another, so parallelism comes
         from connections: an idle connection takes a job first, then every job left
         gets a connection of its own while `max_connections` allows, and only the
-        jobs beyond that are pipelined onto busy connections (up to the depth).
+        jobs beyond that are pipelined onto busy connections (up to the depth). Which
+        job a connection takes is the scheduler's choice (streams first).
         """
-        queue = self._queue
+        queue, schedule = self._queue, self._schedule
         while queue and (conn := self._idle_connection()) is not None:
-            self._dispatch_next(conn)
+            job = schedule.next_for(schedule.may_take_background(conn))
+            if job is None:  # only import/background work waits, over its limit
+                break
+            self._dispatch(job, conn)
         if queue:
             self._maybe_connect()
         uncovered = len(queue) - len(self._attempts)  # jobs no pending connect will take
-        while uncovered > 0 and queue and (conn := self._least_busy()) is not None:
-            self._dispatch_next(conn)
+        while uncovered > 0 and queue and self._pipeline_one():
             uncovered -= 1
         if queue:
             self._arm_expiry()
 
-    def _dispatch_next(self, conn: NNTPClientProtocol) -> None:
-        job = heapq.heappop(self._queue)[2]
-        if job.alive:  # else cancelled while queued
-            self._dispatch(job, conn)
+    def _pipeline_one(self) -> bool:
+        """Pipeline the next job onto the least busy connection that may carry it."""
+        schedule = self._schedule
+        any_conn = self._least_busy()
+        if any_conn is None:  # every pipeline is full
+            return False
+        lower = (
+            self._least_busy(schedule.may_take_background)
+            if schedule.wants_background()
+            else None
+        )
+        job = schedule.next_for(lower is not None)
+        if job is None:
+            return False
+        self._dispatch(job, any_conn if job.cls is RequestClass.STREAM else lower)
+        return True
 
     def _idle_connection(self) -> NNTPClientProtocol | None:
         for conn in self._ready:
@@ -201,9 +237,11 @@ class ProviderPool(BudgetShare, ProviderHealth):
                 return conn
         return None
 
-    def _least_busy(self) -> NNTPClientProtocol | None:
-        """The usable connection with the fewest requests below the depth; among equals,
-        the one whose head request started first.
+    def _least_busy(
+        self, accept: Callable[[NNTPClientProtocol], bool] | None = None
+    ) -> NNTPClientProtocol | None:
+        """The usable connection (that `accept`s) with the fewest requests below the
+        depth; among equals, the one whose head request started first.
 
         A server answers one command after another per connection, so a pipelined job
         waits for everything ahead of it: behind the oldest head it starts soonest.
@@ -211,7 +249,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
         best, best_key = None, None
         for conn in self._ready:
             load = conn.in_flight
-            if load >= self._depth or not conn.usable:
+            if load >= self._depth or not conn.usable or (accept and not accept(conn)):
                 continue
             key = (load, conn.busy_since)
             if best_key is None or key < best_key:
@@ -222,6 +260,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
         idle = self._idle.pop(conn, None)
         if idle is not None and idle.active():
             idle.cancel()
+        self._schedule.started(job, conn)
         if job.kind == "body":
             answer = conn.body(job.message_id)
         elif job.kind == "stat":
@@ -236,6 +275,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
         )
 
     def _job_done(self, result: Any, job: Job, conn: NNTPClientProtocol) -> None:
+        self._schedule.finished(job, conn)
         if job.kind == "body":
             self.stats.record_article(len(result), conn.last_rtt_ms)
         else:
@@ -247,6 +287,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
         self._after_answer(conn)
 
     def _job_failed(self, failure: Failure, job: Job, conn: NNTPClientProtocol) -> None:
+        self._schedule.finished(job, conn)
         error = failure.value
         if not isinstance(error, NNTPError):  # a bug: let the caller see the traceback
             if not job.deferred.called:
@@ -299,9 +340,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
         conn.quit()
 
     def _fail_queue(self, error: NNTPError) -> None:
-        jobs = [job for _, _, job in self._queue]
-        self._queue.clear()
-        for job in jobs:
+        for job in self._queue.clear():
             if not job.deferred.called:
                 job.deferred.errback(error)
 
@@ -312,7 +351,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
             return
         if self._expiry_call is not None and self._expiry_call.active():
             return
-        due = min(job.deadline for _, _, job in self._queue)
+        due = min(job.deadline for job in self._queue)
         delay = max(0.0, due - self._reactor.seconds())
         self._expiry_call = self._reactor.callLater(delay, self._expire)
 
@@ -321,10 +360,8 @@ class ProviderPool(BudgetShare, ProviderHealth):
         if self._ready:
             return
         now = self._reactor.seconds()
-        expired = [job for _, _, job in self._queue if job.deadline <= now]
+        expired = self._queue.remove(lambda job: job.deadline <= now)
         if expired:
-            self._queue = [entry for entry in self._queue if entry[2].deadline > now]
-            heapq.heapify(self._queue)
             last = self._last_connect_error
             error = ProviderUnavailable(
                 f"provider {self.name}: no connection available"
@@ -340,7 +377,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
     def _maybe_connect(self, at_least: int = 0) -> None:
         if not self.enabled or self._waiting_out:
             return
-        wanted = max(at_least, len(self._queue)) - len(self._attempts)
+        wanted = max(at_least, self._schedule.connections_wanted()) - len(self._attempts)
         if self._recovering:
             wanted = min(wanted, 1 - len(self._attempts))
         room = self._provider.max_connections - self.slots_used
@@ -411,3 +448,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
             return
         self._last_connect_error = error
         self._connect_error(error)
+
+
+def _alive(job: Job) -> bool:
+    return job.alive

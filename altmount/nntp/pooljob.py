@@ -17,6 +17,7 @@ from altmount.errors import (
     NNTPTimeout,
     ProviderAuthError,
 )
+from altmount.nntp.schedule import request_class
 
 __all__ = ["Job", "OUTAGE_SECONDS", "error_kind"]
 
@@ -31,6 +32,7 @@ class Job:
         "kind",
         "message_id",
         "priority",
+        "cls",
         "deferred",
         "attempts",
         "deadline",
@@ -42,6 +44,7 @@ class Job:
         self.kind = kind
         self.message_id = message_id
         self.priority = priority
+        self.cls = request_class(priority)  # stream, import or background (nntp/schedule.py)
         self.deadline = deadline
         self.attempts = 0
         self.lost_at = -OUTAGE_SECONDS  # when a connection loss last cost an attempt

@@ -77,15 +77,24 @@ def choose_class(
     waiting: Mapping[RequestClass, int],
     in_flight: Mapping[RequestClass, int],
     may_take_background: bool,
+    last: RequestClass | None = None,
 ) -> RequestClass | None:
     """The class whose next request a connection takes, or None.
 
     `waiting`/`in_flight` count requests per class; `may_take_background` says whether
     this connection may carry import or background work (it already does, or fewer
-    connections than `background_limit` do).
+    connections than `background_limit` do); `last` is the class sent last.
     """
-    if may_take_background:
-        for cls in _LOWER:  # a class with nothing in flight is next: it never starves
+    # A lower class with nothing in flight is next, so it never starves; but not twice
+    # in a row while streams wait with nothing in flight (a one-connection provider
+    # would otherwise carry nothing but imports).
+    streams_moving = (
+        not waiting.get(RequestClass.STREAM, 0)
+        or in_flight.get(RequestClass.STREAM, 0)
+        or last in (None, RequestClass.STREAM)
+    )
+    if may_take_background and streams_moving:
+        for cls in _LOWER:
             if waiting.get(cls, 0) and not in_flight.get(cls, 0):
                 return cls
     if waiting.get(RequestClass.STREAM, 0):
@@ -176,6 +185,7 @@ class Scheduler(Generic[J, C]):
         self._alive = alive
         self._background_on: dict[C, int] = {}  # connection -> import/background jobs on it
         self._last_stream = float("-inf")
+        self._last_cls: RequestClass | None = None  # the class of the job taken last
 
     def push(self, job: J, priority: int) -> None:
         """Queue a job (again, after a retry)."""
@@ -206,11 +216,14 @@ class Scheduler(Generic[J, C]):
     def next_for(self, may_take_background: bool) -> J | None:
         """Take the job a connection should carry next (None: nothing it may take)."""
         while True:
-            cls = choose_class(self.queue.waiting(), self.in_flight, may_take_background)
+            cls = choose_class(
+                self.queue.waiting(), self.in_flight, may_take_background, self._last_cls
+            )
             if cls is None:
                 return None
             job = self.queue.pop(cls)
             if self._alive(job):
+                self._last_cls = cls
                 return job
 
     def wants_background(self) -> bool:

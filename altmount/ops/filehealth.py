@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from altmount.config import HealthConfig
 from altmount.errors import NNTPError
+from altmount.nntp.schedule import BACKGROUND_PRIORITY
 from altmount.ops.healthstore import MAX_RECORDED_MISSING, FileHealth, HealthStore, file_id
 
 __all__ = [
@@ -42,8 +43,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Pool priority of health STATs: after every stream request (which use 0).
-HEALTH_PRIORITY = 10
+#: Pool priority of health STATs: background work, after streams, imports and probes.
+HEALTH_PRIORITY = BACKGROUND_PRIORITY + 5
 #: STATs in flight per connection health checks may use.
 PIPELINE_DEPTH = 4
 #: Metadata records looked at per round when discovering new and removed files.

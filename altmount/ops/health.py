@@ -22,6 +22,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
+from altmount.nntp.schedule import BACKGROUND_PRIORITY
 from altmount.workers import processes_report
 
 __all__ = ["HealthMonitor", "PROBE_INTERVAL_SECONDS", "STATUS_ORDER", "worst"]
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between background probes of providers and database.
 PROBE_INTERVAL_SECONDS = 30.0
-#: Pool priority of the DATE probe: after stream requests, before health STATs.
-PROBE_PRIORITY = 5
+#: Pool priority of the DATE probe: background work, before health STATs.
+PROBE_PRIORITY = BACKGROUND_PRIORITY
 STATUS_ORDER = ("healthy", "degraded", "unhealthy")
 
 

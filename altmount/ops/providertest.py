@@ -31,6 +31,7 @@ from altmount.errors import (
     ProviderUnavailable,
 )
 from altmount.nntp.client import connect
+from altmount.nntp.schedule import BACKGROUND_PRIORITY
 from altmount.ops.meters import human_rate
 
 __all__ = ["run_provider_test", "recent_message_ids", "RTT_ROUNDS", "SPEED_SECONDS"]
@@ -45,8 +46,9 @@ SPEED_SECONDS = 3.0
 SPEED_ARTICLES = 200
 #: Files looked at when choosing recently imported articles.
 RECENT_FILES_SCANNED = 500
-#: Pool priority of articles fetched through the pool: after streams.
-TEST_PRIORITY = 5
+#: Pool priority of requests sent through the pool: background work, after streams
+#: and imports (nntp/schedule.py).
+TEST_PRIORITY = BACKGROUND_PRIORITY
 
 
 def recent_message_ids(store: Any, limit: int = SPEED_ARTICLES) -> list[str]:

@@ -89,6 +89,8 @@ class Ops:
         self.streaming = config.streaming  #: current streaming limits (reload applies live)
         self.metrics = OpsMetrics(self)
         self.streams = StreamRegistry(clock, wall, on_first_byte=self._first_byte)
+        if hasattr(engine, "count_streams"):
+            engine.count_streams(lambda: self.streams.count)
         self.imports = DurationMeter(clock)
         self.heartbeat = ReactorHeartbeat(reactor, clock=clock)
         self.health = HealthMonitor(reactor, engine, queue, probe_interval=probe_interval)

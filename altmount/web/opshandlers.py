@@ -237,6 +237,9 @@ class Handlers:
                     "max": provider.max_connections,
                     "peak": stats.peak_connections,
                     "queued_requests": pool.queued,
+                    # Streams first: what imports and health checks may hold now.
+                    "background": pool.background_connections,
+                    "background_limit": pool.background_limit,
                 }
                 entry["statistics"] = {
                     "bytes": stats.bytes,

@@ -17,6 +17,7 @@ from altmount.errors import (
 )
 from altmount.nntp.pool import ProviderPool
 from altmount.nntp.protocol import ArticleBody
+from altmount.nntp.schedule import IMPORT_PRIORITY, STREAM_LINGER_SECONDS, STREAM_PRIORITY
 from altmount.nntp.stats import ProviderStats
 from altmount.testing.nntpserver import Faults, MemoryNetReactor, NNTPServerFactory
 
@@ -264,13 +265,85 @@ def test_missing_article_not_retried():
 
 
 def test_priority_lower_first():
-    """Queued requests run lowest priority value first, FIFO within a priority."""
+    """Within one class, queued requests run lowest priority value first, FIFO within one."""
     reactor, _, pool = _setup(max_connections=1, depth=1)
     order = []
-    for message_id, priority in (("a1@test", 5), ("a2@test", 0), ("a3@test", 5), ("a4@test", 0)):
+    for message_id, priority in (("a1@test", 1), ("a2@test", 0), ("a3@test", 1), ("a4@test", 0)):
         pool.body(message_id, priority).addCallback(lambda _, m=message_id: order.append(m))
     reactor.flush()
     assert order == ["a2@test", "a4@test", "a1@test", "a3@test"]
+
+
+def _ordered(pool, requests):
+    order: list[str] = []
+    for message_id, priority in requests:
+        pool.body(message_id, priority).addCallback(lambda _, m=message_id: order.append(m))
+    return order
+
+
+def test_one_connection_alternates_imports_with_streams():
+    """On a one-connection provider, imports never go twice in a row while streams wait,
+    and streams never starve them either."""
+    reactor, _, pool = _setup(max_connections=1, depth=1)
+    imports = [(f"a{i}@test", IMPORT_PRIORITY) for i in range(10, 14)]
+    streams = [(f"a{i}@test", STREAM_PRIORITY) for i in range(20, 24)]
+    order = _ordered(pool, imports + streams)
+    reactor.flush()
+    kinds = ["i" if int(m[1:3]) < 20 else "s" for m in order]
+    assert kinds == ["i", "s", "i", "s", "i", "s", "i", "s"]
+
+
+def test_imports_keep_to_the_background_limit_while_a_stream_is_active():
+    """With one stream active, imports hold at most capacity - headroom connections, and a
+    stream request gets a connection of its own at once instead of queueing behind them."""
+    reactor, server, pool = _setup(max_connections=4, depth=2)
+    pool.count_streams(lambda: 1)
+    assert pool.background_limit == 2  # 4 - min(2 x 1, 3)
+    imports = _collect([pool.body(f"a{i}@test", IMPORT_PRIORITY) for i in range(40)])
+    assert pool.connections_connecting == 2
+    reactor.flush()
+    assert server.peak_connections == 2
+    del imports[:]
+    more = _collect([pool.body(f"a{i}@test", IMPORT_PRIORITY) for i in range(40, 80)])
+    stream = _collect([pool.body("a100@test", STREAM_PRIORITY)])
+    assert pool.background_connections <= 2 and pool.connections_connecting == 1
+    while reactor.step():
+        assert pool.background_connections <= 2
+        if stream[0] is not None:
+            break
+    assert stream[0] == ARTICLES["a100@test"] and None in more  # before the imports end
+    reactor.flush()
+    assert all(isinstance(r, ArticleBody) for r in more) and server.peak_connections == 3
+
+
+def test_without_streams_imports_use_every_connection():
+    """With no stream active, import work may use all of max_connections."""
+    reactor, server, pool = _setup(max_connections=4, depth=1)
+    _collect([pool.body(f"a{i}@test", IMPORT_PRIORITY) for i in range(20)])
+    reactor.flush()
+    assert server.peak_connections == 4 and pool.background_limit == 4
+
+
+def test_a_stream_request_keeps_connections_free_for_a_while():
+    """Without a stream count, a stream request makes the pool count one stream for
+    STREAM_LINGER_SECONDS: a seeking player's next request finds its connections free."""
+    reactor, server, pool = _setup(max_connections=4, depth=1)
+    _collect([pool.body("a1@test", STREAM_PRIORITY)])
+    reactor.flush()
+    assert pool.background_limit == 2
+    reactor.advance(STREAM_LINGER_SECONDS + 0.1)
+    assert pool.background_limit == 4
+
+
+def test_import_waiting_behind_streams_is_served():
+    """A flood of stream requests on every connection does not starve a queued import:
+    it is answered long before the streams' requests run out."""
+    reactor, _, pool = _setup(max_connections=2, depth=1)
+    pool.count_streams(lambda: 5)  # limit 2 - min(10, 1) = 1 connection for imports
+    streams = [(f"a{i}@test", STREAM_PRIORITY) for i in range(60)]
+    order = _ordered(pool, streams[:30] + [("a100@test", IMPORT_PRIORITY)] + streams[30:])
+    reactor.flush()
+    assert len(order) == 61 and order.index("a100@test") <= 3
 
 
 def test_idle_connections_closed():
