@@ -49,7 +49,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-SECRET_KEYS = frozenset({"password", "key_override"})
+SECRET_KEYS = frozenset({"password", "key_override", "dsn"})
 #: Shows a wrong value in an error message; YAML aliases can make a value of billions
 #: of nodes from a few lines, so it is shown shortened, never in full.
 _SHOW = reprlib.Repr()
@@ -84,7 +84,12 @@ class APIConfig:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
+    type: str = _opt("sqlite", "where the queue, history, metadata index and connection leases "
+                     "are shared: sqlite (one host) or postgres (several hosts)",
+                     choices=("sqlite", "postgres"))
     path: str = _opt("./altmount.db", "SQLite file for the queue and history", path=True)
+    dsn: str = _opt("", "PostgreSQL connection string (libpq URI or key=value) when type is "
+                    "postgres")
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +452,9 @@ def _check_semantics(config: Config, errors: list[str]) -> Config:
             errors.append(f"sabnzbd.categories[{index}].dir: must be a relative folder under "
                           f"complete_dir (no leading /, no . or ..), got {category.dir!r}")
     _check_import_strategy(config, errors)
+    if config.database.type == "postgres" and not config.database.dsn:
+        errors.append("database.dsn: required when database.type is postgres "
+                      "(for example postgresql://altmount:secret@db.example:5432/altmount)")
     categories = [dataclasses.replace(c, dir=c.dir or c.name) for c in config.sabnzbd.categories]
     return dataclasses.replace(
         config, providers=providers,

@@ -34,6 +34,7 @@ __all__ = [
     "Par2Error",
     "ArchiveError",
     "CacheEntryDamaged",
+    "DatabaseUnavailable",
 ]
 
 
@@ -201,3 +202,10 @@ class ArchiveError(AltmountError):
 class CacheEntryDamaged(AltmountError):
     """A segment cache file fails its check (header, size, message-id or CRC32): it is
     dropped and the segment fetched again, never served."""
+
+
+class DatabaseUnavailable(AltmountError):
+    """The shared database (`database.type: postgres`) cannot be reached, or failed a
+    statement; the message names `database.dsn` (without its password) and the cause."""
+
+    http_status = 503

@@ -34,9 +34,10 @@ AUTH_PASSWD_FILE=$NEWSETC/altmount-newsusers
 TLS_DIR=$NEWSETC/altmount-tls
 TLS_INNCONF=$TLS_DIR/inn.conf
 # Debian packages the suite needs next to INN2 (real clients of the WebDAV server).
-PACKAGES=(inn2 ffmpeg curl rclone fuse3 openssl par2 jq haproxy rar 7zip genisoimage xorriso udftools nzbget)
+PACKAGES=(inn2 ffmpeg curl rclone fuse3 openssl par2 jq haproxy rar 7zip genisoimage xorriso udftools nzbget postgresql)
 # rar (the archive tests' tool) is in Debian's non-free component; 7zip, genisoimage, xorriso and
 # udftools make the 7z and ISO/UDF test images; nzbget is the bench's real-peer downloader.
+# postgresql: the server binaries for database.type postgres (tests start their own cluster).
 NONFREE_SOURCES=/etc/apt/sources.list.d/altmount-nonfree.sources
 
 log() { printf 'inn2-setup: %s\n' "$*" >&2; }

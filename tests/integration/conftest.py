@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,3 +28,26 @@ def spawn():
         if child.poll() is None:
             child.kill()
         child.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A real PostgreSQL cluster on 127.0.0.1 for the whole run (Debian's postgresql);
+    a test takes its own database with `create_database`. Required under CI."""
+    from altmount.testing.postgres import PostgresCluster, PostgresUnavailable
+
+    try:
+        cluster = PostgresCluster()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_cluster, request):
+    """The DSN of a fresh database for this test on the shared cluster."""
+    name = "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    return postgres_cluster.create_database(name)
