@@ -43,6 +43,10 @@ from altmount.importer.layout import release_dir
 ROOT = Path(__file__).resolve().parents[1]
 NYUU = Path(os.environ.get("ALTMOUNT_NYUU", ROOT / "tools/poster/node_modules/.bin/nyuu"))
 INN2 = ("127.0.0.1", 1119)
+#: INN2's TLS reader (scripts/inn2-setup.sh): its certificate names localhost and is signed
+#: by the test CA `INN2_TLS_CA`.
+INN2_TLS = ("localhost", 1563)
+INN2_TLS_CA = Path("/etc/news/altmount-tls/ca.pem")
 GROUP = "alt.binaries.test"
 ARTICLE_SIZE = 716_800
 API_KEY = "nzbget-vs-altmount"
@@ -87,8 +91,12 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def nzbget_config(main_dir: Path, connections: int) -> Path:
-    """A standalone nzbget config: INN2 as the only server, no post-processing."""
+def nzbget_config(main_dir: Path, connections: int, ca_file: Path | None = None) -> Path:
+    """A standalone nzbget config: INN2 as the only server, no post-processing.
+
+    With `ca_file`, INN2's TLS reader, its certificate checked against that CA.
+    """
+    host, port = INN2_TLS if ca_file else INN2
     options = {
         "MainDir": main_dir,
         "DestDir": main_dir / "dst",
@@ -104,9 +112,9 @@ def nzbget_config(main_dir: Path, connections: int) -> Path:
         "Server1.Active": "yes",
         "Server1.Name": "inn2",
         "Server1.Level": 0,
-        "Server1.Host": INN2[0],
-        "Server1.Port": INN2[1],
-        "Server1.Encryption": "no",
+        "Server1.Host": host,
+        "Server1.Port": port,
+        "Server1.Encryption": "yes" if ca_file else "no",
         "Server1.JoinGroup": "no",
         "Server1.Connections": connections,
         "ArticleCache": 0,
@@ -122,17 +130,21 @@ def nzbget_config(main_dir: Path, connections: int) -> Path:
         "OutputMode": "log",
         "WriteLog": "append",
     }
+    if ca_file:
+        options |= {"CertStore": ca_file, "CertCheck": "yes"}
     config = main_dir / "nzbget.conf"
     config.write_text("".join(f"{key}={value}\n" for key, value in options.items()))
     return config
 
 
-def run_nzbget(nzb: Path, size: int, md5: str, connections: int) -> dict[str, float]:
-    """Download the NZB with nzbget in standalone mode; wall, CPU, MB/s."""
+def run_nzbget(
+    nzb: Path, size: int, md5: str, connections: int, ca_file: Path | None = None
+) -> dict[str, float]:
+    """Download the NZB with nzbget in standalone mode (over TLS with `ca_file`); wall, CPU, MB/s."""
     scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     main_dir = Path(tempfile.mkdtemp(prefix="nzbget-", dir=scratch))
     try:
-        config = nzbget_config(main_dir, connections)
+        config = nzbget_config(main_dir, connections, ca_file)
         started = time.perf_counter()
         proc = subprocess.Popen(
             ["nzbget", "-c", str(config), str(nzb)],
@@ -161,9 +173,24 @@ def _figures(wall: float, cpu: float, size: int) -> dict[str, float]:
     }
 
 
-def altmount_config(work: Path, connections: int) -> tuple[Path, Target]:
-    """An altmount config reading from INN2 with the benchmarks' streaming settings."""
+def altmount_config(
+    work: Path, connections: int, ca_file: Path | None = None
+) -> tuple[Path, Target]:
+    """An altmount config reading from INN2 with the benchmarks' streaming settings.
+
+    With `ca_file`, INN2's TLS reader, its certificate verified against that CA.
+    """
     port = free_port()
+    host, nntp_port = INN2_TLS if ca_file else INN2
+    provider: dict[str, object] = {
+        "name": "inn2-tls" if ca_file else "inn2",
+        "host": host,
+        "port": nntp_port,
+        "tls": ca_file is not None,
+        "max_connections": connections,
+    }
+    if ca_file:
+        provider["ca_file"] = str(ca_file)
     config = {
         "webdav": {"port": port, "bind_address": "127.0.0.1", "user": DAV[0], "password": DAV[1]},
         "api": {"key_override": API_KEY},
@@ -177,17 +204,12 @@ def altmount_config(work: Path, connections: int) -> tuple[Path, Target]:
             "streaming_chunk_size": 16 << 20,
             "max_range_size": 32 << 20,
         },
+        # Off, so that every read measures the provider path, not the segment cache.
+        "segment_cache": {"enabled": False, "memory_mb": 0},
         "log": {"level": "warn"},
-        "providers": [
-            {
-                "name": "inn2",
-                "host": INN2[0],
-                "port": INN2[1],
-                "tls": False,
-                "max_connections": connections,
-            }
-        ],
+        "providers": [provider],
     }
+    work.mkdir(parents=True, exist_ok=True)
     path = work / "altmount.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path, Target("127.0.0.1", port, *DAV)

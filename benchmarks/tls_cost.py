@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -29,60 +28,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from nzbget_vs_altmount import (
     API_KEY,
-    DAV,
-    INN2,
+    INN2_TLS_CA,
     POSTED_NAME,
     _live,
-    nzbget_config,
+    altmount_config,
     post,
     problem,
     run_nzbget,
 )
 
-from altmount.bench.common import ProcessTree, free_port, wait_for
+from altmount.bench.common import ProcessTree, wait_for
 from altmount.bench.httpclient import Target, add_nzb, timed_get, wait_first_byte
 from altmount.importer.layout import release_dir
 
-TLS_PORT = 1563
-CA_FILE = Path("/etc/news/altmount-tls/ca.pem")
 GIB = 1 << 30
-
-
-def server_config(work: Path, connections: int, tls: bool) -> tuple[Path, Target]:
-    """An altmount config reading INN2 plain or over verified TLS, 20 connections."""
-    port = free_port()
-    provider = {
-        "name": "inn2-tls" if tls else "inn2",
-        "host": "localhost" if tls else INN2[0],
-        "port": TLS_PORT if tls else INN2[1],
-        "tls": tls,
-        "max_connections": connections,
-    }
-    if tls:
-        provider["ca_file"] = str(CA_FILE)
-    config = {
-        "webdav": {"port": port, "bind_address": "127.0.0.1", "user": DAV[0], "password": DAV[1]},
-        "api": {"key_override": API_KEY},
-        "sabnzbd": {"enabled": True},
-        "metadata": {"root_path": str(work / "metadata")},
-        "database": {"path": str(work / "altmount.db")},
-        "demo": {"enabled": False},
-        "import": {"queue_processing_interval_seconds": 0.1},
-        "streaming": {
-            "max_download_workers": connections,
-            "streaming_chunk_size": 16 << 20,
-            "max_range_size": 32 << 20,
-        },
-        "log": {"level": "warn"},
-        "providers": [provider],
-    }
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / "altmount.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path, Target("127.0.0.1", port, *DAV)
 
 
 def measured_get(target: Target, tree: ProcessTree, path: str, size: int, md5: str) -> dict:
@@ -102,22 +63,7 @@ def measured_get(target: Target, tree: ProcessTree, path: str, size: int, md5: s
 
 def nzbget_tls(nzb: Path, size: int, md5: str, connections: int) -> dict:
     """nzbget over the TLS reader, the certificate checked against the test CA."""
-    import nzbget_vs_altmount as peer
-
-    def config(main_dir: Path, count: int) -> Path:
-        path = nzbget_config(main_dir, count)
-        text = path.read_text()
-        text = text.replace(f"Server1.Port={INN2[1]}", f"Server1.Port={TLS_PORT}")
-        text = text.replace("Server1.Host=127.0.0.1", "Server1.Host=localhost")
-        text = text.replace("Server1.Encryption=no", "Server1.Encryption=yes")
-        path.write_text(text + f"CertStore={CA_FILE}\nCertCheck=yes\n")
-        return path
-
-    plain, peer.nzbget_config = peer.nzbget_config, config
-    try:
-        figures = run_nzbget(nzb, size, md5, connections)
-    finally:
-        peer.nzbget_config = plain
+    figures = run_nzbget(nzb, size, md5, connections, INN2_TLS_CA)
     figures["cpu_s_per_gib"] = round(figures["cpu_s"] / size * GIB, 2)
     return figures
 
@@ -135,7 +81,9 @@ def main() -> int:
     parser.add_argument("--nzbget", action="store_true", help="also nzbget over TLS")
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
     args = parser.parse_args()
-    why = problem() or (None if CA_FILE.exists() else f"{CA_FILE} missing: run setup-peers.sh")
+    why = problem() or (
+        None if INN2_TLS_CA.exists() else f"{INN2_TLS_CA} missing: run scripts/setup-peers.sh"
+    )
     if why:
         print(why, file=sys.stderr)
         return 2
@@ -147,13 +95,11 @@ def main() -> int:
         nzb, md5 = post(work, size)
         path = f"{release_dir('/complete', 'complete', 'release')}/{POSTED_NAME}"
         for kind in ("plain", "tls"):
-            config, target = server_config(work / kind, args.connections, kind == "tls")
-            # SSL_CERT_FILE too, so that builds from before `ca_file` verify the same way.
-            env = {**os.environ, "SSL_CERT_FILE": str(CA_FILE)} if kind == "tls" else None
+            ca_file = INN2_TLS_CA if kind == "tls" else None
+            config, target = altmount_config(work / kind, args.connections, ca_file)
             process = subprocess.Popen(
                 [sys.executable, "-m", "altmount", "serve", "--config", str(config)],
                 stdout=subprocess.DEVNULL,
-                env=env,
             )
             servers[kind] = (process, target, ProcessTree(process.pid))
             wait_for(lambda t=target, p=process: _live(t, p), 60, f"altmount serve ({kind})")
