@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from altmount.queue.model import State
+from altmount.queue.model import Priority, QueueItem, State
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SORT_KEYS", "COLUMNS"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SORT_KEYS", "COLUMNS", "item_from_row"]
 
 _STATES_SQL = ", ".join(f"'{state}'" for state in State)
 
@@ -59,3 +59,43 @@ COLUMNS = (
     "id, nzo_id, nzb_name, category, priority, state, attempts, error, created_at, "
     "updated_at, started_at, completed_at, target_path, size, source, worker"
 )
+
+
+def item_from_row(row: tuple) -> QueueItem:
+    """The item of a row selected as COLUMNS."""
+    (
+        item_id,
+        nzo_id,
+        nzb_name,
+        category,
+        priority,
+        state,
+        attempts,
+        error,
+        created_at,
+        updated_at,
+        started_at,
+        completed_at,
+        target_path,
+        size,
+        source,
+        worker,
+    ) = row
+    return QueueItem(
+        item_id,
+        nzo_id,
+        nzb_name,
+        category,
+        Priority(priority),
+        State(state),
+        attempts,
+        error,
+        created_at,
+        updated_at,
+        started_at,
+        completed_at,
+        target_path,
+        size,
+        source,
+        worker,
+    )

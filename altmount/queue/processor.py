@@ -192,7 +192,7 @@ class ImportProcessor:
             if item is None:
                 return
             if self._stopping:
-                yield self._db(self._store.release, item.id)
+                yield self._update(self._store.release, item.id, worker=self._worker)
                 return
             log.info(
                 "importing %s (queue item %d, attempt %d)",
@@ -241,7 +241,7 @@ class ImportProcessor:
             result = yield importing
         except defer.CancelledError:
             if item.id not in self._abandoned:  # stop(): let the next start redo it
-                yield self._db(self._store.release, item.id)
+                yield self._update(self._store.release, item.id, worker=self._worker)
             return None
         except Exception as exc:  # noqa: BLE001 - any failure must settle the item
             transient = isinstance(exc, TRANSIENT_ERRORS)
@@ -253,10 +253,14 @@ class ImportProcessor:
                     extra={"nzo_id": item.nzo_id},
                 )
             reason = str(exc) if isinstance(exc, AltmountError) else f"internal error: {exc!r}"
-            final = yield self._update(self._store.fail, item.id, reason, transient)
+            final = yield self._update(
+                self._store.fail, item.id, reason, transient, worker=self._worker
+            )
         else:
             size = sum(record.size for record in result.files)
-            final = yield self._update(self._store.complete, item.id, result.release_dir, size)
+            final = yield self._update(
+                self._store.complete, item.id, result.release_dir, size, worker=self._worker
+            )
         finally:
             self._imports.pop(item.id, None)
             self._progress.pop(item.id, None)
@@ -266,10 +270,10 @@ class ImportProcessor:
         return final
 
     @defer.inlineCallbacks
-    def _update(self, method, *args):
-        """Record an outcome; None if the item was cancelled or deleted meanwhile."""
+    def _update(self, method, *args, **kwargs):
+        """Record an outcome; None if the item was cancelled, deleted or taken over meanwhile."""
         try:
-            item = yield self._db(method, *args)
+            item = yield self._db(method, *args, **kwargs)
         except QueueError as exc:
             log.info("import result not recorded: %s", exc)
             return None

@@ -27,6 +27,7 @@ from twisted.python.threadpool import ThreadPool
 
 from altmount.config import Config
 from altmount.errors import QueueItemNotFound
+from altmount.queue._workers import stale_after
 from altmount.queue.model import Progress, QueueItem, State, gunzip_nzb, nzb_bytes, resolve_priority
 from altmount.queue.processor import (
     STOP_GRACE_SECONDS,
@@ -82,6 +83,8 @@ class QueueService:
         self._config = config
         self.worker = worker or default_worker_name()
         self._interval = config.import_.queue_processing_interval_seconds
+        #: A processor silent this long is taken for dead and its items are queued again.
+        self.stale_after = stale_after(self._interval)
         # One thread: the sqlite connection is then used by that thread only, and
         # store calls run in the order they were made.
         self._pool = threadpool or ThreadPool(minthreads=1, maxthreads=1, name="altmount-queue-db")
@@ -236,11 +239,15 @@ class QueueService:
         )
 
     def recover(self) -> defer.Deferred[int]:
-        """Put items a crashed process left processing back to pending; fires with how many.
+        """Put items that dead processors left processing back to pending; fires with how
+        many. Items of live ones (another server, an `altmount import --wait`) stay theirs.
 
-        Call once at server start, before `start()`.
+        Call at server start, before `start()`; the poll repeats it for processors that
+        die later.
         """
-        return self._db(self._store.recover)
+        return self._db(self._store.recover, self.stale_after).addCallback(
+            lambda recovered: sum(recovered.values())
+        )
 
     def api_key(self, override: str | None = None) -> defer.Deferred[str]:
         """The SABnzbd API key: `override` (default `api.key_override`) or the stored one."""
@@ -317,7 +324,21 @@ class QueueService:
 
     def _tick(self) -> defer.Deferred:
         self.wake()
-        return self._db(self._store.heartbeat, self.worker, time.time())
+        beating = self._db(self._store.heartbeat, self.worker, time.time())
+        beating.addCallback(lambda _: self._db(self._store.recover, self.stale_after))
+        return beating.addCallback(self._recovered)
+
+    def _recovered(self, recovered: dict[str, int]) -> None:
+        for worker, count in recovered.items():
+            log.warning(
+                "queue: %d item(s) held by %s, which stopped (no heartbeat for %.0f s or its "
+                "process is gone), are queued again",
+                count,
+                worker,
+                self.stale_after,
+            )
+        if recovered:
+            self.wake()
 
     def _purge_logged(self) -> defer.Deferred:
         def report(count: int) -> None:

@@ -9,7 +9,6 @@ only because it is created on another thread than the one that then uses it.
 
 from __future__ import annotations
 
-import builtins
 import secrets
 import sqlite3
 import time
@@ -19,7 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from altmount.errors import QueueError, QueueItemNotFound
-from altmount.queue._schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION, SORT_KEYS
+from altmount.queue._schema import (
+    COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SORT_KEYS,
+    item_from_row,
+)
+from altmount.queue._workers import WorkerLiveness
 from altmount.queue.model import (
     SOURCES,
     Priority,
@@ -41,8 +47,6 @@ MMAP_SIZE = 64 * 1024 * 1024
 #: NZBs are XML with long repeated message-id stems: level 6 shrinks them ~4x
 #: at ~50 MB/s, against 1 for speed and 9 for a few percent more.
 NZB_COMPRESSION_LEVEL = 6
-#: Settings rows holding a processor's last sign of life.
-_HEARTBEAT_PREFIX = "heartbeat:"
 
 
 def _descending(order: str) -> str:
@@ -56,47 +60,9 @@ def _descending(order: str) -> str:
     return ", ".join(terms)
 
 
-def _item(row: sqlite3.Row | tuple) -> QueueItem:
-    (
-        item_id,
-        nzo_id,
-        nzb_name,
-        category,
-        priority,
-        state,
-        attempts,
-        error,
-        created_at,
-        updated_at,
-        started_at,
-        completed_at,
-        target_path,
-        size,
-        source,
-        worker,
-    ) = row
-    return QueueItem(
-        item_id,
-        nzo_id,
-        nzb_name,
-        category,
-        Priority(priority),
-        State(state),
-        attempts,
-        error,
-        created_at,
-        updated_at,
-        started_at,
-        completed_at,
-        target_path,
-        size,
-        source,
-        worker,
-    )
-
-
-class QueueStore:
-    """The queue tables in one SQLite file; see the module docstring."""
+class QueueStore(WorkerLiveness):
+    """The queue tables in one SQLite file; see the module docstring (and
+    `altmount.queue._workers` for heartbeats and recovery)."""
 
     def __init__(
         self, path: str | Path, *, max_attempts: int = 3, clock: Callable[[], float] = time.time
@@ -195,25 +161,31 @@ class QueueStore:
                 (new_nzo_id(), nzb_name, category, int(priority), state, now, now, source, size),
             ).fetchone()
             conn.execute("INSERT INTO queue_nzbs (item_id, data) VALUES (?, ?)", (row[0], blob))
-        return _item(row)
+        return item_from_row(row)
 
     def claim(self, worker: str) -> QueueItem | None:
         """Take the next pending item (priority, then age) for `worker`, or None.
 
-        One UPDATE … RETURNING: atomic across connections and processes.
+        One UPDATE … RETURNING, atomic across connections and processes, in the same
+        transaction as `worker`'s heartbeat: no other process can see the item held
+        by a worker that has not beaten yet and take it back.
         """
         now = self._clock()
-        row = self._conn.execute(
-            "UPDATE queue_items SET state = 'processing', worker = ?, attempts = attempts + 1, "
-            "started_at = ?, updated_at = ?, error = '' "
-            "WHERE state = 'pending' AND id = (SELECT id FROM queue_items "
-            # Without statistics the planner prefers queue_items_state and sorts every
-            # pending row; the partial index is already in claim order (2k → 20k claims/s at 5000 pending).
-            "INDEXED BY queue_items_claim WHERE state = "
-            f"'pending' ORDER BY {SORT_KEYS['queue']} LIMIT 1) RETURNING {COLUMNS}",
-            (worker, now, now),
-        ).fetchone()
-        return None if row is None else _item(row)
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE queue_items SET state = 'processing', worker = ?, "
+                "attempts = attempts + 1, started_at = ?, updated_at = ?, error = '' "
+                "WHERE state = 'pending' AND id = (SELECT id FROM queue_items "
+                # Without statistics the planner prefers queue_items_state and sorts every
+                # pending row; the partial index is already in claim order (2k → 20k claims/s
+                # at 5000 pending).
+                "INDEXED BY queue_items_claim WHERE state = "
+                f"'pending' ORDER BY {SORT_KEYS['queue']} LIMIT 1) RETURNING {COLUMNS}",
+                (worker, now, now),
+            ).fetchone()
+            if row is not None:
+                self._beat(conn, worker, now)
+        return None if row is None else item_from_row(row)
 
     def _change(
         self,
@@ -238,6 +210,28 @@ class QueueStore:
             raise QueueItemNotFound(f"no queue item with id {item_id}")
         return State(row[0]), row[1]
 
+    @staticmethod
+    def _held(conn: sqlite3.Connection, item_id: int, worker: str) -> tuple[State, int]:
+        """Like `_state`, for an outcome reported by `worker`: refused if another worker
+        holds the item now (this one was taken for dead and the item claimed again)."""
+        row = conn.execute(
+            "SELECT state, attempts, worker FROM queue_items WHERE id = ?", (item_id,)
+        ).fetchone()
+        if row is None:
+            raise QueueItemNotFound(f"no queue item with id {item_id}")
+        state, attempts, holder = State(row[0]), row[1], row[2]
+        if state == State.PROCESSING and holder != worker:
+            raise QueueError(
+                f"queue item {item_id} is being imported by {holder} now; "
+                f"the outcome from {worker} is not recorded"
+            )
+        if state == State.PENDING and holder == worker:
+            raise QueueError(
+                f"queue item {item_id} was given back to the queue (its worker {worker} was "
+                "taken for dead); the outcome is not recorded"
+            )
+        return state, attempts
+
     def _apply(
         self,
         conn: sqlite3.Connection,
@@ -256,24 +250,31 @@ class QueueStore:
             f"UPDATE queue_items SET {sql} WHERE id = ? RETURNING {COLUMNS}",
             (*assignments.values(), item_id),
         ).fetchone()
-        return _item(row)
+        return item_from_row(row)
 
-    def complete(self, item_id: int, target_path: str, size: int) -> QueueItem:
-        """A processing item imported: completed with its release folder and size."""
-        return self._change(
-            item_id,
-            State.COMPLETED,
-            target_path=target_path,
-            size=size,
-            completed_at=self._clock(),
-            error="",
-        )
-
-    def fail(self, item_id: int, error: str, transient: bool) -> QueueItem:
-        """A processing item's import failed: back to pending if `transient` and
-        attempts remain, else failed; `error` is kept either way."""
+    def complete(self, item_id: int, target_path: str, size: int, *, worker: str) -> QueueItem:
+        """`worker`'s processing item imported: completed with its release folder and size."""
         with self._write() as conn:
-            old, attempts = self._state(conn, item_id)
+            old, _ = self._held(conn, item_id, worker)
+            return self._apply(
+                conn,
+                item_id,
+                old,
+                State.COMPLETED,
+                None,
+                {
+                    "target_path": target_path,
+                    "size": size,
+                    "completed_at": self._clock(),
+                    "error": "",
+                },
+            )
+
+    def fail(self, item_id: int, error: str, transient: bool, *, worker: str) -> QueueItem:
+        """`worker`'s processing item failed to import: back to pending if `transient`
+        and attempts remain, else failed; `error` is kept either way."""
+        with self._write() as conn:
+            old, attempts = self._held(conn, item_id, worker)
             if transient and attempts < self._max_attempts:
                 return self._apply(
                     conn, item_id, old, State.PENDING, (State.PROCESSING,), {"error": error}
@@ -287,10 +288,11 @@ class QueueStore:
                 {"error": error, "completed_at": self._clock()},
             )
 
-    def release(self, item_id: int) -> QueueItem:
-        """Give a processing item back to pending without counting the attempt (shutdown)."""
+    def release(self, item_id: int, *, worker: str) -> QueueItem:
+        """Give `worker`'s processing item back to pending without counting the attempt
+        (shutdown)."""
         with self._write() as conn:
-            old, attempts = self._state(conn, item_id)
+            old, attempts = self._held(conn, item_id, worker)
             return self._apply(
                 conn,
                 item_id,
@@ -346,7 +348,7 @@ class QueueStore:
         ).fetchone()
         if row is None:
             raise QueueItemNotFound(f"no queue item with {label}")
-        return _item(row)
+        return item_from_row(row)
 
     def nzb(self, item_id: int) -> bytes:
         """The NZB stored with the item, decompressed."""
@@ -403,7 +405,7 @@ class QueueStore:
             f"SELECT {COLUMNS} FROM queue_items{where} ORDER BY {order} LIMIT ? OFFSET ?",
             (*params, limit, offset),
         ).fetchall()
-        return [_item(row) for row in rows]
+        return [item_from_row(row) for row in rows]
 
     def count(
         self,
@@ -421,24 +423,6 @@ class QueueStore:
         return {state: found.get(str(state), 0) for state in State}
 
     # -- maintenance ------------------------------------------------------------------
-
-    def recover(self) -> int:
-        """At start-up: items left processing by a crash go back to pending (or fail
-        once they have used every attempt, so a poison NZB cannot crash-loop)."""
-        now = self._clock()
-        with self._write() as conn:
-            failed = conn.execute(
-                "UPDATE queue_items SET state = 'failed', completed_at = ?, updated_at = ?, "
-                "error = 'interrupted ' || attempts || ' times (altmount stopped or crashed "
-                "during the import)' WHERE state = 'processing' AND attempts >= ?",
-                (now, now, self._max_attempts),
-            ).rowcount
-            pending = conn.execute(
-                "UPDATE queue_items SET state = 'pending', updated_at = ? "
-                "WHERE state = 'processing'",
-                (now,),
-            ).rowcount
-        return failed + pending
 
     def purge(self, now: float, failed_hours: float, history_days: float) -> int:
         """Delete failed/cancelled items older than `failed_hours` and completed ones
@@ -470,28 +454,6 @@ class QueueStore:
                 (secrets.token_hex(16),),
             )
             return conn.execute("SELECT value FROM settings WHERE key = 'api_key'").fetchone()[0]
-
-    def heartbeat(self, worker: str, now: float) -> None:
-        """Record that `worker`'s processor is alive (seen by `live_workers`)."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                (_HEARTBEAT_PREFIX + worker, repr(now)),
-            )
-
-    def live_workers(self, now: float, max_age: float) -> builtins.list[str]:
-        """Workers whose processor beat within `max_age` seconds of `now`."""
-        rows = self._conn.execute(
-            "SELECT key, value FROM settings WHERE key LIKE ?", (_HEARTBEAT_PREFIX + "%",)
-        ).fetchall()
-        return sorted(
-            key[len(_HEARTBEAT_PREFIX) :] for key, value in rows if now - float(value) <= max_age
-        )
-
-    def forget_worker(self, worker: str) -> None:
-        """Drop `worker`'s heartbeat (its processor stopped cleanly)."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM settings WHERE key = ?", (_HEARTBEAT_PREFIX + worker,))
 
     def optimize(self) -> None:
         """VACUUM (rewrite the file without free pages) and ANALYZE (planner statistics)."""

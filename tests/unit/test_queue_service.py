@@ -211,7 +211,7 @@ def test_wait_for_sees_another_process_finish(env, tmp_path):
     waiting = queue.wait_for(item.id)
     other = QueueStore(tmp_path / "q.db")
     other.claim("elsewhere:2")
-    other.complete(item.id, "/complete/x", 5)
+    other.complete(item.id, "/complete/x", 5, worker="elsewhere:2")
     other.close()
     assert not waiting.called
     reactor.advance(INTERVAL)
@@ -315,6 +315,8 @@ def test_recover_and_api_key(env):
     _, store, _, queue = env
     item = store.enqueue(NZB, "a.nzb", "Default", Priority.NORMAL, "cli")
     store.claim("dead:1")
+    assert result(queue.recover()) == 0  # it beat when it claimed
+    store.forget_worker("dead:1")
     assert result(queue.recover()) == 1
     assert store.get(item.id).state == State.PENDING
     key = result(queue.api_key())
@@ -346,3 +348,21 @@ def test_settled_listeners_hear_each_finished_item(env):
     assert heard == []
     importer.finish(0)
     assert [(i.id, i.state) for i in heard] == [(item.id, State.COMPLETED)]
+
+
+def test_poll_takes_up_the_items_of_a_dead_processor(env, caplog):
+    """An item held by a processor without a heartbeat is queued again at the next poll
+    and imported here; the warning names that processor."""
+    reactor, store, importer, queue = env
+    item = store.enqueue(NZB, "a.nzb", "Default", Priority.NORMAL, "cli")
+    store.claim("crashed:7")
+    queue.start()
+    assert importer.calls == []  # it beat when it claimed: still taken for alive
+    store.forget_worker("crashed:7")
+    with caplog.at_level("WARNING"):
+        reactor.advance(INTERVAL)
+    assert "1 item(s) held by crashed:7" in caplog.text
+    again = store.get(item.id)
+    assert (again.state, again.worker, again.attempts) == (State.PROCESSING, "test:1", 2)
+    importer.finish(0)
+    assert store.get(item.id).state == State.COMPLETED

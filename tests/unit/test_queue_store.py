@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import zlib
 
 import pytest
@@ -10,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from altmount.errors import QueueError, QueueItemNotFound
+from altmount.queue._workers import local_process_gone
 from altmount.queue.model import TRANSITIONS, Priority, State
 from altmount.queue.store import MIGRATIONS, SCHEMA_VERSION, QueueStore
 
@@ -107,7 +112,7 @@ def test_complete_records_target_and_size(store, clock):
     item = add(store)
     store.claim("w")
     clock.now += 2
-    done = store.complete(item.id, "/complete/movies/X", 1234)
+    done = store.complete(item.id, "/complete/movies/X", 1234, worker="w")
     assert (done.state, done.target_path, done.size, done.completed_at) == (
         State.COMPLETED,
         "/complete/movies/X",
@@ -121,10 +126,10 @@ def test_transient_failures_retry_until_max_attempts(store):
     item = add(store)
     for attempt in (1, 2):
         assert store.claim("w").attempts == attempt
-        again = store.fail(item.id, "provider down", transient=True)
+        again = store.fail(item.id, "provider down", transient=True, worker="w")
         assert (again.state, again.error) == (State.PENDING, "provider down")
     store.claim("w")
-    final = store.fail(item.id, "provider down", transient=True)
+    final = store.fail(item.id, "provider down", transient=True, worker="w")
     assert (final.state, final.attempts, final.error) == (State.FAILED, 3, "provider down")
     assert final.completed_at is not None
 
@@ -133,7 +138,10 @@ def test_permanent_failure_is_final_and_retry_resets(store):
     """A non-transient failure fails at once; retry puts it back to pending with attempts 0."""
     item = add(store)
     store.claim("w")
-    assert store.fail(item.id, "NZB line 3: not XML", transient=False).state == State.FAILED
+    assert (
+        store.fail(item.id, "NZB line 3: not XML", transient=False, worker="w").state
+        == State.FAILED
+    )
     retried = store.retry(item.id)
     assert (retried.state, retried.attempts, retried.error, retried.completed_at) == (
         State.PENDING,
@@ -147,9 +155,9 @@ def test_outcome_for_an_item_not_processing_is_refused(store):
     """complete/fail/release of an item nobody claimed raise QueueError and change nothing."""
     item = add(store)
     for call in (
-        lambda: store.complete(item.id, "/x", 1),
-        lambda: store.fail(item.id, "x", transient=True),
-        lambda: store.release(item.id),
+        lambda: store.complete(item.id, "/x", 1, worker="w"),
+        lambda: store.fail(item.id, "x", transient=True, worker="w"),
+        lambda: store.release(item.id, worker="w"),
     ):
         with pytest.raises(QueueError):
             call()
@@ -160,7 +168,7 @@ def test_release_gives_the_attempt_back(store):
     """release (shutdown) returns a processing item to pending without counting the attempt."""
     item = add(store)
     store.claim("w")
-    released = store.release(item.id)
+    released = store.release(item.id, worker="w")
     assert (released.state, released.attempts) == (State.PENDING, 0)
 
 
@@ -174,7 +182,7 @@ def test_pause_resume_cancel(store):
     cancelled = store.cancel(item.id)
     assert cancelled.state == State.CANCELLED and cancelled.completed_at is not None
     with pytest.raises(QueueError, match="cancelled; it cannot become completed"):
-        store.complete(item.id, "/x", 1)
+        store.complete(item.id, "/x", 1, worker="w")
 
 
 def test_unknown_ids_raise_not_found(store):
@@ -187,7 +195,7 @@ def test_unknown_ids_raise_not_found(store):
         store.cancel,
         store.retry,
         store.delete,
-        store.release,
+        lambda item_id: store.release(item_id, worker="w"),
     ):
         with pytest.raises(QueueItemNotFound, match="42"):
             call(42)
@@ -250,18 +258,88 @@ def test_counts_cover_every_state(store):
     assert counts[State.PENDING] == counts[State.PAUSED] == 1 and counts[State.FAILED] == 0
 
 
-def test_recover_requeues_or_fails_interrupted_items(store):
-    """Processing items go back to pending at start-up, or fail once out of attempts."""
+def test_recover_requeues_or_fails_the_items_of_dead_workers(store, clock):
+    """Items of a worker silent past the stale age go back to pending, or fail once out of
+    attempts; a second recover finds nothing."""
     fresh, worn = add(store, "fresh"), add(store, "worn")
-    store._conn.execute(
-        "UPDATE queue_items SET state='processing', attempts=3 WHERE id=?", (worn.id,)
-    )
     store.claim("w")
-    assert store.recover() == 2
+    store.claim("w")
+    store._conn.execute("UPDATE queue_items SET attempts=3 WHERE id=?", (worn.id,))
+    assert store.recover(30.0, lambda worker: False) == {}
+    clock.now += 31
+    assert store.recover(30.0, lambda worker: False) == {"w": 2}
     assert store.get(fresh.id).state == State.PENDING
     failed = store.get(worn.id)
     assert failed.state == State.FAILED and "interrupted 3 times" in failed.error
-    assert store.recover() == 0
+    assert store.recover(30.0, lambda worker: False) == {}
+
+
+def test_recover_leaves_live_workers_alone(store, clock):
+    """Only the dead worker's item is recovered: the one whose heartbeat lapsed, the one
+    without a heartbeat, the one whose process is gone; a live worker keeps its item."""
+    items = {name: add(store, name) for name in ("live", "lapsed", "silent", "exited")}
+    for name in items:
+        store.claim(name)
+    store.forget_worker("silent")
+    clock.now += 20
+    store.heartbeat("live", clock.now)
+    store.heartbeat("exited", clock.now)
+    clock.now += 15
+    recovered = store.recover(30.0, lambda worker: worker == "exited")
+    assert recovered == {"lapsed": 1, "silent": 1, "exited": 1}
+    states = {name: store.get(item.id).state for name, item in items.items()}
+    assert states == {
+        "live": State.PROCESSING,
+        "lapsed": State.PENDING,
+        "silent": State.PENDING,
+        "exited": State.PENDING,
+    }
+
+
+def test_outcome_of_a_worker_taken_for_dead_is_refused(store, clock):
+    """After its item was recovered and claimed by another worker, the first worker's
+    complete, fail and release are refused and the new holder's outcome counts."""
+    item = add(store)
+    store.claim("old")
+    clock.now += 31
+    store.recover(30.0, lambda worker: False)
+    with pytest.raises(QueueError, match="given back to the queue"):
+        store.complete(item.id, "/x", 1, worker="old")
+    store.claim("new")
+    for call in (
+        lambda: store.complete(item.id, "/x", 1, worker="old"),
+        lambda: store.fail(item.id, "x", transient=False, worker="old"),
+        lambda: store.release(item.id, worker="old"),
+    ):
+        with pytest.raises(QueueError, match="being imported by new now"):
+            call()
+    assert store.get(item.id).state == State.PROCESSING
+    assert store.complete(item.id, "/x", 1, worker="new").state == State.COMPLETED
+
+
+def test_claim_records_the_heartbeat(store, clock):
+    """A claim beats for its worker in the same transaction."""
+    add(store)
+    assert store.live_workers(clock.now, 1) == []
+    store.claim("w")
+    assert store.live_workers(clock.now, 0) == ["w"]
+
+
+def test_local_process_gone():
+    """A worker of this host whose pid has exited is gone; this process, other hosts and
+    names without a pid are not."""
+    exited = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = socket.gethostname()
+    assert local_process_gone(f"{host}:{exited.stdout.strip()}")
+    assert local_process_gone(f"{host}:{exited.stdout.strip()}:cli")
+    assert not local_process_gone(f"{host}:{os.getpid()}")
+    assert not local_process_gone(f"elsewhere.example:{exited.stdout.strip()}")
+    assert not local_process_gone("w")
 
 
 def test_purge_applies_both_retentions(store, clock):
@@ -270,8 +348,8 @@ def test_purge_applies_both_retentions(store, clock):
     failed, done, cancelled, pending = (add(store, n) for n in "abcd")
     store.claim("w")
     store.claim("w")
-    store.fail(failed.id, "bad", transient=False)
-    store.complete(done.id, "/x", 1)
+    store.fail(failed.id, "bad", transient=False, worker="w")
+    store.complete(done.id, "/x", 1, worker="w")
     store.cancel(cancelled.id)
     assert store.purge(start + 3599, failed_hours=1, history_days=1) == 0
     assert store.purge(start + 3601, failed_hours=1, history_days=1) == 2
@@ -392,14 +470,14 @@ def test_random_operations_respect_the_transitions(tmp_path_factory, operations)
     item = add(store)
     calls = {
         "claim": lambda: store.claim("w"),
-        "complete": lambda: store.complete(item.id, "/x", 1),
-        "fail": lambda: store.fail(item.id, "no", transient=False),
-        "fail_transient": lambda: store.fail(item.id, "later", transient=True),
+        "complete": lambda: store.complete(item.id, "/x", 1, worker="w"),
+        "fail": lambda: store.fail(item.id, "no", transient=False, worker="w"),
+        "fail_transient": lambda: store.fail(item.id, "later", transient=True, worker="w"),
         "pause": lambda: store.pause(item.id),
         "resume": lambda: store.resume(item.id),
         "cancel": lambda: store.cancel(item.id),
         "retry": lambda: store.retry(item.id),
-        "release": lambda: store.release(item.id),
+        "release": lambda: store.release(item.id, worker="w"),
     }
     try:
         for operation in operations:
