@@ -1,9 +1,11 @@
 """Pure import planning: names, virtual paths and segment tables. No I/O.
 
 A posted file's decoded size and part size come from the yEnc headers of its
-first and last articles. Posters cut every part but the last to the same size,
-so those two articles fix the whole offset table; when they disagree with that
-assumption the caller fetches every article and uses `table_from_parts`.
+first and last articles. Most posters cut every part but the last to the same
+size, so those two articles fix the whole offset table. When they show uneven
+parts, `sparse_table` knows only the offsets those two headers give and the rest
+is learned when the file is read (stream/locate.py); a file a later import stage
+must read (an archive volume) is read whole instead (`table_from_parts`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ __all__ = [
     "release_dir",
     "category_folder",
     "uniform_table",
+    "sparse_table",
+    "missing_numbers",
     "table_from_parts",
     "is_allowed",
     "dedupe_names",
@@ -49,6 +53,8 @@ class PartHeader:
     total: int
     begin: int
     end: int
+    #: =ybegin part= (1-based), 0 when the header has none.
+    part: int = 0
 
 
 def safe_name(name: str, fallback: str, max_bytes: int = MAX_NAME_BYTES) -> str:
@@ -145,8 +151,9 @@ def uniform_table(
 ) -> SegmentTable | None:
     """The segment table when every part but the last has the first part's size.
 
-    Returns None when the last article contradicts that (the caller then reads
-    every part); raises ImportFailed when the headers cannot describe this file.
+    Returns None when the parts are uneven (then `sparse_table` or
+    `table_from_parts`); raises ImportFailed when the headers cannot describe
+    this file with these segments (segments missing from the NZB, mixed files).
     """
     count = len(message_ids)
     part_size = first.end - first.begin
@@ -172,16 +179,51 @@ def uniform_table(
             f"{file_label}: first and last articles disagree on the file size "
             f"({first.total} vs {last.total}); they belong to different files"
         )
-    if expected != count:
-        if expected > count:
-            raise ImportFailed(
-                f"{file_label}: NZB lists {count} segments but the yEnc header "
-                f"implies {expected}; the NZB is incomplete"
-            )
-        return None
-    if last.begin != (count - 1) * part_size or last.end != first.total:
-        return None
-    return SegmentTable.uniform(tuple(message_ids), part_size, first.total, tuple(groups))
+    evenly_cut = last.begin == (count - 1) * part_size
+    implied = last.part if last.part > count else expected
+    if (last.part > count) or (
+        implied > count and (evenly_cut or (count == 2 and last.begin != first.end))
+    ):
+        raise ImportFailed(
+            f"{file_label}: NZB lists {count} segments but the yEnc header "
+            f"implies {implied}; the NZB is incomplete"
+        )
+    if expected == count and evenly_cut and last.end == first.total:
+        return SegmentTable.uniform(tuple(message_ids), part_size, first.total, tuple(groups))
+    return None
+
+
+def sparse_table(
+    file_label: str,
+    message_ids: Sequence[str],
+    first: PartHeader,
+    last: PartHeader,
+    groups: Sequence[str] = (),
+) -> SegmentTable:
+    """The table of a file of uneven parts from its first and last headers alone.
+
+    The offsets of the middle segments are estimates until the file is read. Call
+    it after `uniform_table` returned None for the same headers.
+    """
+    count = len(message_ids)
+    if last.end != first.total:
+        raise ImportFailed(f"{file_label}: its articles end at byte {last.end} of {first.total}")
+    if last.begin < first.end + (count - 2) or (count == 2 and last.begin != first.end):
+        raise ImportFailed(
+            f"{file_label}: the first article ends at byte {first.end} and the last "
+            f"(segment {count}) starts at byte {last.begin}: {count} segments cannot "
+            "hold those bytes (articles out of order or from another file)"
+        )
+    points = {0: 0, 1: first.end, count - 1: last.begin, count: first.total}
+    return SegmentTable.sparse(tuple(message_ids), points, tuple(groups))
+
+
+def missing_numbers(numbers: Sequence[int]) -> list[int]:
+    """Segment numbers absent between the lowest and highest of the NZB's (sorted)."""
+    if not numbers or numbers[-1] - numbers[0] + 1 == len(numbers):
+        return []
+    present = set(numbers)
+    return [n for n in range(numbers[0], numbers[-1] + 1) if n not in present]
 
 
 def table_from_parts(

@@ -3,7 +3,10 @@
 Their yEnc headers give the decoded size and the offset table (see layout.py);
 the first article's data gives the 16 KiB hash and the magic bytes for naming.
 All requests are issued together, so the stage costs one provider round trip
-whatever the file count (plus one more for a file cut into uneven parts).
+whatever the file count. A file cut into uneven parts gets a sparse table (its
+middle offsets are learned when it is read), except an archive volume or a PAR2
+file: the next stages read those at arbitrary offsets, so every header of such a
+file is read (one more round trip).
 
 The decoded first and last article of a file that starts with a RAR or 7z
 signature, and the last article of a file named like a split 7z volume, are handed
@@ -22,11 +25,19 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from altmount.errors import ArticleNotFound, ImportFailed, YencError
-from altmount.importer.layout import PartHeader, is_allowed, table_from_parts, uniform_table
+from altmount.importer.layout import (
+    PartHeader,
+    is_allowed,
+    missing_numbers,
+    sparse_table,
+    table_from_parts,
+    uniform_table,
+)
 from altmount.importer.magic import sniff_extension
 from altmount.importer.names import has_known_extension, head_of
 from altmount.importer.pipeline import ArticleFetcher, ImportFile, ImportJob, LostFile
 from altmount.nzb import NZBFile
+from altmount.par2 import MAGIC as PAR2_MAGIC
 
 __all__ = ["ProbeStage", "part_header", "first_failure"]
 
@@ -46,7 +57,7 @@ _SEVENZIP_VOLUME = re.compile(r"\.7z\.\d{3,5}$", re.IGNORECASE)
 
 def part_header(article: Any) -> PartHeader:
     """The placement fields of a DecodedArticle."""
-    return PartHeader(article.name, article.total, article.begin, article.end)
+    return PartHeader(article.name, article.total, article.begin, article.end, article.part)
 
 
 def first_failure(failure: Failure) -> Failure:
@@ -241,6 +252,18 @@ class ProbeStage:
             table = uniform_table(
                 label, ids, first, last if len(ids) > 1 else None, nzb_file.groups
             )
+            if table is None and not _read_whole(label, first, head):
+                # Without part numbers in the headers, only the NZB's own numbers
+                # can show that a segment is missing from it.
+                gaps = missing_numbers([segment.number for segment in nzb_file.segments])
+                if gaps and not last.part:
+                    raise ImportFailed(
+                        f"{label}: the NZB has no segment {_numbers(gaps)} "
+                        f"(it lists {len(ids)} segments numbered "
+                        f"{nzb_file.segments[0].number}-{nzb_file.segments[-1].number}); "
+                        "the NZB is incomplete"
+                    )
+                table = sparse_table(label, ids, first, last, nzb_file.groups)
             if table is None:
                 answers = yield self._read(label, ids, keep_head=False)
                 missing = [a.message_id for a in answers if isinstance(a, _Missing)]
@@ -285,6 +308,27 @@ class ProbeStage:
             for i, mid in enumerate(message_ids)
         ]
         return defer.gatherResults(calls, consumeErrors=True).addErrback(first_failure)
+
+
+#: Names of files a later stage reads at arbitrary offsets (PAR2 packets, disc images).
+_READ_AT_IMPORT = re.compile(r"\.(par2|iso|img|bin|udf)$", re.IGNORECASE)
+
+
+def _read_whole(label: str, first: PartHeader, head: Any) -> bool:
+    """Whether a file of uneven parts needs every offset at import: an archive volume
+    (by its signature or a split 7z name), a PAR2 file or a disc image."""
+    if sniff_extension(head.prefix) in _ARCHIVE_EXTENSIONS or head.prefix.startswith(PAR2_MAGIC):
+        return True
+    return any(
+        _SEVENZIP_VOLUME.search(name) or _READ_AT_IMPORT.search(name)
+        for name in (label, first.name)
+    )
+
+
+def _numbers(numbers: Sequence[int]) -> str:
+    """`17`, `17, 18` or `17, 18, 19, ... (12 in all)` for an error message."""
+    shown = ", ".join(str(n) for n in numbers[:SHOWN_IDS])
+    return f"{shown}, ... ({len(numbers)} in all)" if len(numbers) > SHOWN_IDS else shown
 
 
 def _probed_ids(message_ids: Sequence[str]) -> list[str]:

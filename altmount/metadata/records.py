@@ -9,13 +9,20 @@ member skips the archive header bytes.
 Members of encrypted archives carry a `Cipher`: their segment table holds
 AES-CBC ciphertext and the file is a window of the plaintext.
 
-Encoding (version 2, little-endian; version 1 is version 2 without the cipher):
+A file posted in parts of uneven size is imported from its first and last
+articles alone: its table is *sparse*. `known` marks the offsets read from a yEnc
+header (`=ypart begin= end=`); the others are estimates, interpolated between the
+known ones, until a read learns them (`SegmentTable.learn`, stream/locate.py).
+
+Encoding (version 3, little-endian; version 2 is version 3 without the known
+mask, version 1 is version 2 without the cipher):
 
     header   <B B 2x I q d   version, status code, segment count n, size, mtime
     arrays   offsets (n+1) int64, skips n int64, part_begins n int64
-    blobs    6 x (<I length + bytes): path, release, password,
+    blobs    7 x (<I length + bytes): path, release, password,
              groups joined by NUL, message-ids joined by NUL,
-             cipher (empty, or <q q offset, size + 16-byte IV + key)
+             cipher (empty, or <q q offset, size + 16-byte IV + key),
+             known (empty when every offset is known, else numpy.packbits of n+1 flags)
 
 The 24-byte header keeps the arrays 8-byte aligned so decoding maps them with
 `numpy.frombuffer` without copying.
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,9 +50,11 @@ __all__ = [
     "decode_record",
 ]
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 #: Record versions `decode_record` reads.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+#: Strings stored after the arrays, per record version.
+_BLOBS = {1: 5, 2: 6, 3: 7}
 #: File health: every article found / some missing but repairable / unreadable.
 STATUSES = ("ok", "degraded", "corrupted")
 
@@ -55,6 +64,7 @@ _INT64 = np.dtype("<i8")
 _CIPHER_WINDOW = struct.Struct("<qq")
 
 Int64Array = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 def _frozen_array(values: Iterable[int] | Int64Array, name: str) -> Int64Array:
@@ -80,6 +90,10 @@ class SegmentTable:
     inside segment i's decoded data; `part_begins[i]` is the 0-based yEnc part
     begin expected in the article (checked at stream time). Arrays are
     read-only int64.
+
+    `known` is None when every offset is exact; else n+1 flags, and an offset not
+    flagged is an estimate (a sparse table: a plain file of uneven parts, skips 0,
+    part begins equal to the offsets; see the module docstring).
     """
 
     message_ids: tuple[str, ...]
@@ -87,6 +101,7 @@ class SegmentTable:
     skips: Int64Array
     part_begins: Int64Array
     groups: tuple[str, ...] = ()
+    known: BoolArray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "message_ids", tuple(self.message_ids))
@@ -106,6 +121,40 @@ class SegmentTable:
         for text in (*self.message_ids, *self.groups):
             if not text or "\x00" in text:
                 raise MetadataError(f"empty or NUL-bearing message-id or group: {text!r}")
+        if self.known is not None:
+            known = np.array(self.known, dtype=np.bool_)
+            if known.shape != (n + 1,) or not (known[0] and known[-1]):
+                raise MetadataError(
+                    "segment table known flags must be n+1 long and mark the first and last offset"
+                )
+            if known.all():
+                object.__setattr__(self, "known", None)
+            else:
+                if self.skips.any() or not np.array_equal(self.part_begins, self.offsets[:-1]):
+                    raise MetadataError("a sparse segment table must describe a plain posted file")
+                known.flags.writeable = False
+                object.__setattr__(self, "known", known)
+
+    @classmethod
+    def sparse(
+        cls,
+        message_ids: Sequence[str],
+        points: Mapping[int, int],
+        groups: Sequence[str] = (),
+    ) -> SegmentTable:
+        """The table of a plain file of which only the offsets in `points` (boundary
+        index -> file offset, with 0 and n) are known; the others are interpolated."""
+        n = len(message_ids)
+        if points.get(0) != 0 or n not in points:
+            raise MetadataError("a sparse segment table needs its first and last offset")
+        known = np.zeros(n + 1, dtype=np.bool_)
+        values = np.zeros(n + 1, dtype=np.int64)
+        for index, offset in points.items():
+            if not 0 <= index <= n:
+                raise MetadataError(f"known offset index {index} outside 0..{n}")
+            known[index], values[index] = True, offset
+        offsets = _interpolated(values, known)
+        return cls(tuple(message_ids), offsets, np.zeros(n, np.int64), offsets[:-1], groups, known)
 
     @classmethod
     def uniform(
@@ -135,6 +184,55 @@ class SegmentTable:
         return len(self.message_ids)
 
     @property
+    def exact(self) -> bool:
+        """True when every offset is known (not an estimate)."""
+        return self.known is None
+
+    def segment_known(self, index: int) -> bool:
+        """True when both offsets of segment `index` are known."""
+        return self.known is None or bool(self.known[index] and self.known[index + 1])
+
+    def covers(self, start: int, end: int) -> bool:
+        """True when every offset needed to serve file bytes [start, end) is known."""
+        if self.known is None or start >= end:
+            return True
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        last = int(np.searchsorted(self.offsets, end - 1, side="right")) - 1
+        return bool(self.known[first : last + 2].all())
+
+    def learn(self, points: Mapping[int, int]) -> SegmentTable:
+        """This table with the offsets in `points` (index -> offset) known.
+
+        MetadataError when a point contradicts what is known: offsets must never
+        decrease and each segment holds at least one byte (the caller's article
+        then does not belong where the NZB puts it)."""
+        if self.known is None:
+            for index, offset in points.items():
+                if int(self.offsets[index]) != offset:
+                    raise MetadataError(
+                        f"offset {index} is {int(self.offsets[index])}, not {offset}"
+                    )
+            return self
+        known = self.known.copy()
+        values = self.offsets.copy()
+        for index, offset in points.items():
+            if known[index] and int(values[index]) != offset:
+                raise MetadataError(
+                    f"segment {index} starts at byte {int(values[index])}, not {offset}"
+                )
+            known[index], values[index] = True, offset
+        indexes = np.flatnonzero(known)
+        if np.any(np.diff(values[indexes]) < np.diff(indexes)):
+            raise MetadataError("the learned offsets leave a segment with no bytes or go backwards")
+        offsets = _interpolated(values, known)
+        return SegmentTable(self.message_ids, offsets, self.skips, offsets[:-1], self.groups, known)
+
+    def known_points(self) -> dict[int, int]:
+        """Boundary index -> offset, for every known offset of a sparse table."""
+        indexes = range(len(self.offsets)) if self.known is None else np.flatnonzero(self.known)
+        return {int(i): int(self.offsets[i]) for i in indexes}
+
+    @property
     def size(self) -> int:
         """Total bytes of the file the table describes."""
         return int(self.offsets[-1])
@@ -155,6 +253,8 @@ class SegmentTable:
             and np.array_equal(self.offsets, other.offsets)
             and np.array_equal(self.skips, other.skips)
             and np.array_equal(self.part_begins, other.part_begins)
+            and (self.known is None) == (other.known is None)
+            and (self.known is None or np.array_equal(self.known, other.known))
         )
 
     def __hash__(self) -> int:
@@ -238,6 +338,7 @@ def encode_record(record: FileRecord) -> bytes:
         "\x00".join(table.groups).encode("utf-8"),
         "\x00".join(table.message_ids).encode("utf-8"),
         _encode_cipher(record.cipher),
+        b"" if table.known is None else np.packbits(table.known).tobytes(),
     )
     parts = [
         header,
@@ -271,7 +372,7 @@ def decode_record(data: bytes) -> FileRecord:
         arrays.append(np.frombuffer(data, dtype=_INT64, count=count, offset=position))
         position = end
     blobs = []
-    for _ in range(5 if version == 1 else 6):
+    for _ in range(_BLOBS[version]):
         if position + _LENGTH.size > len(data):
             raise MetadataError("metadata record truncated in its strings")
         (length,) = _LENGTH.unpack_from(data, position)
@@ -295,6 +396,7 @@ def decode_record(data: bytes) -> FileRecord:
         skips=arrays[1],
         part_begins=arrays[2],
         groups=tuple(groups.split("\x00")) if groups else (),
+        known=_decode_known(blobs[6], n) if version > 2 else None,
     )
     return FileRecord(
         path=path,
@@ -306,6 +408,23 @@ def decode_record(data: bytes) -> FileRecord:
         password=password,
         cipher=_decode_cipher(blobs[5]) if version > 1 else None,
     )
+
+
+def _interpolated(values: Int64Array, known: BoolArray) -> Int64Array:
+    """`values` at the known indexes, linear estimates (rounded down) in between."""
+    indexes = np.flatnonzero(known)
+    estimates = np.interp(np.arange(len(values)), indexes, values[indexes].astype(np.float64))
+    offsets = np.floor(estimates).astype(np.int64)
+    offsets[indexes] = values[indexes]
+    return offsets
+
+
+def _decode_known(blob: bytes, n: int) -> BoolArray | None:
+    if not blob:
+        return None
+    if len(blob) != (n + 8) // 8:
+        raise MetadataError(f"metadata record known flags have {len(blob)} bytes for {n} segments")
+    return np.unpackbits(np.frombuffer(blob, dtype=np.uint8), count=n + 1).astype(np.bool_)
 
 
 def _encode_cipher(cipher: Cipher | None) -> bytes:

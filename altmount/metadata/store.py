@@ -30,7 +30,7 @@ from types import TracebackType
 import lmdb
 
 from altmount.errors import MetadataError, PathError
-from altmount.metadata.records import FileRecord, decode_record, encode_record
+from altmount.metadata.records import FileRecord, SegmentTable, decode_record, encode_record
 
 __all__ = ["DirEntry", "MetadataStore", "DEFAULT_MAP_SIZE"]
 
@@ -218,6 +218,27 @@ class MetadataStore:
                 touched.add(parent)
             for directory in touched:
                 self._touch(txn, directory, now)
+
+    def learn_offsets(self, path: str, table: SegmentTable) -> bool:
+        """Merge the known offsets of `table` into the stored record of `path` (a file
+        of uneven parts read since its import); False when the record is gone or now
+        holds other segments. Several processes may learn different parts: the stored
+        knowledge is the union. MetadataError when the two contradict each other."""
+        key = self._key(path)
+        with self._write() as txn:
+            raw = _get(txn, key, self._files)
+            if raw is None:
+                return False
+            record = decode_record(raw)
+            stored = record.segments
+            if stored.message_ids != table.message_ids:
+                return False
+            merged = stored.learn(table.known_points())
+            if merged != stored:
+                txn.put(
+                    key, encode_record(dataclasses.replace(record, segments=merged)), db=self._files
+                )
+            return True
 
     def make_dirs(self, paths: Iterable[str]) -> bool:
         """Create these directories and their parents where missing (`mkdir -p`);

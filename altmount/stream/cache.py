@@ -306,6 +306,7 @@ class SegmentCache:
         self, fetcher: Any, ram: RamTier, disk: DiskTier | None = None, *, clock: Any = None
     ) -> None:
         self._fetcher = fetcher
+        self.fetcher = fetcher  #: where misses go (stream/locate.py fetches there too)
         self.budget = ram.budget  #: the streams' memory budget (RangeStreamer takes it)
         self.clock = clock  #: the clock of the streams' paused-client timers
         self.ram = ram

@@ -194,15 +194,26 @@ class SegmentFetcher:
         self, table: Any, index: int, priority: int = 0, *, path: str = ""
     ) -> Deferred[Segment]:
         """`fetch`, firing with the whole `Segment` (placement and CRC verdict)."""
-        return Deferred.fromCoroutine(self._fetch(table, index, priority, path))
+        return Deferred.fromCoroutine(self._fetch(table, index, priority, path, True))
 
-    async def _fetch(self, table: Any, index: int, priority: int, path: str) -> Segment:
+    def fetch_placed(
+        self, table: Any, index: int, priority: int = 0, *, path: str = ""
+    ) -> Deferred[Segment]:
+        """`fetch_segment` without checking the placement against the table: for a
+        segment whose offsets are not known yet (a file of uneven parts), the
+        `Segment`'s begin and end are what the caller learns them from."""
+        return Deferred.fromCoroutine(self._fetch(table, index, priority, path, False))
+
+    async def _fetch(
+        self, table: Any, index: int, priority: int, path: str, verify: bool
+    ) -> Segment:
         message_id = table.message_ids[index]
         await self._slots.acquire()
         self._active += 1
         try:
             decoded = await self._download_intact(message_id, priority)
-            self._verify(table, index, decoded, path)
+            if verify:
+                self._verify(table, index, decoded, path)
         except CancelledError:
             raise
         except Exception:

@@ -31,6 +31,14 @@ stream after the bytes before it. With it (streaming.missing_article_policy
 segment is served as zeros of its length instead and `on_hole` is told: players skip
 a damaged patch of a Matroska/MP4 file, but an archive or a subtitle is useless.
 
+Uneven parts: a file imported with a sparse table (metadata/records.py) streams
+through an `OffsetLearner` (stream/locate.py). A range whose offsets are all known
+streams as any other; else `start()` first finds the segment holding the range's
+first byte, then fetches segment after segment from there, and each one's slice is
+cut when it is written, from the offsets its own yEnc header taught; the stream ends
+at the segment that reaches the range's end. A missing segment of unknown length is
+written (as zeros) once the next present segment shows where it ended.
+
 Copies: Twisted's TCP transport accepts only `bytes` (a memoryview raises
 TypeError in `FileDescriptor.write` when the response has a Content-Length), so a
 segment used whole is written as the decoded object itself (no copy, the
@@ -40,18 +48,21 @@ archive members) is copied once into a new `bytes` of just the slice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import posixpath
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import numpy as np
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from altmount._core import plan_range
-from altmount.errors import ArticleNotFound
+from altmount.errors import ArticleNotFound, StreamError
+from altmount.stream.locate import bracket
 
 __all__ = [
     "ByteConsumer",
@@ -115,9 +126,20 @@ class RangeStreamer:
         budget: Any = None,
         clock: Any = None,
         paused_timeout: float = 0.0,
+        learner: Any = None,
     ) -> None:
         table = record.segments
+        self._learner = learner
+        self._lazy = False
+        if learner is not None and not table.exact:
+            table = learner.table(record.path, table)
+            self._lazy = not table.covers(start, end)
+            record = dataclasses.replace(record, segments=table)
+            fetcher = learner if self._lazy else fetcher
         plan = plan_range(table.offsets, table.skips, start, end)
+        self._start, self._end = start, end
+        self._cursor = start  # lazy mode: the file offset the next written segment starts at
+        self._holes: set[int] = set()  # lazy mode: plan positions missing everywhere
         self._fetcher = fetcher
         self._record = record
         self._consumer = consumer
@@ -169,9 +191,25 @@ class RangeStreamer:
         """Begin fetching and writing; the Deferred fires when the range is written."""
         if self._count == 0:
             self._finish(0)
+        elif self._lazy:
+            located = self._learner.locate(
+                self._record.path, self._record.segments, self._start, self._priority
+            )
+            located.addCallbacks(self._located, self._finish)
         else:
             self._pump()
         return self._done
+
+    def _located(self, index: int) -> None:
+        """Lazy mode: the range starts in segment `index`; stream from there."""
+        if self._finished:
+            return
+        table = self._learner.table(self._record.path, self._record.segments)
+        self._first = index
+        self._count = len(table) - index
+        self._cursor = int(table.offsets[index])
+        self._length = [int(v) for v in np.diff(table.offsets[index:])]
+        self._pump()
 
     # IPushProducer
 
@@ -203,6 +241,7 @@ class RangeStreamer:
         self._pending.clear()
         self._ready.clear()
         self._held.clear()
+        self._holes.clear()
         self._hold(-self._held_total)
         self._next_issue = self._next_write
         self._ahead_bytes = 0
@@ -247,6 +286,9 @@ class RangeStreamer:
             self._pumping = False
 
     def _write_ready(self) -> None:
+        if self._lazy:
+            self._write_learned()
+            return
         while not self._paused and not self._finished and self._next_write in self._ready:
             position = self._next_write
             data = self._ready.pop(position)
@@ -265,13 +307,61 @@ class RangeStreamer:
             if self._next_write == self._count:
                 self._finish(self.bytes_written)
 
+    def _write_learned(self) -> None:
+        """Lazy mode's `_write_ready`: each segment's slice from the offsets learned."""
+        while not self._paused and not self._finished and self._next_write in self._ready:
+            position = self._next_write
+            index = self._first + position
+            table = self._learner.table(self._record.path, self._record.segments)
+            hole = position in self._holes
+            seg_end: int | None = None
+            if table.known is None or table.known[index + 1]:
+                seg_end = int(table.offsets[index + 1])
+            elif not hole:
+                self._failure = (
+                    position,
+                    Failure(
+                        StreamError(
+                            f"segment {index} of {self._record.path} arrived but its end is unknown"
+                        )
+                    ),
+                )
+                return
+            elif position + 1 not in self._ready:
+                return  # a hole whose end the next segment will show
+            data = self._ready.pop(position)
+            chunk, length = b"", 0
+            if seg_end is not None:
+                low, high = max(self._start, self._cursor), min(self._end, seg_end)
+                length = max(0, high - low)
+                if hole:
+                    chunk = bytes(length)
+                    if length and self._on_hole is not None:
+                        self._on_hole(index, self._record.segments.message_ids[index], length)
+                else:
+                    skip = low - int(table.offsets[index])
+                    whole = skip == 0 and length == len(data) and type(data) is bytes
+                    chunk = data if whole else bytes(memoryview(data)[skip : skip + length])
+                self._cursor = seg_end
+            del data
+            self._hold(-self._held.pop(position))
+            self._ahead_bytes -= self._length[position]
+            self._next_write += 1
+            self.bytes_written += length
+            if length:
+                self._consumer.write(chunk)
+            if self._cursor >= self._end or self._next_write == self._count:
+                self._finish(self.bytes_written)
+
     def _fill_window(self) -> None:
         while not self._finished and self._failure is None and self._next_issue < self._count:
+            if self._lazy and self._next_issue >= self._needed():
+                return
             ahead = self._next_issue - self._next_write
             if ahead >= 2 and self._ahead_bytes >= self._read_ahead:
                 return
             position = self._next_issue
-            if self._length[position] == 0:
+            if self._length[position] == 0 and not self._lazy:
                 # An empty segment inside the range (the planner keeps them): nothing to fetch.
                 self._next_issue += 1
                 self._held[position] = 0
@@ -286,8 +376,16 @@ class RangeStreamer:
                 return
             self._issue(position, estimate)
 
+    def _needed(self) -> int:
+        """Lazy mode: plan positions that may hold range bytes (those before the first
+        segment known to start at or after the range's end)."""
+        table = self._learner.table(self._record.path, self._record.segments)
+        return bracket(table, self._end - 1)[1] - self._first
+
     def _estimate(self, position: int) -> int:
         """Least decoded size of a segment: its skip plus its contribution to the file."""
+        if self._lazy:
+            return max(1, self._length[position])
         table = self._record.segments
         index = self._first + position
         return int(table.skips[index]) + int(table.offsets[index + 1] - table.offsets[index])
@@ -326,6 +424,13 @@ class RangeStreamer:
         self._pending.pop(position, None)
         if self._finished or (self._failure is not None and position > self._failure[0]):
             return  # our own cancellation after stop or after an earlier failure
+        if self._zero_fill and failure.check(ArticleNotFound) and self._lazy:
+            self._holes.add(position)
+            self._hold(-self._held[position])
+            self._held[position] = 0
+            self._ready[position] = b""
+            self._pump()
+            return
         if self._zero_fill and failure.check(ArticleNotFound):
             index = self._first + position
             if self._on_hole is not None:
@@ -354,6 +459,8 @@ class RangeStreamer:
         if self._finished:
             return
         self._finished = True
+        if self._lazy:
+            self._learner.flush()
         self._cancel_pause_timer()
         pending = list(self._pending.values())
         self._pending.clear()

@@ -8,7 +8,8 @@ framing around CRLF-wrapped yEnc lines, dot-stuffed for NNTP (RFC 3977 3.1.1).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
@@ -21,6 +22,7 @@ __all__ = [
     "dot_stuff",
     "yenc_article",
     "post_release",
+    "uneven_sizes",
     "build_nzb",
 ]
 
@@ -92,10 +94,26 @@ def _message_id(name: str, part: int, salt: str) -> str:
     return f"{digest}.{part}@altmount.test"
 
 
+def uneven_sizes(total: int, low: int, high: int, seed: int = 0) -> list[int]:
+    """Part sizes between `low` and `high` (the last may be shorter) summing to `total`,
+    as posters that cut unevenly produce."""
+    if not 0 < low <= high:
+        raise ValueError("need 0 < low <= high")
+    rng = random.Random(seed)
+    sizes: list[int] = []
+    left = total
+    while left > 0:
+        size = min(left, rng.randint(low, high))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
 def post_release(
     files: Mapping[str, bytes],
     *,
     article_size: int = DEFAULT_ARTICLE_SIZE,
+    part_sizes: Mapping[str, Sequence[int]] | None = None,
     group: str = "alt.binaries.test",
     poster: str = "altmount <altmount@altmount.test>",
     subjects: Mapping[str, str] | None = None,
@@ -105,19 +123,26 @@ def post_release(
     """Cut each file into yEnc articles and build the NZB listing them.
 
     `subjects` overrides the subject per file name (e.g. obfuscated posts);
-    by default it is nyuu's `"name" yEnc (1/N)` style.
+    by default it is nyuu's `"name" yEnc (1/N)` style. `part_sizes` cuts a file
+    into parts of these decoded sizes instead of `article_size` each (an uneven
+    post; see `uneven_sizes`); they must add up to the file's size.
     """
     if article_size <= 0:
         raise ValueError("article_size must be positive")
     articles: dict[str, bytes] = {}
     posted: list[PostedFile] = []
     for name, data in files.items():
-        total_parts = max(1, -(-len(data) // article_size))
+        cuts = list((part_sizes or {}).get(name, ()))
+        if cuts and (sum(cuts) != len(data) or min(cuts) <= 0):
+            raise ValueError(f"part sizes of {name} must be positive and add up to {len(data)}")
+        if not cuts:
+            cuts = [article_size] * max(1, -(-len(data) // article_size))
+        total_parts = len(cuts)
         ids: list[str] = []
         sizes: list[int] = []
+        begin = 0
         for index in range(total_parts):
-            begin = index * article_size
-            chunk = data[begin : begin + article_size]
+            chunk = data[begin : begin + cuts[index]]
             body = yenc_article(
                 chunk,
                 name=name,
@@ -130,6 +155,7 @@ def post_release(
             articles[message_id] = body
             ids.append(message_id)
             sizes.append(len(body))
+            begin += len(chunk)
         subject = (subjects or {}).get(name, f'"{name}" yEnc (1/{total_parts})')
         posted.append(PostedFile(name, data, subject, tuple(ids), tuple(sizes)))
     nzb = build_nzb(posted, group=group, poster=poster, meta=meta or {})

@@ -31,6 +31,7 @@ from altmount.errors import (
 from altmount.stream.cbc import CbcWindow, DecryptingConsumer, cipher_span
 from altmount.stream.fetcher import SegmentFetcher
 from altmount.stream.httprange import make_etag, select_range
+from altmount.stream.locate import OffsetLearner
 from altmount.stream.streamer import RangeStreamer, zero_fill_applies
 from altmount.web.davxml import (
     MAX_BODY_BYTES,
@@ -111,6 +112,8 @@ class WebDAVResource(Resource):
         self._fetcher = fetcher
         self._streaming = streaming
         self._ops = ops
+        # Files of uneven parts learn their offsets as they are read (stream/locate.py).
+        self._learner = OffsetLearner(fetcher, getattr(fetcher, "fetcher", fetcher), store)
 
     def _visible(self, request: Request, entries: list[Any]) -> list[Any]:
         """`entries` without the known-corrupted files, unless the client asks for them."""
@@ -197,7 +200,9 @@ class WebDAVResource(Resource):
         if head or start == end:
             return b""
         streaming = self._streaming if self._ops is None else self._ops.streaming
-        _Delivery(request, record, start, end, self._fetcher, streaming, self._ops).begin()
+        _Delivery(
+            request, record, start, end, self._fetcher, streaming, self._ops, self._learner
+        ).begin()
         return NOT_DONE_YET
 
     def _listing(self, target: RequestPath, request: Request) -> bytes:
@@ -398,6 +403,7 @@ class _Delivery:
         fetcher: SegmentFetcher,
         streaming: StreamingConfig,
         ops: Any = None,
+        learner: Any = None,
     ) -> None:
         self._request = request
         self._record = record
@@ -434,6 +440,7 @@ class _Delivery:
             budget=getattr(fetcher, "budget", None),
             clock=getattr(fetcher, "clock", None),
             paused_timeout=streaming.paused_timeout_seconds,
+            learner=learner,
         )
 
     def begin(self) -> None:

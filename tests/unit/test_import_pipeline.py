@@ -193,23 +193,88 @@ def test_single_article_file_needs_one_body(store):
     assert providers.asked == {"body": 1}
 
 
-def test_uneven_parts_read_every_header(store):
-    """A file cut into parts of uneven size costs one more round and gets exact offsets."""
-    data = random.Random(3).randbytes(50_000)
-    cuts = [(0, 20_000), (20_000, 30_000), (30_000, 50_000)]
+def uneven_post(name, cuts, seed=3):
+    """(data, articles, nzb) of a file cut at `cuts` (decoded begin, end pairs)."""
+    data = random.Random(seed).randbytes(cuts[-1][1])
     articles = {
         f"u{i}@x": yenc_article(
-            data[b:e], name="u.mkv", part=i + 1, total_parts=3, begin=b, file_size=len(data)
+            data[b:e], name=name, part=i + 1, total_parts=len(cuts), begin=b, file_size=len(data)
         )
         for i, (b, e) in enumerate(cuts)
     }
-    release = post_release({"u.mkv": data}, article_size=20_000)
-    nzb = release.nzb
-    for i, message_id in enumerate(release.files[0].message_ids):
+    posted = post_release({name: data}, part_sizes={name: [e - b for b, e in cuts]})
+    nzb = posted.nzb
+    for i, message_id in enumerate(posted.files[0].message_ids):
         nzb = nzb.replace(message_id.encode(), f"u{i}@x".encode())
+    return data, articles, nzb
+
+
+UNEVEN = [(0, 20_000), (20_000, 26_000), (26_000, 41_000), (41_000, 50_000), (50_000, 61_000)]
+
+
+def test_uneven_parts_need_only_first_and_last(store):
+    """A media file of uneven parts imports from two articles; its middle offsets stay unknown."""
+    _, articles, nzb = uneven_post("u.mkv", UNEVEN)
+    result, rounds, providers = run_import(store, articles, nzb)
+    assert rounds == 1 and providers.asked["body"] == 2
+    table = result.files[0].segments
+    assert table.size == 61_000 and not table.exact
+    assert [int(table.offsets[i]) for i in (0, 1, 4, 5)] == [0, 20_000, 50_000, 61_000]
+    assert list(table.known) == [True, True, False, False, True, True]
+
+
+def test_three_uneven_parts_are_exact_from_two_headers(store):
+    """With three parts, the first and last headers fix the middle one too."""
+    _, articles, nzb = uneven_post("u.mkv", [(0, 20_000), (20_000, 30_000), (30_000, 50_000)])
     result, rounds, _ = run_import(store, articles, nzb)
-    assert rounds == 2
+    assert rounds == 1
+    assert result.files[0].segments.exact
     assert list(result.files[0].segments.offsets) == [0, 20_000, 30_000, 50_000]
+
+
+def test_uneven_archive_volume_reads_every_header(store):
+    """An archive volume of uneven parts is read whole: the archive stage needs exact offsets."""
+    data, articles, nzb = uneven_post("u.bin", UNEVEN)
+    rar = b"Rar!\x1a\x07\x01\x00" + data[8:]
+    articles = {
+        f"u{i}@x": yenc_article(
+            rar[b:e], name="u.bin", part=i + 1, total_parts=5, begin=b, file_size=len(rar)
+        )
+        for i, (b, e) in enumerate(UNEVEN)
+    }
+    _, _, providers = run_import(store, articles, nzb)
+    assert providers.asked["body"] >= len(UNEVEN) + 2
+
+
+def test_uneven_post_missing_a_segment_in_the_nzb_fails_clearly(store):
+    """An uneven post whose NZB skips a segment number gets an error naming the number."""
+    _, articles, nzb = uneven_post("u.mkv", UNEVEN)
+    nzb = drop_last_segment(nzb, "u2@x")
+    result, _, _ = run_import(store, articles, nzb)
+    assert result.check(ImportFailed)
+    assert "u.mkv: NZB lists 4 segments but the yEnc header implies 5" in str(result.value)
+
+
+def test_uneven_post_without_part_numbers_names_the_missing_segment(store):
+    """Without yEnc part numbers, a gap in the NZB's segment numbers is named."""
+    _, articles, nzb = uneven_post("u.mkv", UNEVEN)
+    articles = {
+        mid: body.replace(f"=ybegin part={i + 1} total=5 ".encode(), b"=ybegin ", 1)
+        for i, (mid, body) in enumerate(articles.items())
+    }
+    result, _, _ = run_import(store, articles, drop_last_segment(nzb, "u2@x"))
+    assert result.check(ImportFailed)
+    assert "u.mkv: the NZB has no segment 3 (it lists 4 segments numbered 1-5)" in str(result.value)
+
+
+def test_uneven_post_with_a_duplicate_segment_number_imports(store):
+    """A segment number listed twice keeps its first article, as SABnzbd does."""
+    _, articles, nzb = uneven_post("u.mkv", UNEVEN)
+    copy = b'<segment bytes="1" number="3">u2@x</segment>'
+    nzb = nzb.replace(b"</segments>", copy + b"</segments>", 1)
+    result, _, _ = run_import(store, articles, nzb)
+    assert paths(result) == ["u.mkv"]
+    assert len(result.files[0].segments) == len(UNEVEN)
 
 
 def test_meta_name_and_password_kept(store):

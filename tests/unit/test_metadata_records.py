@@ -152,14 +152,14 @@ def test_version_1_records_still_decode() -> None:
     """Records written before ciphers existed (version 1: five strings) decode unchanged."""
     record = _record(password="pw")
     data = encode_record(record)
-    assert data.endswith(struct.pack("<I", 0))  # the empty cipher blob
-    legacy = bytes([1]) + data[1:-4]
-    assert decode_record(legacy) == record
+    assert data.endswith(struct.pack("<II", 0, 0))  # the empty cipher and known blobs
+    assert decode_record(bytes([1]) + data[1:-8]) == record
+    assert decode_record(bytes([2]) + data[1:-4]) == record
 
 
 def test_truncated_cipher_is_refused() -> None:
     """A cipher blob too short for its window and IV is corruption."""
-    data = encode_record(_record())[:-4] + struct.pack("<I", 3) + b"abc"
+    data = encode_record(_record())[:-8] + struct.pack("<I", 3) + b"abc" + struct.pack("<I", 0)
     with pytest.raises(MetadataError, match="cipher"):
         decode_record(data)
 
@@ -250,3 +250,41 @@ def test_random_bytes_decode_or_raise_metadata_error(data: bytes) -> None:
         decode_record(bytes([RECORD_VERSION]) + data)
     except MetadataError:
         pass
+
+
+def _sparse() -> SegmentTable:
+    """Five uneven parts of which only the first and last headers were read."""
+    return SegmentTable.sparse(["a", "b", "c", "d", "e"], {0: 0, 1: 100, 4: 900, 5: 1000})
+
+
+def test_sparse_table_round_trips_with_its_known_flags() -> None:
+    """A sparse table keeps which offsets are estimates through encode/decode."""
+    table = _sparse()
+    record = FileRecord("/r/f.mkv", 1000, 1.0, "ok", table, "r")
+    decoded = decode_record(encode_record(record)).segments
+    assert decoded == table and not decoded.exact
+    assert list(decoded.known) == [True, True, False, False, True, True]
+    assert list(decoded.offsets) == [0, 100, 366, 633, 900, 1000]
+
+
+def test_learning_every_offset_makes_the_table_exact() -> None:
+    """Learned offsets replace the estimates; all known is an exact table."""
+    table = _sparse().learn({2: 300}).learn({3: 450})
+    assert table.exact and list(table.offsets) == [0, 100, 300, 450, 900, 1000]
+    assert list(table.part_begins) == [0, 100, 300, 450, 900]
+
+
+def test_contradicting_offset_is_refused() -> None:
+    """An article claiming bytes that do not fit the known offsets is an error."""
+    with pytest.raises(MetadataError, match="starts at byte 100, not 120"):
+        _sparse().learn({1: 120})
+    with pytest.raises(MetadataError, match="no bytes or go backwards"):
+        _sparse().learn({2: 950})
+
+
+def test_covers_tells_which_ranges_need_no_search() -> None:
+    """Only ranges inside segments whose both offsets are known are covered."""
+    table = _sparse()
+    assert table.covers(0, 100) and table.covers(900, 1000)
+    assert not table.covers(50, 150) and not table.covers(0, 1000)
+    assert table.learn({2: 300}).covers(50, 300)
