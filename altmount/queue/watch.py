@@ -5,7 +5,9 @@ the sub-folder name is the category) are scanned for `.nzb` / `.nzb.gz` files.
 A file is taken once its size and mtime are the same in two scans in a row (a
 copy in progress is left alone), checked with the NZB parser, enqueued, then
 moved to `<watch_dir>/.processed/`. A file that cannot be read or is not an NZB
-goes to `<watch_dir>/failed/` with `<name>.error` beside it saying why.
+goes to `<watch_dir>/failed/` with `<name>.error` beside it saying why. A file that
+cannot be moved (a read-only folder, `.processed` taken by a file) is reported once and
+left alone while it stays unchanged, so it is not queued again at every scan.
 `FolderScanner` does the (blocking) file work; `WatchFolder` runs it in a thread.
 """
 
@@ -58,6 +60,8 @@ class FolderScanner:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._seen: dict[Path, tuple[int, int]] = {}
+        #: Files that could not be moved aside: (size, mtime) when they were held.
+        self._held: dict[Path, tuple[int, int]] = {}
 
     def _files(self) -> Iterator[tuple[Path, str | None]]:
         try:
@@ -88,9 +92,13 @@ class FolderScanner:
             except OSError:
                 continue
             seen[path] = (stat.st_size, stat.st_mtime_ns)
+            if self._held.get(path) == seen[path]:
+                continue  # taken already, could not be moved: left for the user
             if self._seen.get(path) == seen[path]:
                 ready.append(Candidate(path, category))
         self._seen = seen
+        # A held file that is gone or changed is forgotten: a new drop is taken again.
+        self._held = {path: mark for path, mark in self._held.items() if seen.get(path) == mark}
         return sorted(ready, key=lambda candidate: candidate.path)
 
     def read(self, candidate: Candidate) -> bytes:
@@ -109,6 +117,12 @@ class FolderScanner:
         target = self._move(candidate, FAILED_DIR)
         target.with_name(target.name + ".error").write_text(reason + "\n", encoding="utf-8")
         return target
+
+    def hold(self, candidate: Candidate) -> None:
+        """Leave a file that could not be moved alone for as long as it stays unchanged."""
+        mark = self._seen.get(candidate.path)
+        if mark is not None:
+            self._held[candidate.path] = mark
 
     def _move(self, candidate: Candidate, folder: str) -> Path:
         parent = self.root / folder
@@ -178,10 +192,10 @@ class WatchFolder:
                 )
             except (OSError, AltmountError) as exc:
                 reason = f"{candidate.path.name}: {exc}"
-                log.warning("watch folder: %s; moved to %s/", reason, FAILED_DIR)
-                yield self._in_thread(self.scanner.reject, candidate, reason)
+                log.warning("watch folder: %s", reason)
+                if (yield self._move_aside(self.scanner.reject, candidate, reason)):
+                    log.info("watch folder: %s moved to %s/", candidate.path.name, FAILED_DIR)
                 continue
-            yield self._in_thread(self.scanner.accept, candidate)
             log.info(
                 "watch folder: queued %s as item %d (%s)",
                 candidate.nzb_name,
@@ -190,7 +204,26 @@ class WatchFolder:
                 extra={"nzo_id": item.nzo_id},
             )
             added.append(item)
+            yield self._move_aside(self.scanner.accept, candidate)
         return added
+
+    @defer.inlineCallbacks
+    def _move_aside(self, move: Callable[..., Path], candidate: Candidate, *args: Any):
+        """Run `move`; True if done, else the file is held and the problem reported once."""
+        try:
+            yield self._in_thread(move, candidate, *args)
+            return True
+        except OSError as exc:
+            self.scanner.hold(candidate)
+            log.warning(
+                "watch folder: cannot move %s out of the way (%s); it is left where it is "
+                "and not taken again while it is unchanged: move or delete it, or make %s "
+                "writable",
+                candidate.path,
+                exc.strerror or exc,
+                self.scanner.root,
+            )
+            return False
 
     @defer.inlineCallbacks
     def stop(self):

@@ -150,3 +150,35 @@ def test_watch_moves_bad_files_to_failed(watched):
     assert store.count() == 0
     error = (root / FAILED_DIR / "broken.nzb.error").read_text()
     assert error.startswith("broken.nzb: ") and "line" in error
+
+
+def test_an_unmovable_file_is_queued_once_and_reported_once(watched, caplog):
+    """When `.processed` cannot be made (a file holds the name), the NZB is queued once,
+    the problem is logged once, later scans leave it; a changed file is a new drop."""
+    reactor, store, watch, root = watched
+    touch(root / PROCESSED_DIR, b"not a folder")
+    path = touch(root / "Movie.nzb", mtime_ns=10**18)
+    with caplog.at_level("WARNING"):
+        watch.start()
+        for _ in range(4):
+            reactor.advance(INTERVAL)
+    assert store.count() == 1 and path.exists()
+    moves = [r.getMessage() for r in caplog.records if "cannot move" in r.getMessage()]
+    assert len(moves) == 1 and str(path) in moves[0] and "writable" in moves[0]
+    touch(path, NZB + b"\n", mtime_ns=2 * 10**18)
+    reactor.advance(INTERVAL)
+    reactor.advance(INTERVAL)
+    assert store.count() == 2
+
+
+def test_an_unmovable_bad_file_is_reported_once(watched, caplog):
+    """A bad NZB that cannot go to failed/ (a file holds the name) is reported once."""
+    reactor, store, watch, root = watched
+    touch(root / FAILED_DIR, b"not a folder")
+    touch(root / "broken.nzb", b"<nzb", mtime_ns=10**18)
+    with caplog.at_level("WARNING"):
+        watch.start()
+        for _ in range(4):
+            reactor.advance(INTERVAL)
+    assert store.count() == 0
+    assert sum("broken.nzb" in r.getMessage() for r in caplog.records) == 2  # reason, move
