@@ -1,8 +1,8 @@
 """Fetch an NZB from a URL for SABnzbd `mode=addurl`, without becoming an SSRF proxy.
 
 Only http and https. The host is resolved first and every address it resolves to
-is checked (loopback, private, link-local, multicast, reserved and unspecified
-addresses are refused unless `sabnzbd.addurl_allow_private`); the connection then
+is checked (every address that is not globally routable, by `ipaddress` and a few
+tunnel prefixes, is refused unless `sabnzbd.addurl_allow_private`); the connection then
 goes to the checked address itself, so a second DNS answer cannot swap it for
 another. Redirects are followed by hand (at most `MAX_REDIRECTS`), each target
 checked the same way. The body is capped while it arrives and the whole fetch,
@@ -55,8 +55,21 @@ class Download:
         self.filename = filename
 
 
+#: Networks that are not globally reachable, or that tunnel to an address nobody checks,
+#: although Python 3.11's `is_global` passes them.
+_NOT_GLOBAL: tuple[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network], ...] = (
+    ("6to4", ipaddress.IPv6Network("2002::/16")),
+    ("6to4 relay", ipaddress.IPv4Network("192.88.99.0/24")),
+    ("NAT64", ipaddress.IPv6Network("64:ff9b::/96")),
+    ("NAT64", ipaddress.IPv6Network("64:ff9b:1::/48")),
+    ("IETF protocol", ipaddress.IPv4Network("192.0.0.0/24")),
+)
+
+
 def forbidden_reason(address: str) -> str | None:
-    """Why `address` must not be fetched from by default ("loopback", ...), or None."""
+    """Why `address` must not be fetched from by default ("loopback", ...), or None:
+    anything not globally routable is refused, shared address space (100.64.0.0/10,
+    CGNAT and Tailscale) and tunnels such as 6to4 included."""
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -70,6 +83,11 @@ def forbidden_reason(address: str) -> str | None:
     ):
         if flag:
             return reason
+    for reason, network in _NOT_GLOBAL:
+        if ip.version == network.version and ip in network:
+            return reason
+    if not ip.is_global:
+        return "shared (not globally routable)"
     return None
 
 
