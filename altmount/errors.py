@@ -17,6 +17,8 @@ __all__ = [
     "NNTPProtocolError",
     "NNTPTimeout",
     "NNTPConnectionLost",
+    "NNTPServiceUnavailable",
+    "NNTPAuthExpired",
     "ArticleNotFound",
     "ProviderAuthError",
     "ProviderTLSError",
@@ -93,6 +95,17 @@ class NNTPTimeout(NNTPError):
 
 class NNTPConnectionLost(NNTPError):
     """The connection closed while a request was in flight."""
+
+
+class NNTPServiceUnavailable(NNTPConnectionLost):
+    """The server answered 400 or 502 during a session (overloaded, too many
+    connections, access refused for now); the connection is dropped and the pool
+    reconnects with backoff."""
+
+
+class NNTPAuthExpired(NNTPConnectionLost):
+    """The server asked for AUTHINFO again (480) during a logged-in session; the
+    connection is dropped and the request retried once on a fresh, logged-in one."""
 
 
 class ArticleNotFound(NNTPError):

@@ -25,9 +25,11 @@ from twisted.python.failure import Failure
 from altmount.config import NNTPConfig, ProviderConfig
 from altmount.errors import (
     ArticleNotFound,
+    NNTPAuthExpired,
     NNTPConnectionLost,
     NNTPError,
     NNTPProtocolError,
+    NNTPServiceUnavailable,
     NNTPTimeout,
     ProviderAuthError,
     ProviderTLSError,
@@ -53,6 +55,10 @@ _AUTH_REFUSED = frozenset(
     {NNTPStatus.AUTH_FAILED, NNTPStatus.AUTH_OUT_OF_SEQUENCE, NNTPStatus.PERMISSION_DENIED}
 )
 _NO_BODY: frozenset[int] = frozenset()
+#: Answers to a request after which the connection is not used again.
+_SESSION_ENDING = frozenset(
+    {NNTPStatus.SERVICE_UNAVAILABLE, NNTPStatus.PERMISSION_DENIED, NNTPStatus.AUTH_REQUIRED}
+)
 
 
 def _ignore(*args: object) -> None:
@@ -201,7 +207,7 @@ class NNTPClientProtocol(Protocol):
             elif self._sent:
                 self._answer(response)
             elif response.code == NNTPStatus.SERVICE_UNAVAILABLE:
-                self._shutdown(NNTPConnectionLost(f"provider {self._name}: {response.text}"))
+                self._shutdown(NNTPServiceUnavailable(f"provider {self._name}: {response.text}"))
             else:
                 self._shutdown(
                     NNTPProtocolError(
@@ -324,13 +330,16 @@ class NNTPClientProtocol(Protocol):
 
     def _answer(self, response: Response) -> None:
         request = self._sent.popleft()
+        ending = response.code in _SESSION_ENDING
+        if ending:  # unusable before the errback: its retry must not come back here
+            self._state = _State.FAILING
         self.last_rtt_ms = (self._reactor.seconds() - request.started) * 1000.0
         if self._sent:
             self._start_clock(self._sent[0])
         elif self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._waiting and self._state is not _State.CLOSED:
+        if self._waiting and self._state not in (_State.CLOSED, _State.FAILING):
             self._write(self._waiting.popleft())
         try:
             result = request.interpret(response, request.message_id)
@@ -338,8 +347,16 @@ class NNTPClientProtocol(Protocol):
             request.deferred.errback(exc)
         else:
             request.deferred.callback(result)
-        if response.code == NNTPStatus.SERVICE_UNAVAILABLE:
-            self._shutdown(NNTPConnectionLost(f"provider {self._name}: {response.text}"))
+        if ending:
+            # The stream state after these is the server's to decide (most close):
+            # hang up; the pool retries on a fresh connection, after a backoff for
+            # 400/502, with a new AUTHINFO for 480.
+            error = self._error(response, request.message_id)
+            self._shutdown(
+                error
+                if isinstance(error, NNTPConnectionLost)
+                else NNTPConnectionLost(f"provider {self._name}: {response.code} {response.text}")
+            )
         elif response.code == NNTPStatus.CLOSING:
             self._shutdown(NNTPConnectionLost(f"provider {self._name}: closed by QUIT"))
 
@@ -367,10 +384,17 @@ class NNTPClientProtocol(Protocol):
                 message_id,
                 f"provider {self._name}: article <{message_id}> not found: {code} {text}",
             )
-        if code in (NNTPStatus.AUTH_REQUIRED, NNTPStatus.PERMISSION_DENIED):
-            return ProviderAuthError(f"provider {self._name}: {code} not authorised: {text}")
-        if code == NNTPStatus.SERVICE_UNAVAILABLE:
-            return NNTPConnectionLost(f"provider {self._name}: {code} {text}")
+        if code == NNTPStatus.AUTH_REQUIRED:
+            if not self._provider.username:  # only a human can add credentials
+                return ProviderAuthError(
+                    f"provider {self._name}: {code} authentication required: {text} "
+                    "(set username and password for this provider)"
+                )
+            return NNTPAuthExpired(
+                f"provider {self._name}: {code} {text} during the session; logging in again"
+            )
+        if code in (NNTPStatus.SERVICE_UNAVAILABLE, NNTPStatus.PERMISSION_DENIED):
+            return NNTPServiceUnavailable(f"provider {self._name}: {code} {text}")
         return NNTPProtocolError(f"provider {self._name}: unexpected response {code} {text}")
 
     # -- teardown ------------------------------------------------------------------

@@ -30,11 +30,16 @@ from twisted.python.failure import Failure
 from altmount.config import NNTPConfig, ProviderConfig
 from altmount.errors import (
     ArticleNotFound,
+    NNTPAuthExpired,
     NNTPConnectionLost,
     NNTPError,
+    NNTPProtocolError,
+    NNTPServiceUnavailable,
+    NNTPTimeout,
     ProviderAuthError,
     ProviderUnavailable,
 )
+from altmount.nntp.breaker import CircuitBreaker
 from altmount.nntp.budget import ConnectionBudget, Lease, UnlimitedBudget
 from altmount.nntp.client import NNTPClientProtocol, connect
 from altmount.nntp.poolbudget import BudgetShare
@@ -46,6 +51,10 @@ from altmount.nntp.stats import ProviderStats
 __all__ = ["ProviderPool", "INITIAL_BACKOFF_SECONDS", "MAX_BACKOFF_SECONDS"]
 
 log = logging.getLogger(__name__)
+
+#: Errors in a session that count against the provider (its circuit breaker); a plain
+#: connection loss does not (a retry on another connection usually just works).
+_PROVIDER_FAILURES = (NNTPTimeout, NNTPServiceUnavailable, NNTPProtocolError, NNTPAuthExpired)
 
 
 class ProviderPool(BudgetShare, ProviderHealth):
@@ -80,7 +89,8 @@ class ProviderPool(BudgetShare, ProviderHealth):
         self._attempts: set[defer.Deferred[NNTPClientProtocol]] = set()
         self._held = 0  # slots lent to connections made outside the pool (provider test)
         self._idle: dict[NNTPClientProtocol, IDelayedCall] = {}
-        self._backoff = 0.0
+        self._breaker = CircuitBreaker()
+        self._probe_call: IDelayedCall | None = None
         self._backoff_call: IDelayedCall | None = None
         self._expiry_call: IDelayedCall | None = None
         self._last_connect_error: NNTPError | None = None
@@ -179,6 +189,8 @@ class ProviderPool(BudgetShare, ProviderHealth):
             return defer.fail(type(self._disabled_error)(str(self._disabled_error)))
         if self._closing:
             return defer.fail(ProviderUnavailable(f"provider {self.name}: pool closed"))
+        if self.circuit_open:  # the router asks other providers meanwhile
+            return defer.fail(self._circuit_error())
         job = Job(kind, message_id, priority, self._deadline())
         self._enqueue(job)
         self._pump()
@@ -221,9 +233,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
         if any_conn is None:  # every pipeline is full
             return False
         lower = (
-            self._least_busy(schedule.may_take_background)
-            if schedule.wants_background()
-            else None
+            self._least_busy(schedule.may_take_background) if schedule.wants_background() else None
         )
         job = schedule.next_for(lower is not None)
         if job is None:
@@ -276,6 +286,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
 
     def _job_done(self, result: Any, job: Job, conn: NNTPClientProtocol) -> None:
         self._schedule.finished(job, conn)
+        self._answered()
         if job.kind == "body":
             self.stats.record_article(len(result), conn.last_rtt_ms)
         else:
@@ -295,26 +306,36 @@ class ProviderPool(BudgetShare, ProviderHealth):
             return
         if isinstance(error, ArticleNotFound):
             self.stats.record_missing()
+            self._answered()
         else:
             self.stats.record_error(error_kind(error), str(error))
-        if isinstance(error, ProviderAuthError):
-            self._disable(error)
-        retry = not isinstance(error, ArticleNotFound | ProviderAuthError)
         # A connection that fails takes its whole pipeline down, head first. Only the
         # head was at fault (its request stalled or broke the connection); the requests
         # queued behind it are re-sent without spending one of their attempts.
-        lost = isinstance(error, NNTPConnectionLost)
-        collateral = lost and (
-            conn in self._failed_conns
+        head = conn not in self._failed_conns
+        self._failed_conns.add(conn)
+        # 480 in a session: log in again (a fresh connection does) and retry once.
+        reauth = head and isinstance(error, NNTPAuthExpired) and not job.reauthed
+        if isinstance(error, ProviderAuthError):
+            self._disable(error)
+        elif head and not reauth and isinstance(error, _PROVIDER_FAILURES):
+            self._provider_failed(error)
+        retry = not isinstance(error, ArticleNotFound | ProviderAuthError)
+        if head and isinstance(error, NNTPAuthExpired):
+            retry = reauth
+            job.reauthed = True
+        collateral = isinstance(error, NNTPConnectionLost) and (
+            reauth
+            or not head
             or job.same_outage(self._reactor.seconds(), self._provider.max_connections)
         )
-        self._failed_conns.add(conn)
+        usable = self.enabled and not self.circuit_open
         if job.deferred.called:
             pass
-        elif retry and collateral and self.enabled:
+        elif retry and collateral and usable:
             job.deadline = self._deadline()
             self._enqueue(job)
-        elif retry and job.attempts < self._nntp.max_retries and self.enabled:
+        elif retry and job.attempts < self._nntp.max_retries and usable:
             job.attempts += 1
             job.deadline = self._deadline()
             self._enqueue(job)
@@ -402,7 +423,6 @@ class ProviderPool(BudgetShare, ProviderHealth):
     def _connected(self, conn: NNTPClientProtocol, attempt: defer.Deferred[Any]) -> None:
         self._attempts.discard(attempt)
         self._hand_lease(attempt, conn)
-        self._connected_ok()
         if not self.enabled:
             conn.quit()
             return
@@ -447,7 +467,7 @@ class ProviderPool(BudgetShare, ProviderHealth):
             self._disable(error)
             return
         self._last_connect_error = error
-        self._connect_error(error)
+        self._provider_failed(error)
 
 
 def _alive(job: Job) -> bool:

@@ -11,9 +11,11 @@ from typing import Any
 from twisted.internet import defer
 
 from altmount.errors import (
+    NNTPAuthExpired,
     NNTPConnectionLost,
     NNTPError,
     NNTPProtocolError,
+    NNTPServiceUnavailable,
     NNTPTimeout,
     ProviderAuthError,
 )
@@ -38,6 +40,7 @@ class Job:
         "deadline",
         "lost_at",
         "outage_losses",
+        "reauthed",
     )
 
     def __init__(self, kind: str, message_id: str, priority: int, deadline: float) -> None:
@@ -49,6 +52,7 @@ class Job:
         self.attempts = 0
         self.lost_at = -OUTAGE_SECONDS  # when a connection loss last cost an attempt
         self.outage_losses = 0
+        self.reauthed = False  # already retried after a 480 during the session
         # Cancelling a queued job just lets the queue skip it; an answer that arrives
         # for a cancelled job in flight is dropped.
         self.deferred: defer.Deferred[Any] = defer.Deferred()
@@ -79,6 +83,10 @@ def error_kind(error: NNTPError) -> str:
     """The stats bucket of a failed request or connect."""
     if isinstance(error, NNTPTimeout):
         return "timeout"
+    if isinstance(error, NNTPServiceUnavailable):
+        return "unavailable"
+    if isinstance(error, NNTPAuthExpired):
+        return "reauth"
     if isinstance(error, NNTPConnectionLost):
         return "connection_lost"
     if isinstance(error, ProviderAuthError):

@@ -10,7 +10,7 @@ from typing import Any
 __all__ = ["ProviderStats", "ERROR_KINDS", "SPEED_WINDOW_SECONDS"]
 
 #: The kinds of error counted in `ProviderStats.errors`.
-ERROR_KINDS = ("timeout", "connection_lost", "protocol", "auth", "connect")
+ERROR_KINDS = ("timeout", "connection_lost", "unavailable", "reauth", "protocol", "auth", "connect")
 #: `avg_speed` averages over this many one-second buckets.
 SPEED_WINDOW_SECONDS = 10
 

@@ -156,6 +156,8 @@ class HealthMonitor:
         if not pool.enabled:
             return "unhealthy", pool.disabled_reason or "disabled"
         state = self._providers.setdefault(pool.name, _ProviderState())
+        if getattr(pool, "circuit_open", False):
+            return "unhealthy", f"circuit open: {pool.circuit['last_failure']}"
         if pool.connections_open:
             return "healthy", f"{pool.connections_open} connection(s) open"
         if _failures(pool) > state.failures_seen:

@@ -276,6 +276,13 @@ class Ops:
         return {"applied": live, "restart_required": restart, "warnings": warnings}
 
     def _apply(self, new: Config) -> None:
+        providers = {provider.name: provider for provider in new.providers}
+        for pool in getattr(self.engine, "pools", ()):
+            # A provider disabled by a refused login gets another chance: the reload may
+            # carry fixed credentials.
+            fresh = providers.get(pool.name)
+            if fresh is not None and fresh.enabled and not pool.enabled:
+                pool.reenable(fresh)
         self.streaming = new.streaming
         self.engine.fetcher.set_max_download_workers(new.streaming.max_download_workers)
         logging.getLogger().setLevel(_LEVELS[new.log.level])

@@ -37,6 +37,10 @@ class Faults:
     Rates are probabilities per article request (ARTICLE, BODY, HEAD, STAT); the
     message-ids in `corrupt` are always served with one data byte changed.
     `bandwidth` is bytes/s per connection (0: unlimited); `max_connections` 0: no limit.
+    Counters count down per article request, server-wide: `forget_login` requests are
+    answered 480 by a logged-in session, which then forgets its login (an expired
+    session); `refuse_next` are answered `refuse_code` (400 or 502) and the connection
+    is closed (an overloaded server).
     """
 
     missing: set[str] = field(default_factory=set)
@@ -50,6 +54,9 @@ class Faults:
     garbage_rate: float = 0.0
     max_connections: int = 0
     auth_fail: bool = False
+    forget_login: int = 0
+    refuse_next: int = 0
+    refuse_code: int = 400
 
 
 class NNTPServerFactory(ServerFactory):
@@ -261,6 +268,14 @@ class NNTPServerProtocol(Protocol):
         if verb == "DATE":
             stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(self.server.reactor.seconds()))
             return [f"111 {stamp}\r\n".encode()], "continue"
+        faults = self.server.faults
+        if verb in ("ARTICLE", "BODY", "HEAD", "STAT") and faults.refuse_next > 0:
+            faults.refuse_next -= 1
+            return [f"{faults.refuse_code} service unavailable\r\n".encode()], "close"
+        if verb in ("ARTICLE", "BODY", "HEAD", "STAT") and faults.forget_login > 0:
+            if self._authenticated and self.server.username:
+                faults.forget_login -= 1
+                self._authenticated = False
         if verb in ("GROUP", "ARTICLE", "BODY", "HEAD", "STAT") and not self._authenticated:
             return [b"480 authentication required\r\n"], "continue"
         if verb == "GROUP":

@@ -230,6 +230,9 @@ class Handlers:
                 status, reason = self._ops.health.provider_status(pool)
                 stats = pool.stats
                 entry["status"], entry["reason"] = status, reason
+                # closed / open / half_open, and why; "disabled" waits for a config reload.
+                entry["circuit"] = pool.circuit
+                entry["state"] = entry["circuit"]["state"] if pool.enabled else "disabled"
                 entry["connections"] = {
                     "active": pool.connections_busy,
                     "idle": pool.connections_idle,

@@ -23,6 +23,7 @@ from twisted.web.http_headers import Headers
 
 from altmount.config import load_config
 from altmount.engine import Engine
+from altmount.errors import ProviderAuthError
 from altmount.ops import Ops
 from altmount.testing.articles import post_release
 from altmount.testing.fakequeue import FakeQueue
@@ -312,6 +313,37 @@ class OpsAPI(unittest.TestCase):
         self.assertEqual(body["components"]["providers"]["status"], "degraded")
         _, anonymous = yield self.call("/api/health", headers={})
         self.assertEqual(anonymous, {"status": "degraded"})
+
+    @defer.inlineCallbacks
+    def test_refused_login_shows_disabled_until_a_reload_with_fixed_credentials(self):
+        """/api/providers shows each provider's state: closed while it works, disabled after
+        a 481 at login (its password changed at the server), closed again once a config
+        reload brings the new password, and the provider serves again."""
+        pool = self.engine.pools[0]
+        message_id = self.record.segments.message_ids[0]
+        _, body = yield self.call("/api/providers")
+        (entry,) = body["providers"]
+        self.assertEqual(entry["state"], "closed")
+        self.assertEqual(entry["circuit"]["consecutive_failures"], 0)
+        self.nntp.password = "rotated"
+        for protocol in self.server_protocols:
+            protocol.transport.loseConnection()
+        while pool.connections_open:
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        with self.assertRaises(ProviderAuthError):
+            yield pool.body(message_id)
+        _, body = yield self.call("/api/providers")
+        (entry,) = body["providers"]
+        self.assertEqual((entry["state"], entry["enabled"]), ("disabled", False))
+        self.assertIn("481", entry["disabled_reason"])
+        self.raw["providers"][0]["password"] = "rotated"
+        self.write_config()
+        status, _ = yield self.call("/api/config/reload", b"POST")
+        self.assertEqual(status, 200)
+        _, body = yield self.call("/api/providers")
+        (entry,) = body["providers"]
+        self.assertEqual((entry["state"], entry["enabled"]), ("closed", True))
+        self.assertGreater(len((yield pool.body(message_id))), 0)
 
     @defer.inlineCallbacks
     def test_config_reload_applies_streaming_live(self):

@@ -11,8 +11,10 @@ from twisted.python.failure import Failure
 from altmount.config import NNTPConfig, ProviderConfig
 from altmount.errors import (
     ArticleNotFound,
+    NNTPAuthExpired,
     NNTPConnectionLost,
     NNTPProtocolError,
+    NNTPServiceUnavailable,
     NNTPTimeout,
     ProviderAuthError,
     ProviderUnavailable,
@@ -173,7 +175,39 @@ def test_mid_session_480_is_auth_error():
     got = []
     proto.body("a@x").addErrback(got.append)
     proto.dataReceived(b"480 auth required\r\n")
-    assert got[0].check(ProviderAuthError)
+    assert got[0].check(ProviderAuthError) and "set username" in str(got[0].value)
+
+
+def _logged_in():
+    provider = ProviderConfig(name="p", host="h", username="u", password="pw", tls=False)
+    proto, transport, clock = _client(provider)
+    proto.dataReceived(b"381 more\r\n281 ok\r\n")
+    transport.clear()
+    return proto, transport
+
+
+def test_mid_session_480_with_credentials_drops_the_session_for_a_new_login():
+    """480 to BODY on a logged-in connection is NNTPAuthExpired (the pool logs in again on
+    a fresh connection); the request pipelined behind it fails the same way, unsent again."""
+    proto, transport = _logged_in()
+    got = []
+    proto.body("a@x").addErrback(got.append)
+    proto.body("b@x").addErrback(got.append)
+    proto.dataReceived(b"480 auth required\r\n")
+    assert [f.check(NNTPAuthExpired) for f in got] == [NNTPAuthExpired] * 2
+    assert not proto.usable and transport.disconnecting
+
+
+@pytest.mark.parametrize("reply", [b"400 busy, try later\r\n", b"502 too many users\r\n"])
+def test_mid_session_400_502_is_service_unavailable(reply):
+    """400/502 to BODY during a session is NNTPServiceUnavailable (reconnect with backoff),
+    never ProviderAuthError (which would disable the provider)."""
+    proto, transport = _logged_in()
+    got = []
+    proto.body("a@x").addErrback(got.append)
+    proto.dataReceived(reply)
+    assert got[0].check(NNTPServiceUnavailable) and not got[0].check(ProviderAuthError)
+    assert reply[:3].decode() in str(got[0].value) and transport.disconnecting
 
 
 def test_quit_sends_quit_and_fires_when_gone():

@@ -224,8 +224,17 @@ def test_provider_restart_charges_a_request_once():
     assert results == [ARTICLES["a7@test"]]
 
 
+def _run_until(reactor, done, limit):
+    """Advance the clock in 0.1 s steps until `done()` or `limit` seconds have passed."""
+    end = reactor.seconds() + limit
+    while not done() and reactor.seconds() < end:
+        reactor.advance(0.1)
+        reactor.flush()
+
+
 def test_timeout_reissues_on_a_new_connection():
-    """A stalled request times out, the connection is dropped, the retry succeeds."""
+    """A stalled request times out, the connection is dropped, and the retry goes out on
+    a new connection after the first backoff step (0.5 s), not at once."""
     faults = Faults(stall_rate=1.0)
     reactor, server, pool = _setup(max_connections=1, faults=faults)
     results = _collect([pool.body("a1@test"), pool.body("a2@test")])
@@ -233,8 +242,12 @@ def test_timeout_reissues_on_a_new_connection():
     faults.stall_rate = 0.0
     reactor.advance(5.1)
     reactor.flush()
+    assert results == [None, None] and server.connections_total == 1
+    reactor.advance(0.5)
+    reactor.flush()
     assert results == [ARTICLES["a1@test"], ARTICLES["a2@test"]]
     assert pool.stats.errors["timeout"] == 1 and server.connections_total == 2
+    assert pool.circuit["state"] == "closed" and pool.circuit["consecutive_failures"] == 0
 
 
 def test_requests_behind_a_stall_keep_their_attempts():
@@ -244,14 +257,13 @@ def test_requests_behind_a_stall_keep_their_attempts():
     reactor, server, pool = _setup(max_connections=1, depth=2, faults=faults)
     results = _collect([pool.body("a1@test"), pool.body("a2@test")])
     reactor.flush()
-    for _ in range(NNTP.max_retries + 1):  # the head's first try and every retry stall
-        reactor.advance(NNTP.request_timeout_seconds + 0.1)
-        reactor.flush()
+    # The head's first try and every retry stall (with backoff between them).
+    _run_until(reactor, lambda: results[0] is not None, 60)
     assert isinstance(results[0], Failure) and results[0].check(NNTPTimeout)
     assert results[1] is None  # still queued: the stalls behind cost it nothing
+    assert server.commands["BODY"] == NNTP.max_retries + 1  # a stalled server reads no more
     faults.stall_rate = 0.0
-    reactor.advance(NNTP.request_timeout_seconds + 0.1)
-    reactor.flush()
+    _run_until(reactor, lambda: results[1] is not None, 60)
     assert results[1] == ARTICLES["a2@test"]
 
 
