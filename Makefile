@@ -22,7 +22,7 @@ TYPED := altmount/errors.py altmount/config.py altmount/nntp/protocol.py altmoun
          altmount/metadata altmount/_core/yenc_py.py altmount/_core/ranges_py.py \
          altmount/_core/types.py altmount/stream/httprange.py altmount/web/paths.py \
          altmount/web/davxml.py altmount/importer altmount/par2 altmount/queue/model.py \
-         altmount/nntp/budget.py
+         altmount/nntp/budget.py altmount/postgres altmount/backends.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check altmount tests benchmarks

@@ -165,8 +165,8 @@ def import_(
     """Add an NZB to the import queue (a running `altmount serve` picks it up)."""
     config = _load(config_path)
     setup_logging(config.log, secrets=config_secrets(config))
+    from altmount.backends import open_queue
     from altmount.nzb import parse_nzb
-    from altmount.queue import QueueStore
     from altmount.queue.model import gunzip_nzb, resolve_priority
 
     try:
@@ -180,7 +180,7 @@ def import_(
     level, paused = resolve_priority(
         None if priority is None else PRIORITIES[priority], resolved.priority
     )
-    store = QueueStore(config.database.path, max_attempts=config.import_.max_attempts)
+    store = open_queue(config)
     item = store.enqueue(data, nzb_name, resolved.name, level, "cli", paused=paused)
     if not wait:
         store.close()
@@ -299,15 +299,19 @@ def db() -> None:
 def optimize(config_path: Path) -> None:
     """VACUUM and ANALYZE the queue database (run it while nothing imports)."""
     config = _load(config_path)
-    from altmount.queue import QueueStore
+    from altmount.backends import open_queue, shared_database
 
-    store = QueueStore(config.database.path)
-    before = store.path.stat().st_size
+    store = open_queue(config)
     try:
+        if shared_database(config):
+            store.optimize()
+            click.echo(f"optimized the queue tables of {store.path}", err=True)
+            return
+        before = store.path.stat().st_size
         store.optimize()
+        after = store.path.stat().st_size
     finally:
         store.close()
-    after = store.path.stat().st_size
     click.echo(f"optimized {store.path}: {before} → {after} bytes", err=True)
 
 
@@ -316,9 +320,9 @@ def optimize(config_path: Path) -> None:
 def apikey(config_path: Path) -> None:
     """Print the SABnzbd API key (api.key_override, else the one stored in the database)."""
     config = _load(config_path)
-    from altmount.queue import QueueStore
+    from altmount.backends import open_queue
 
-    store = QueueStore(config.database.path)
+    store = open_queue(config)
     try:
         click.echo(store.api_key(config.api.key_override))
     finally:

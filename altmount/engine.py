@@ -20,11 +20,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from altmount import _core
+from altmount.backends import open_metadata, provider_budget
 from altmount.config import Config, ProviderConfig
 from altmount.engine_process import ProcessDecodePool
 from altmount.importer import DirectImporter
-from altmount.metadata import MetadataStore
-from altmount.nntp.budget import SlotBudget, budget_dir, provider_key
 from altmount.nntp.pool import ProviderPool
 from altmount.nntp.protocol import MAX_BODY_SIZE, ArticleBody, body_chunks
 from altmount.nntp.router import ProviderRouter
@@ -60,9 +59,7 @@ class Engine:
     ) -> None:
         self.reactor = reactor
         self.config = config
-        self.store = MetadataStore(
-            config.metadata.root_path, map_size=config.metadata.map_size_mb * 1024 * 1024
-        )
+        self.store = open_metadata(config)
         workers = config.engine.decode_workers or os.cpu_count() or 2
         self.decode_pool = ThreadPool(minthreads=1, maxthreads=workers, name="altmount-decode")
         self.decode_pool.start()
@@ -72,19 +69,13 @@ class Engine:
             self.process_pool.start()
         enabled = [p for p in (config.providers if providers is None else providers) if p.enabled]
         # Every process using this database shares each provider's max_connections.
-        leases = budget_dir(config.database.path)
         self.pools = [
             ProviderPool(
                 reactor,
                 provider,
                 config.nntp,
                 ProviderStats(name=provider.name),
-                SlotBudget(
-                    leases,
-                    provider_key(provider.host, provider.port, provider.username),
-                    provider.max_connections,
-                    clock=reactor.seconds,
-                ),
+                provider_budget(config, provider, reactor.seconds),
             )
             for provider in enabled
         ]

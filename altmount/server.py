@@ -16,14 +16,15 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
+from altmount.backends import open_queue
 from altmount.config import Config
 from altmount.demo import DEMO_RELEASE, demo_provider, demo_release
 from altmount.engine import Engine
-from altmount.errors import ProviderAuthError
+from altmount.errors import DatabaseUnavailable, ProviderAuthError
 from altmount.nntp.probe import probe_provider
 from altmount.ops import Ops
 from altmount.oslimits import raise_open_files_limit
-from altmount.queue import QueueService, QueueStore
+from altmount.queue import QueueService
 from altmount.queue.watch import WatchFolder
 from altmount.testing import nntpserver
 from altmount.web.api import build_api_resources
@@ -43,6 +44,10 @@ from altmount.workers import (
 __all__ = ["Server", "route_twisted_logs"]
 
 log = logging.getLogger(__name__)
+
+#: How often a host sharing its metadata through PostgreSQL applies other hosts' changes
+#: (a lookup that misses catches up at once as well).
+REPLICA_POLL_SECONDS = 1.0
 
 
 def route_twisted_logs() -> None:
@@ -100,6 +105,8 @@ class Server:
             providers.append(demo_provider(port))
             log.info("demo provider: serving a sample release on 127.0.0.1:%d", port)
         self.engine = Engine(self.reactor, dataclasses.replace(self.config, providers=providers))
+        if hasattr(self.engine.store, "catch_up"):
+            self._follow_shared_metadata()
         if self.config.sabnzbd.enabled:
             # Sonarr checks complete_dir + each category dir on the mount at once.
             ensure_category_dirs(self.engine.store, self.config)
@@ -116,7 +123,7 @@ class Server:
                 )
         self._probes = [self._probe(p) for p in self.config.providers if p.enabled]
         yield self.probed
-        store = QueueStore(self.config.database.path, max_attempts=self.config.import_.max_attempts)
+        store = open_queue(self.config)
         self.queue = QueueService(self.reactor, store, self.engine.importer, self.config)
         recovered = (yield self.queue.recover()) if primary else 0
         if recovered:
@@ -187,6 +194,28 @@ class Server:
             loop.clock = self.reactor
             loop.start(PUBLISH_SECONDS, now=True)
             self._loops.append(loop)
+
+    def _follow_shared_metadata(self) -> None:
+        """Apply the other hosts' metadata changes every REPLICA_POLL_SECONDS."""
+        unreachable = False
+
+        def catch_up() -> None:
+            nonlocal unreachable
+            try:
+                self.engine.store.catch_up()
+            except DatabaseUnavailable as exc:
+                if not unreachable:
+                    log.warning("metadata: %s; serving what this host has", exc)
+                unreachable = True
+                return
+            if unreachable:
+                log.warning("metadata: the shared database answers again")
+            unreachable = False
+
+        loop = LoopingCall(catch_up)
+        loop.clock = self.reactor
+        loop.start(REPLICA_POLL_SECONDS, now=False)
+        self._loops.append(loop)
 
     def _stop_if_orphaned(self, parent: int) -> None:
         if os.getppid() != parent and not self._stopping:

@@ -25,7 +25,6 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from altmount.errors import DatabaseUnavailable
 from altmount.nntp.budget import (
     HOLDING_POLL_SECONDS,
     PEERS_TTL_SECONDS,
@@ -33,7 +32,7 @@ from altmount.nntp.budget import (
     ConnectionBudget,
     Lease,
 )
-from altmount.postgres.connection import connect, database_errors, describe
+from altmount.postgres.connection import connect, database_errors, describe, unreachable_errors
 
 __all__ = ["PgSlotBudget", "lock_key"]
 
@@ -171,7 +170,7 @@ class PgSlotBudget(ConnectionBudget):
         try:
             self._conn = self._connect_to(self._dsn, f"connection budget {self.key}")
             self._backend = self._conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        except (DatabaseUnavailable, *database_errors()) as exc:
+        except unreachable_errors() as exc:
             self._conn = None
             self._unreachable(exc)
             return None

@@ -14,7 +14,7 @@ from altmount.errors import ConfigError, DatabaseUnavailable
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["connect", "redact", "describe", "database_errors"]
+__all__ = ["connect", "redact", "describe", "database_errors", "unreachable_errors"]
 
 #: Seconds to wait for the server to accept a connection.
 CONNECT_TIMEOUT = 10
@@ -50,6 +50,11 @@ def describe(exc: BaseException) -> str:
 def database_errors() -> tuple[type[BaseException], ...]:
     """The exceptions a statement or a lost connection raises."""
     return (_psycopg().Error,)
+
+
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What a (re)connection or a statement on a lost session raises."""
+    return (DatabaseUnavailable, *database_errors())
 
 
 def connect(dsn: str, purpose: str, *, autocommit: bool = True) -> psycopg.Connection:

@@ -34,7 +34,13 @@ from typing import Any
 from altmount.errors import DatabaseUnavailable, MetadataError, PathError
 from altmount.metadata.records import FileRecord, decode_record, encode_record
 from altmount.metadata.store import DEFAULT_MAP_SIZE, DirEntry, MetadataStore
-from altmount.postgres.connection import connect, database_errors, describe, redact
+from altmount.postgres.connection import (
+    connect,
+    database_errors,
+    describe,
+    redact,
+    unreachable_errors,
+)
 from altmount.postgres.schema import ensure_schema
 
 __all__ = ["ReplicatedMetadataStore"]
@@ -74,7 +80,7 @@ class ReplicatedMetadataStore:
         self._warned = False
         try:
             ensure_schema(self._conn)
-            self.log_id = self._conn.execute("SELECT id FROM altmount_log_id").fetchone()[0]
+            (self.log_id,) = self._conn.execute("SELECT id FROM altmount_log_id").fetchall()[0]
             self._conn.commit()
         except database_errors() as exc:
             raise DatabaseUnavailable(
@@ -126,9 +132,10 @@ class ReplicatedMetadataStore:
         """Remove a file or a directory tree; how many files went."""
         return int(self._write("delete", [path], []) or 0)
 
-    def move(self, src: str, dst: str) -> None:
-        """Rename a file or a directory tree to `dst`, which must not exist."""
-        self._write("move", [src, dst], [])
+    def move(self, src: str, dst: str, *, replace: bool = False) -> int:
+        """Rename a file or a directory tree to `dst`, which must not exist unless
+        `replace`; how many files that replaced (see MetadataStore.move)."""
+        return int(self._write("replace" if replace else "move", [src, dst], []) or 0)
 
     # -- replication -----------------------------------------------------------------
 
@@ -233,8 +240,8 @@ class ReplicatedMetadataStore:
                 return self.local.make_dirs(paths)
             if op == "delete":
                 return self.local.delete(paths[0])
-            if op == "move":
-                return self.local.move(paths[0], paths[1])
+            if op in ("move", "replace"):
+                return self.local.move(paths[0], paths[1], replace=op == "replace")
             raise MetadataError(f"metadata log: unknown operation {op!r} (a newer altmount?)")
         except (MetadataError, PathError) as exc:
             if not replay:
@@ -279,7 +286,7 @@ class ReplicatedMetadataStore:
                 self._conn = connect(self._dsn, "metadata", autocommit=False)
             else:
                 self._conn.rollback()
-        except (DatabaseUnavailable, *database_errors()):
+        except unreachable_errors():
             pass  # still unreachable; the next call tries again
 
     def close(self) -> None:

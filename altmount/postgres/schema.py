@@ -6,11 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from altmount.errors import DatabaseUnavailable
+from altmount.queue.model import State
 
 __all__ = ["MIGRATIONS", "ensure_schema"]
 
 #: Advisory lock held while migrating: "altmount schema".
 SCHEMA_LOCK = 0x616C7363
+
+_STATES_SQL = ", ".join(f"'{state}'" for state in State)
 
 #: Version N is MIGRATIONS[N - 1].
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -24,6 +27,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             op TEXT NOT NULL,
             paths TEXT[] NOT NULL,
             records BYTEA[] NOT NULL)""",
+    ),
+    (
+        # QueueStore's tables (altmount/queue/_schema.py, at its version 2) in PostgreSQL's words.
+        f"""CREATE TABLE queue_items (
+            id BIGSERIAL PRIMARY KEY,
+            nzo_id TEXT NOT NULL UNIQUE,
+            nzb_name TEXT NOT NULL,
+            category TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ({_STATES_SQL})),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            started_at DOUBLE PRECISION,
+            completed_at DOUBLE PRECISION,
+            target_path TEXT NOT NULL DEFAULT '',
+            size BIGINT NOT NULL DEFAULT 0,
+            source TEXT NOT NULL,
+            worker TEXT NOT NULL DEFAULT '')""",
+        """CREATE TABLE queue_nzbs (
+            item_id BIGINT PRIMARY KEY REFERENCES queue_items(id) ON DELETE CASCADE,
+            data BYTEA NOT NULL)""",
+        "CREATE INDEX queue_items_state ON queue_items (state, updated_at)",
+        "CREATE INDEX queue_items_claim ON queue_items (priority DESC, created_at, id) "
+        "WHERE state = 'pending'",
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # A counter every change of queue_items moves: QueueStore.data_version.
+        "CREATE TABLE queue_version (version BIGINT NOT NULL)",
+        "INSERT INTO queue_version VALUES (0)",
+        """CREATE FUNCTION queue_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN UPDATE queue_version SET version = version + 1; RETURN NULL; END $$""",
+        "CREATE TRIGGER queue_items_changed AFTER INSERT OR UPDATE OR DELETE ON queue_items "
+        "FOR EACH STATEMENT EXECUTE FUNCTION queue_changed()",
     ),
 )
 

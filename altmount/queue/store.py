@@ -64,6 +64,9 @@ class QueueStore(WorkerLiveness):
     """The queue tables in one SQLite file; see the module docstring (and
     `altmount.queue._workers` for heartbeats and recovery)."""
 
+    #: `list(sort=...)` keys → ORDER BY, in this database's words.
+    sort_keys = SORT_KEYS
+
     def __init__(
         self, path: str | Path, *, max_attempts: int = 3, clock: Callable[[], float] = time.time
     ) -> None:
@@ -393,14 +396,14 @@ class QueueStore(WorkerLiveness):
         `sort` is one of SORT_KEYS ("queue" = the order items are claimed in);
         `descending` reverses it.
         """
-        if sort not in SORT_KEYS:
+        if sort not in self.sort_keys:
             raise QueueError(
-                f"cannot sort the queue by {sort!r}; use one of {', '.join(SORT_KEYS)}"
+                f"cannot sort the queue by {sort!r}; use one of {', '.join(self.sort_keys)}"
             )
         if offset < 0 or limit < 0:
             raise QueueError("offset and limit must not be negative")
         where, params = self._where(states, search, category)
-        order = _descending(SORT_KEYS[sort]) if descending else SORT_KEYS[sort]
+        order = _descending(self.sort_keys[sort]) if descending else self.sort_keys[sort]
         rows = self._conn.execute(
             f"SELECT {COLUMNS} FROM queue_items{where} ORDER BY {order} LIMIT ? OFFSET ?",
             (*params, limit, offset),
