@@ -78,7 +78,14 @@ def post(work: Path, size: int) -> tuple[Path, str]:
     source.write_bytes(data)
     nzb = work / "release.nzb"
     server = f"-h {INN2[0]} -P {INN2[1]} -n 4 -g {GROUP} -a {ARTICLE_SIZE} -q"
-    subprocess.run([str(NYUU), *server.split(), "-o", str(nzb), "-O", str(source)], check=True)
+    command = [str(NYUU), *server.split(), "-o", str(nzb), "-O", str(source)]
+    # nyuu now and then dies of "Timer already set" when INN2 is busy: the post is retried.
+    for attempt in range(3):
+        if subprocess.run(command).returncode == 0:
+            break
+        print(f"nyuu failed (attempt {attempt + 1} of 3)", file=sys.stderr)
+    else:
+        raise RuntimeError("nyuu could not post the release to INN2 three times in a row")
     source.unlink()
     return nzb, hashlib.md5(data).hexdigest()
 

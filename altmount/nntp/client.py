@@ -16,7 +16,6 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
@@ -45,6 +44,7 @@ from altmount.nntp.protocol import (
     message_id_arg,
 )
 from altmount.nntp.tls import provider_tls
+from altmount.nntp.tlssocket import connect_tls
 
 __all__ = ["NNTPClientProtocol", "connect"]
 
@@ -221,14 +221,6 @@ class NNTPClientProtocol(Protocol):
         self.disconnected.callback(None)
 
     def _lost_error(self, reason: Failure) -> NNTPError:
-        if reason.check(ProviderTLSError):
-            return reason.value  # a refused certificate, already in words (nntp/tls.py)
-        if self._state is _State.GREETING and reason.check(SSL.Error):
-            where = f"{self._provider.host}:{self._provider.port}"
-            return ProviderUnavailable(
-                f"provider {self._name}: TLS handshake with {where} failed "
-                f"({reason.getErrorMessage()}); is it a TLS port? (tls: false for plain NNTP)"
-            )
         return NNTPConnectionLost(
             f"provider {self._name}: connection lost ({reason.getErrorMessage()})"
         )
@@ -445,7 +437,12 @@ class _NNTPClientFactory(ClientFactory):
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         """TCP (or TLS) connect failed before any protocol existed."""
-        if not self.ready.called:
+        if self.ready.called:
+            return
+        if reason.check(ProviderTLSError, ProviderUnavailable):
+            # A refused certificate or failed handshake, already in words (nntp/tlssocket.py).
+            self.ready.errback(reason.value)
+        else:
             provider = self._provider
             self.ready.errback(
                 ProviderUnavailable(
@@ -466,9 +463,8 @@ def connect(
     factory = _NNTPClientFactory(reactor, provider, nntp)
     timeout = nntp.connect_timeout_seconds
     if provider.tls:
-        connector = reactor.connectSSL(
-            provider.host, provider.port, factory, provider_tls(provider), timeout=timeout
-        )
+        tls = provider_tls(provider)
+        connector = connect_tls(reactor, provider.host, provider.port, factory, tls, timeout)
     else:
         connector = reactor.connectTCP(provider.host, provider.port, factory, timeout=timeout)
 

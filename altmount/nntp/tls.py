@@ -1,40 +1,71 @@
-"""TLS for provider connections: one verifying client context per provider, and a refused
-certificate told in words a person can act on.
+"""TLS for provider connections: one verifying stdlib `ssl` context per provider, the
+session kept for resumption, and a refused certificate told in words a person can act on.
 
 Certificates are verified by default against the system store (OpenSSL's default paths,
 so `SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured), or against the provider's `ca_file`
-alone when it has one; `insecure_tls` turns verification off. The host name is checked
-by service_identity (RFC 6125) at the leaf certificate. A failed check ends the handshake
-with a `ProviderTLSError` that names the provider, host:port and the cause (unknown CA,
-host name mismatch, expired), which is what the connection reports as its close reason.
+alone when it has one; `insecure_tls` turns verification off. OpenSSL checks the host
+name (RFC 6125) during the handshake. The stdlib reports a refusal only as a code, so
+`describe_refusal` fetches the refused certificate once more without verifying it (a
+short blocking handshake, run off the reactor thread) to name the cause: unknown CA,
+host name mismatch, expired. The bytes themselves move in `altmount.nntp.tlssocket`.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
-from collections.abc import Callable
-from typing import Any
+import socket
+import ssl
 
-import idna
 from cryptography import x509
-from OpenSSL import SSL, crypto
-from service_identity import VerificationError
-from service_identity.cryptography import extract_patterns
-from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from altmount.config import ProviderConfig
-from altmount.errors import ProviderTLSError
 
-__all__ = ["ProviderTLS", "provider_tls"]
+__all__ = ["ProviderTLS", "describe_refusal", "provider_tls"]
 
 #: OpenSSL's X509_V_ERR_* codes that a provider's operator meets, in plain words.
 _UNKNOWN_CA = frozenset({2, 18, 19, 20, 21, 24, 27})
 _SELF_SIGNED = frozenset({18, 19})
 _NOT_YET_VALID, _EXPIRED = 9, 10
+_HOST_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
+
+
+class ProviderTLS:
+    """One provider's client context, its server name and its last TLS session."""
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self.where = f"provider {provider.name or provider.host} ({provider.host}:{provider.port})"
+        self.host, self.port = provider.host, provider.port
+        self.verify = not provider.insecure_tls
+        self.context = _context(provider)
+        # CPython sends no SNI for an address (RFC 6066 3) but still checks it against the SAN.
+        self.server_hostname = provider.host
+        #: The session of the last handshake, offered on the next connection (resumption).
+        self.session: ssl.SSLSession | None = None
+
+    def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+        """The client side of a connected socket, handshake not yet done."""
+        return self.context.wrap_socket(
+            sock,
+            server_hostname=self.server_hostname,
+            do_handshake_on_connect=False,
+            session=self.session,
+        )
+
+
+def _context(provider: ProviderConfig) -> ssl.SSLContext:
+    """The provider's shared client context: TLS 1.2 or newer, its trust store loaded once."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION
+    if provider.insecure_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif provider.ca_file:
+        context.load_verify_locations(provider.ca_file)
+    else:
+        context.set_default_verify_paths()
+    return context
 
 
 def _common_name(name: x509.Name) -> str:
@@ -53,100 +84,57 @@ def _names(cert: x509.Certificate) -> str:
     return ", ".join(names) or "no name at all"
 
 
-def _cause(errno: int, depth: int, cert: x509.Certificate) -> str:
-    """Why OpenSSL refused `cert` (found at `depth` of the chain), for the operator."""
+def refusal_cause(
+    code: int, message: str, host: str, cert: x509.Certificate | None, now: datetime.datetime
+) -> str:
+    """Why OpenSSL refused the server's certificate `cert` (None: not available), for the
+    operator. `code` and `message` are the stdlib's verify_code and verify_message."""
+    if cert is None:
+        return f"certificate refused by OpenSSL: {message} (X509 verify error {code})"
     subject = _common_name(cert.subject)
-    if errno in _UNKNOWN_CA:
-        issuer = subject if errno in _SELF_SIGNED else _common_name(cert.issuer)
+    if code in _UNKNOWN_CA:
+        issuer = subject if code in _SELF_SIGNED else _common_name(cert.issuer)
         return (
             f"unknown CA: the certificate is signed by {issuer!r}, which is not trusted "
             "(give that CA's certificate as ca_file, or add it to the system store)"
         )
-    if errno == _EXPIRED:
-        which = "the server's certificate" if depth == 0 else f"the CA certificate {subject!r}"
-        return f"expired certificate: {which} expired on {cert.not_valid_after_utc:%Y-%m-%d}"
-    if errno == _NOT_YET_VALID:
+    if code in _HOST_MISMATCH:
+        return f"host name mismatch: the certificate is for {_names(cert)}, not {host}"
+    if code == _EXPIRED:
+        if cert.not_valid_after_utc < now:
+            return f"expired certificate: the server's certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}"
+        return f"expired certificate: a CA certificate of the chain of {subject!r} has expired"
+    if code == _NOT_YET_VALID:
         return (
             f"certificate not yet valid: {subject!r} is valid from "
             f"{cert.not_valid_before_utc:%Y-%m-%d} (is this machine's clock right?)"
         )
-    return f"certificate refused by OpenSSL (X509 verify error {errno}) at depth {depth}"
+    return f"certificate refused by OpenSSL: {message} (X509 verify error {code})"
 
 
-def _context(provider: ProviderConfig) -> SSL.Context:
-    """The provider's shared client context: TLS 1.2 or newer, its trust store loaded once."""
-    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    context.set_min_proto_version(SSL.TLS1_2_VERSION)
-    context.set_options(SSL.OP_NO_COMPRESSION)
-    if provider.insecure_tls:
-        context.set_verify(SSL.VERIFY_NONE)
-    elif provider.ca_file:
-        context.load_verify_locations(provider.ca_file)
-    else:
-        context.set_default_verify_paths()
-    return context
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class ProviderTLS:
-    """Makes the pyOpenSSL connection of each TLS connection to one provider."""
-
-    def __init__(self, provider: ProviderConfig) -> None:
-        self._where = f"provider {provider.name or provider.host} ({provider.host}:{provider.port})"
-        self._host = provider.host
-        self._verify = not provider.insecure_tls
-        self._context = _context(provider)
-        if isIPAddress(provider.host) or isIPv6Address(provider.host):
-            self._server_id: Any = IPAddress_ID(provider.host)
-            self._sni: bytes | None = None  # RFC 6066 3: no literal addresses in SNI
-        else:
-            self._server_id = DNS_ID(provider.host)
-            self._sni = idna.encode(provider.host, uts46=True)
-
-    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
-        """A fresh client connection, verifying the peer unless insecure_tls is set."""
-        connection = SSL.Connection(self._context, None)
-        connection.set_app_data(tls_protocol)
-        if self._sni is not None:
-            connection.set_tlsext_host_name(self._sni)
-        if self._verify:
-            connection.set_verify(
-                SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verifier(tls_protocol)
-            )
-        return connection
-
-    def _verifier(self, tls_protocol: Any) -> Callable[..., bool]:
-        def verify(
-            connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int
-        ) -> bool:
-            # An exception raised inside an OpenSSL callback is lost: every path returns.
-            try:
-                cert = certificate.to_cryptography()
-                cause = None if ok else _cause(errno, depth, cert)
-                if cause is None and depth == 0:
-                    cause = self._host_mismatch(cert)
-            except Exception as exc:  # noqa: BLE001 - reported as the refusal's cause
-                cause = f"certificate could not be checked: {exc}"
-            if cause is None:
-                return True
-            error = ProviderTLSError(f"{self._where}: TLS certificate refused: {cause}")
-            tls_protocol.failVerification(Failure(error))
-            return False
-
-        return verify
-
-    def _host_mismatch(self, cert: x509.Certificate) -> str | None:
-        try:
-            verify_service_identity(extract_patterns(cert), [self._server_id], [])
-        except VerificationError:
-            return (
-                f"host name mismatch: the certificate is for {_names(cert)}, "
-                f"not {self._host}"
-            )
+def _peer_certificate(tls: ProviderTLS, timeout: float) -> x509.Certificate | None:
+    """The server's certificate, fetched without verifying it (blocking; None on failure)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((tls.host, tls.port), timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=tls.server_hostname) as sock:
+                der = sock.getpeercert(binary_form=True)
+    except (OSError, ValueError):
         return None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def describe_refusal(tls: ProviderTLS, error: ssl.SSLCertVerificationError, timeout: float) -> str:
+    """The one-line refusal of `error` naming provider, host:port and cause (blocking)."""
+    cert = _peer_certificate(tls, timeout)
+    now = datetime.datetime.now(datetime.UTC)
+    cause = refusal_cause(error.verify_code, error.verify_message, tls.host, cert, now)
+    return f"{tls.where}: TLS certificate refused: {cause}"
 
 
 @functools.lru_cache(maxsize=64)
 def provider_tls(provider: ProviderConfig) -> ProviderTLS:
-    """The provider's connection creator, made once (its trust store is loaded once)."""
+    """The provider's TLS state, made once (its trust store is loaded once)."""
     return ProviderTLS(provider)

@@ -17,6 +17,7 @@ from twisted.trial import unittest
 
 from altmount.config import NNTPConfig, ProviderConfig
 from altmount.errors import ProviderAuthError, ProviderTLSError, ProviderUnavailable
+from altmount.nntp.client import connect
 from altmount.nntp.pool import ProviderPool
 from altmount.nntp.probe import probe_provider
 from altmount.nntp.router import ProviderRouter
@@ -208,6 +209,23 @@ class NNTPOverTLS(unittest.TestCase):
         self.assertIn("unknown CA", str(raised.exception))
         self.assertFalse(pool.enabled)
         self.assertIn("unknown CA", pool.disabled_reason)
+
+    @defer.inlineCallbacks
+    def test_reconnect_resumes_the_tls_session(self):
+        """A second connection to the provider resumes the first one's TLS session."""
+        port = self.serve(self.ca.issue())
+        config = ProviderConfig(
+            name="tls", host="localhost", port=port, tls=True, ca_file=self.ca_file
+        )
+        nntp = NNTPConfig(connect_timeout_seconds=2, request_timeout_seconds=2)
+        reused = []
+        for _ in range(2):
+            client = yield connect(reactor, config, nntp)
+            body = yield client.body(IDS[0])  # the session ticket arrives with the data
+            self.assertEqual(body, RELEASE.articles[IDS[0]])
+            reused.append(client.transport.session_reused)
+            yield client.quit()
+        self.assertEqual(reused, [False, True])
 
     @defer.inlineCallbacks
     def test_plain_server_on_a_tls_port_is_named(self):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
-from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -20,6 +21,7 @@ from altmount.errors import (
     ProviderUnavailable,
 )
 from altmount.nntp.client import NNTPClientProtocol, connect
+from altmount.nntp.tls import provider_tls
 
 PROVIDER = ProviderConfig(
     name="news.test", host="news.test", port=119, tls=False, inflight_requests=3
@@ -228,15 +230,14 @@ def test_connect_plain_uses_connect_tcp():
     assert reactor.tcpClients[0][:2] == ("news.test", 119) and not reactor.sslClients
 
 
-def test_connect_tls_verifies_by_default():
-    """tls: true connects with TLS, verifying the peer unless insecure_tls is set."""
-    reactor = MemoryReactorClock()
-    connect(reactor, ProviderConfig(host="secure.test", port=563), NNTP)
-    connect(reactor, ProviderConfig(host="lax.test", port=563, insecure_tls=True), NNTP)
-    verified, lax = (client[3].clientConnectionForTLS(None) for client in reactor.sslClients)
-    assert verified.get_verify_mode() & SSL.VERIFY_PEER
-    assert lax.get_verify_mode() == SSL.VERIFY_NONE
-    assert verified.get_servername() == b"secure.test"
+def test_provider_tls_verifies_by_default():
+    """tls: true verifies the peer and its host name unless insecure_tls is set."""
+    verified = provider_tls(ProviderConfig(host="secure.test", port=563))
+    lax = provider_tls(ProviderConfig(host="lax.test", port=563, insecure_tls=True))
+    assert verified.context.verify_mode == ssl.CERT_REQUIRED and verified.context.check_hostname
+    assert lax.context.verify_mode == ssl.CERT_NONE and not lax.context.check_hostname
+    assert verified.server_hostname == "secure.test"
+    assert verified.context.minimum_version == ssl.TLSVersion.TLSv1_2
 
 
 def test_connect_timeout_without_login():
