@@ -142,6 +142,9 @@ def _users(value: str) -> tuple[int, ...]:
 @click.option("--corrupt-rate", type=float, default=0.0)
 @click.option("--disconnect-rate", type=float, default=0.0)
 @click.option("--verify", is_flag=True, help="md5 the bytes of the full read.")
+@click.option(
+    "--tls", is_flag=True, help="The fake server behind TLS (a test CA, verified by altmount)."
+)
 @click.option("--seed", type=int, default=1)
 @click.option(
     "--preset",

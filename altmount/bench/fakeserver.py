@@ -3,7 +3,8 @@
 `python -m altmount.bench.fakeserver --out DIR ...` writes `DIR/release.nzb` (the
 benchmark file, `--size-mb`), `DIR/release.md5`, `DIR/click.nzb` (a small release
 without a name in its NZB, for the click→first byte scenario) and, once listening,
-`DIR/port`; then it serves until killed. `--post FOLDER` (repeatable) also posts the
+`DIR/port`; then it serves until killed. With `--tls` it serves TLS on connect, with a
+certificate for localhost signed by a fresh test CA whose certificate is `DIR/ca.pem`. `--post FOLDER` (repeatable) also posts the
 files of FOLDER as one release, its NZB written to `DIR/<FOLDER name>.nzb`. A separate
 process so that the benchmark charges CPU and memory to altmount alone.
 """
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corrupt-rate", type=float, default=0.0)
     parser.add_argument("--disconnect-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tls", action="store_true", help="TLS on connect (CA: OUT/ca.pem)")
     parser.add_argument("--name", default="bench.mkv", help="file name of the main release")
     parser.add_argument(
         "--post",
@@ -90,12 +92,20 @@ def main(argv: list[str] | None = None) -> None:
         corrupt_rate=args.corrupt_rate,
         disconnect_rate=args.disconnect_rate,
     )
+    tls = None
+    if args.tls:
+        from altmount.testing.certs import TestCA, server_options
+
+        ca = TestCA.make("altmount bench CA")
+        tls = server_options(*ca.issue())
+        (args.out / "ca.pem").write_bytes(ca.pem)
     port, _factory = nntpserver.listen(
         reactor,
         {**release.articles, **click.articles, **posted},
         faults=faults,
         port=0,
         seed=args.seed,
+        tls=tls,
     )
     (args.out / "port").write_text(str(port.getHost().port))
     reactor.run()

@@ -1,7 +1,8 @@
 """The raw ceiling of `altmount bench stream`: articles fetched and decoded by a minimal client.
 
-Deliberately independent of altmount's NNTP stack: N plain sockets, a fixed
-pipeline depth per connection, `\\r\\n.\\r\\n` framing, sabyenc3 decode inline.
+Deliberately independent of altmount's NNTP stack: N plain sockets (or stdlib `ssl`
+sockets verified against `ca_file`), a fixed pipeline depth per connection,
+`\\r\\n.\\r\\n` framing, sabyenc3 decode inline. Its own CPU is measured too.
 Whatever altmount adds on top (HTTP, read-ahead, thread hand-offs, range
 assembly) shows as the gap between its throughput and this one.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -32,10 +34,40 @@ class _Conn:
     greeted: bool = False
 
 
+def _open(host: str, port: int, ca_file: str | None) -> socket.socket:
+    """A connected socket; over TLS (handshake done, certificate verified) with `ca_file`."""
+    sock = socket.create_connection((host, port))
+    if ca_file:
+        context = ssl.create_default_context(cafile=ca_file)
+        sock = context.wrap_socket(sock, server_hostname="localhost")
+    sock.setblocking(False)
+    return sock
+
+
+def _drain(sock: socket.socket) -> bytes:
+    """Everything readable now (over TLS also what OpenSSL has already decrypted)."""
+    parts = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            break
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def raw_fetch(
-    host: str, port: int, message_ids: list[str], connections: int = 20, depth: int = 4
+    host: str,
+    port: int,
+    message_ids: list[str],
+    connections: int = 20,
+    depth: int = 4,
+    ca_file: str | None = None,
 ) -> dict[str, float]:
-    """Fetch and decode every article once; return bytes, seconds and MB/s.
+    """Fetch and decode every article once; return bytes, seconds, MB/s and CPU-s/GiB
+    of this process (over TLS to "localhost" at host:port when `ca_file` is given).
 
     Runs with the malloc settings of `altmount serve`, so the ceiling is not
     handicapped by glibc's defaults.
@@ -45,14 +77,13 @@ def raw_fetch(
     sel = selectors.DefaultSelector()
     conns = []
     for _ in range(min(connections, len(message_ids))):
-        sock = socket.create_connection((host, port))
-        sock.setblocking(False)
+        sock = _open(host, port, ca_file)
         conn = _Conn(sock, bytearray(), deque())
         sel.register(sock, selectors.EVENT_READ, conn)
         conns.append(conn)
     decoded_bytes = 0
     done = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
 
     def refill(conn: _Conn) -> None:
         out = []
@@ -66,10 +97,7 @@ def raw_fetch(
     while done < len(message_ids):
         for key, _ in sel.select(timeout=30):
             conn = key.data
-            chunk = conn.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            conn.buffer += chunk
+            conn.buffer += _drain(conn.sock)
             while True:
                 if not conn.greeted:
                     end = conn.buffer.find(b"\r\n")
@@ -96,7 +124,12 @@ def raw_fetch(
                 decoded_bytes += len(data)
                 done += 1
                 refill(conn)
-    elapsed = time.perf_counter() - started
+    elapsed, used = time.perf_counter() - started, time.process_time() - cpu
     for conn in conns:
         conn.sock.close()
-    return {"bytes": decoded_bytes, "seconds": elapsed, "mb_s": decoded_bytes / elapsed / 1e6}
+    return {
+        "bytes": decoded_bytes,
+        "seconds": elapsed,
+        "mb_s": decoded_bytes / elapsed / 1e6,
+        "cpu_s_per_gib": used / (decoded_bytes / (1 << 30)) if decoded_bytes else 0.0,
+    }

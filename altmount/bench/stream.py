@@ -81,6 +81,7 @@ class StreamOptions:
     corrupt_rate: float = 0.0
     disconnect_rate: float = 0.0
     verify: bool = False
+    tls: bool = False
     seed: int = 1
     preset: str | None = None
     server: str | None = None
@@ -221,6 +222,9 @@ def _clicks(run: _Run, nzb: bytes, count: int) -> dict[str, Any]:
 def serve_config_text(workdir: Path, nntp_port: int, http_port: int, opts: StreamOptions) -> str:
     """The `altmount serve` config of a bench run: one provider, the fake server."""
     max_range_mib, chunk_mib, workers = opts.streaming()
+    # Over TLS the certificate (for localhost) is verified against the fake server's CA.
+    tls = f"tls: true, ca_file: {workdir / 'nntp' / 'ca.pem'}" if opts.tls else "tls: false"
+    host = "localhost" if opts.tls else "127.0.0.1"
     return f"""
 webdav: {{port: {http_port}, bind_address: 127.0.0.1, user: bench, password: bench}}
 api: {{key_override: {API_KEY}}}
@@ -236,7 +240,7 @@ streaming:
 segment_cache: {{enabled: false, memory_mb: 0}}
 log: {{level: warn}}
 providers:
-  - {{name: fake, host: 127.0.0.1, port: {nntp_port}, tls: false,
+  - {{name: fake, host: {host}, port: {nntp_port}, {tls},
       max_connections: {opts.connections}, inflight_requests: {opts.depth}}}
 """
 
@@ -319,6 +323,7 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
                     str(opts.disconnect_rate),
                     "--seed",
                     str(opts.seed),
+                    *(["--tls"] if opts.tls else []),
                 )
             )
         )
@@ -356,6 +361,7 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
             "pid": server.pid,
             "import_ms": round(import_ms),
             "nntp_port": nntp_port,
+            "ca_file": str(workdir / "nntp" / "ca.pem") if opts.tls else None,
             "message_ids": [s.message_id for f in nzb.files for s in f.segments],
             "md5": (workdir / "nntp" / "release.md5").read_text() if opts.verify else None,
             "click_nzb": (workdir / "nntp" / "click.nzb").read_bytes(),
@@ -384,6 +390,7 @@ def remote_altmount(opts: StreamOptions) -> dict[str, Any]:
         "pid": opts.pid,
         "import_ms": None,
         "nntp_port": None,
+        "ca_file": None,
         "message_ids": [],
         "md5": None,
         "click_nzb": None,
@@ -424,17 +431,24 @@ def run_stream_bench(
                 result["click"] = _clicks(run, env["click_nzb"], opts.clicks)
             else:
                 result["click"] = {"count": 0, "p50_ms": None, "min_ms": None, "max_ms": None}
-        raw_mb_s = None
+        raw_mb_s = raw_cpu = None
         if env["nntp_port"] is not None:
             log("raw ceiling")
             raw = raw_fetch(
-                "127.0.0.1", env["nntp_port"], env["message_ids"], opts.connections, opts.depth
+                "127.0.0.1",
+                env["nntp_port"],
+                env["message_ids"],
+                opts.connections,
+                opts.depth,
+                env["ca_file"],
             )
             raw_mb_s = round(raw["mb_s"], 1)
+            raw_cpu = round(raw["cpu_s_per_gib"], 2)
         seq = result["sequential"]["mb_s"]
         result["raw"] = {
             "mb_s": raw_mb_s,
             "ratio": round(seq / raw_mb_s, 3) if raw_mb_s and seq else None,
+            "cpu_s_per_gib": raw_cpu,
         }
         result["process"] = {
             "cpu_s_per_gib": round(run.cpu / (run.served / GIB), 2)

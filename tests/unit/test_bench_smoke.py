@@ -51,7 +51,7 @@ STREAM_FIELDS = {
         "peak_rss_mib",
     },
     "click": {"count", "p50_ms", "min_ms", "max_ms"},
-    "raw": {"mb_s", "ratio"},
+    "raw": {"mb_s", "ratio", "cpu_s_per_gib"},
     "streaming": {"preset", "max_range_size", "streaming_chunk_size", "max_download_workers"},
     "process": {"cpu_s_per_gib", "peak_rss_mib", "peak_rss_tree_mib", "rss_samples"},
 }
@@ -109,6 +109,27 @@ def test_stream_reports_every_field():
     }
     peaks = [report[s]["peak_rss_mib"] for s in ("sequential", "concurrent", "seeks")]
     assert report["process"]["peak_rss_mib"] >= max(peaks) > 0
+
+
+def test_stream_over_tls():
+    """`--tls` streams from the fake server behind TLS, verified, raw client included."""
+    report = run(
+        "stream",
+        "--tls",
+        "--size-mb",
+        "4",
+        "--click-size-mb",
+        "1",
+        "--users",
+        "1",
+        *TINY_READS,
+        "--clicks",
+        "0",
+        "--connections",
+        "2",
+    )
+    assert report["options"]["tls"] is True
+    assert report["sequential"]["mb_s"] > 0 and report["raw"]["cpu_s_per_gib"] > 0
 
 
 def test_api_reports_every_field():
@@ -173,7 +194,11 @@ def test_stream_against_a_running_server():
         fields = STREAM_FIELDS[section]
         assert all(report[section][name] is not None for name in fields), section
     assert report["sequential"]["bytes"] == env["size"]
-    assert report["click"]["count"] == 0 and report["raw"] == {"mb_s": None, "ratio": None}
+    assert report["click"]["count"] == 0 and report["raw"] == {
+        "mb_s": None,
+        "ratio": None,
+        "cpu_s_per_gib": None,
+    }
     assert report["process"]["cpu_s_per_gib"] is not None
 
 
