@@ -3,9 +3,11 @@
 The test resolves the host, opens a fresh connection (not one of the pool's busy
 ones) and logs in, times several DATE round trips, then fetches real articles
 (segments of recently imported files) for a few seconds, pipelined, to measure the
-download speed. When the pool already holds `max_connections`, a fresh connection
-would exceed the provider's limit, so the test runs through the pool instead
-(`pool.date()` and pooled BODY requests) and says so.
+download speed. The fresh connection borrows one of the pool's `max_connections`
+(`pool.hold_slot()`, which counts open, connecting, draining and shed connections,
+other loans and the other processes' slots); when none is free the test runs through
+the pool instead (`pool.date()` and pooled BODY requests) and says so. Tests of one
+provider take turns (`ProviderTests`): concurrent ones wait, none borrows a second slot.
 
 Failures come back as data, `{"kind": dns|tcp|tls|timeout|auth|protocol|connection_lost,
 "message": ...}`, never as an exception.
@@ -34,7 +36,13 @@ from altmount.nntp.client import connect
 from altmount.nntp.schedule import BACKGROUND_PRIORITY
 from altmount.ops.meters import human_rate
 
-__all__ = ["run_provider_test", "recent_message_ids", "RTT_ROUNDS", "SPEED_SECONDS"]
+__all__ = [
+    "ProviderTests",
+    "run_provider_test",
+    "recent_message_ids",
+    "RTT_ROUNDS",
+    "SPEED_SECONDS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +159,11 @@ def run_provider_test(
             }
             return result
         result["address"] = address
-    at_limit = pool is not None and (
-        pool.connections_open + pool.connections_connecting >= provider.max_connections
-    )
     conn = None
     # The fresh connection counts against max_connections: the pool must not fill
     # the last slot while the test holds it.
-    give_back = None if at_limit or pool is None else pool.hold_slot()
-    if at_limit or (pool is not None and give_back is None):
+    give_back = None if pool is None else pool.hold_slot()
+    if pool is not None and give_back is None:
         channel: Any = _Pooled(pool)
         result["note"] = (
             f"all {provider.max_connections} connections allowed are in use (by this "
@@ -202,6 +207,40 @@ def run_provider_test(
             yield conn.quit()
         if give_back is not None:
             give_back()
+    return result
+
+
+class ProviderTests:
+    """Runs the tests of one provider one after another: a test asked for while another
+    runs waits its turn (it would otherwise take a second slot of max_connections)."""
+
+    def __init__(self) -> None:
+        self._turns: dict[str, defer.DeferredLock] = {}
+
+    def run(
+        self,
+        reactor: Any,
+        provider: ProviderConfig,
+        nntp: NNTPConfig,
+        store: Any,
+        pool: Any = None,
+        **options: Any,
+    ) -> defer.Deferred:
+        """`run_provider_test` once the tests of this provider before it are done."""
+        name = provider.name or provider.host
+        turn = self._turns.setdefault(name, defer.DeferredLock())
+        asked = reactor.seconds()
+
+        def go() -> defer.Deferred:
+            waited = reactor.seconds() - asked
+            test = run_provider_test(reactor, provider, nntp, store, pool, **options)
+            return test.addCallback(_waited, waited)
+
+        return turn.run(go)
+
+
+def _waited(result: dict[str, Any], waited: float) -> dict[str, Any]:
+    result["waited_ms"] = round(waited * 1000, 1)  # behind other tests of the provider
     return result
 
 

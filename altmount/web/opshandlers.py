@@ -16,7 +16,7 @@ from altmount.config import Config, config_as_dict
 from altmount.errors import AltmountError
 from altmount.ops.healthstore import FILE_STATES
 from altmount.ops.meters import human_rate
-from altmount.ops.providertest import run_provider_test
+from altmount.ops.providertest import ProviderTests
 from altmount.ops.streams import AVERAGE_WINDOW_SECONDS, CURRENT_WINDOW_SECONDS
 from altmount.queue.model import State
 
@@ -104,6 +104,7 @@ class Handlers:
         self._engine = engine
         self._ops = ops
         self._queue = queue
+        self._provider_tests = ProviderTests()  # one test at a time per provider
 
     # -- health -----------------------------------------------------------------
 
@@ -263,7 +264,7 @@ class Handlers:
         if provider is None:
             raise _error(404, "not_found", f"no provider named {name!r}")
         pool = next((p for p in self._engine.router.providers if p.name == name), None)
-        return run_provider_test(
+        return self._provider_tests.run(
             self._engine.reactor, provider, self._config.nntp, self._engine.store, pool
         )
 
