@@ -22,19 +22,21 @@ import dataclasses
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import lmdb
 
 from altmount.errors import MetadataError, PathError
+from altmount.metadata.lmdbmap import INITIAL_MAP_SIZE, GrowingMap
 from altmount.metadata.records import FileRecord, SegmentTable, decode_record, encode_record
 
 __all__ = ["DirEntry", "MetadataStore", "DEFAULT_MAP_SIZE"]
 
-#: Virtual address space reserved for the map; the file only grows as used.
+#: The largest the map may grow to (metadata.map_size_mb); it starts at INITIAL_MAP_SIZE.
 DEFAULT_MAP_SIZE = 8 << 30
 #: Readers are slots in the lock file, one per live read transaction in any
 #: process; web threads plus importer processes stay far below this.
@@ -42,6 +44,8 @@ MAX_READERS = 1024
 #: Records yielded per read transaction by `walk_files`, so a slow consumer
 #: does not pin an old snapshot (and stop LMDB from reusing pages).
 WALK_BATCH = 256
+
+T = TypeVar("T")
 
 _ENTRY = struct.Struct("<?qd")
 _ROOT_KEY = b"\x00"
@@ -67,9 +71,9 @@ class MetadataStore:
         map_size: int = DEFAULT_MAP_SIZE,
         readonly: bool = False,
         clock: Callable[[], float] = time.time,
+        initial_map_size: int = INITIAL_MAP_SIZE,
     ) -> None:
         self._root = Path(root_path)
-        self._map_size = map_size
         self._readonly = readonly
         self._clock = clock
         if not readonly:
@@ -81,9 +85,11 @@ class MetadataStore:
                     "set metadata.root_path to a writable directory"
                 ) from None
         try:
-            self._env = lmdb.open(
-                str(self._root),
-                map_size=map_size,
+            self._map = GrowingMap(
+                self._root,
+                f"metadata store {self._root}",
+                limit=map_size,
+                initial=initial_map_size,
                 max_dbs=4,
                 max_readers=MAX_READERS,
                 subdir=True,
@@ -91,6 +97,7 @@ class MetadataStore:
                 readonly=readonly,
                 create=not readonly,
             )
+            self._env = self._map.env
         except lmdb.Error as exc:
             raise MetadataError(
                 f"metadata store {self._root} cannot be opened: {exc}; check that "
@@ -104,7 +111,7 @@ class MetadataStore:
             self._files = self._env.open_db(b"files", create=not readonly)
             self._dirs = self._env.open_db(b"dirs", create=not readonly)
         except lmdb.Error as exc:
-            self._env.close()
+            self._map.close()
             raise MetadataError(f"metadata store {self._root} cannot be opened: {exc}") from None
         self._max_key = self._env.max_key_size()
 
@@ -199,8 +206,10 @@ class MetadataStore:
 
     def put_files(self, records: Iterable[FileRecord]) -> None:
         """Add or replace files, creating parent directories; all or nothing."""
+        records = list(records)  # a write may run twice (the map grew in between)
         now = self._clock()
-        with self._write() as txn:
+
+        def write(txn: lmdb.Transaction) -> None:
             known_dirs = {"/"}
             touched: set[str] = set()
             for record in records:
@@ -219,13 +228,16 @@ class MetadataStore:
             for directory in touched:
                 self._touch(txn, directory, now)
 
+        return self._write(write)
+
     def learn_offsets(self, path: str, table: SegmentTable) -> bool:
         """Merge the known offsets of `table` into the stored record of `path` (a file
         of uneven parts read since its import); False when the record is gone or now
         holds other segments. Several processes may learn different parts: the stored
         knowledge is the union. MetadataError when the two contradict each other."""
         key = self._key(path)
-        with self._write() as txn:
+
+        def write(txn: lmdb.Transaction) -> bool:
             raw = _get(txn, key, self._files)
             if raw is None:
                 return False
@@ -240,6 +252,8 @@ class MetadataStore:
                 )
             return True
 
+        return self._write(write)
+
     def make_dirs(self, paths: Iterable[str]) -> bool:
         """Create these directories and their parents where missing (`mkdir -p`);
         True if any was. Fails with MetadataError where a file is in the way."""
@@ -247,7 +261,8 @@ class MetadataStore:
         if all((entry := self.stat(path)) is not None and entry.is_dir for path in wanted):
             return False  # the common case, without taking the writer lock
         now = self._clock()
-        with self._write() as txn:
+
+        def write(txn: lmdb.Transaction) -> bool:
             touched: set[str] = set()
             for path in wanted:
                 self._ensure_dirs(txn, path, now, {"/"}, touched)
@@ -255,16 +270,21 @@ class MetadataStore:
                 self._touch(txn, directory, now)
             return bool(touched)
 
+        return self._write(write)
+
     def delete(self, path: str) -> int:
         """Remove a file or a directory tree; return how many files went."""
         key = self._key(path)
         if path == "/":
             raise PathError("the root directory cannot be deleted")
-        with self._write() as txn:
+
+        def write(txn: lmdb.Transaction) -> int:
             removed = self._delete_in(txn, path, key)
             if removed >= 0:
                 self._touch(txn, _parent(path), self._clock())
             return max(removed, 0)
+
+        return self._write(write)
 
     def move(self, src: str, dst: str, *, replace: bool = False) -> int:
         """Rename a file or a whole directory tree to `dst`, in one transaction.
@@ -278,7 +298,8 @@ class MetadataStore:
         if dst == src or dst.startswith(src + "/"):
             raise MetadataError(f"cannot move {src} into itself ({dst})")
         now = self._clock()
-        with self._write() as txn:
+
+        def write(txn: lmdb.Transaction) -> int:
             raw = _get(txn, self._entry_key(src), self._dirs)
             if raw is None:
                 raise MetadataError(f"cannot move {src}: no such file or directory")
@@ -308,6 +329,8 @@ class MetadataStore:
                 self._touch(txn, directory, now)
             return replaced
 
+        return self._write(write)
+
     # -- helpers -----------------------------------------------------------------
 
     def _delete_in(self, txn: lmdb.Transaction, path: str, key: bytes) -> int:
@@ -325,27 +348,13 @@ class MetadataStore:
         txn.delete(entry_key, db=self._dirs)
         return removed
 
-    @contextmanager
-    def _read(self) -> Iterator[lmdb.Transaction]:
-        try:
-            with self._env.begin() as txn:
-                yield txn
-        except lmdb.Error as exc:
-            raise MetadataError(f"metadata store {self._root}: read failed: {exc}") from None
+    def _read(self) -> AbstractContextManager[lmdb.Transaction]:
+        return self._map.read()
 
-    @contextmanager
-    def _write(self) -> Iterator[lmdb.Transaction]:
+    def _write(self, body: Callable[[lmdb.Transaction], T]) -> T:
         if self._readonly:
             raise MetadataError(f"metadata store {self._root} is open read-only")
-        try:
-            with self._env.begin(write=True) as txn:
-                yield txn
-        except lmdb.MapFullError:
-            raise MetadataError(
-                f"metadata store {self._root} full ({self._map_size >> 20} MiB map); raise map_size"
-            ) from None
-        except lmdb.Error as exc:
-            raise MetadataError(f"metadata store {self._root}: write failed: {exc}") from None
+        return self._map.write(body)
 
     def _key(self, path: str) -> bytes:
         """The UTF-8 key of a valid absolute path; PathError otherwise."""

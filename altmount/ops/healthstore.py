@@ -22,6 +22,8 @@ from pathlib import Path
 import lmdb
 
 from altmount.errors import MetadataError
+from altmount.metadata.lmdbmap import INITIAL_MAP_SIZE, GrowingMap
+from altmount.metadata.store import DEFAULT_MAP_SIZE
 
 __all__ = ["FileHealth", "HealthStore", "FILE_STATES", "MAX_RECORDED_MISSING", "file_id"]
 
@@ -30,7 +32,6 @@ FILE_STATES = ("unchecked", "healthy", "degraded", "corrupted")
 #: Missing message-ids kept per file; the count is always exact.
 MAX_RECORDED_MISSING = 100
 _DUE = struct.Struct(">Q")
-_MAP_SIZE = 256 << 20
 
 
 def file_id(path: str) -> str:
@@ -96,11 +97,25 @@ def _due_key(health: FileHealth) -> bytes:
 class HealthStore:
     """LMDB-backed FileHealth records with a next-check index; reactor-thread use."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        map_size: int = DEFAULT_MAP_SIZE,
+        initial_map_size: int = INITIAL_MAP_SIZE,
+    ) -> None:
+        """`map_size` is the most the map may grow to (metadata.map_size_mb)."""
         self._root = Path(directory)
         try:
             self._root.mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(str(self._root), map_size=_MAP_SIZE, max_dbs=2, subdir=True)
+            self._map = GrowingMap(
+                self._root,
+                f"health store {self._root}",
+                limit=map_size,
+                initial=initial_map_size,
+                max_dbs=2,
+                subdir=True,
+            )
+            self._env = self._map.env
             self._env.reader_check()
             self._files = self._env.open_db(b"files")
             self._due = self._env.open_db(b"due")
@@ -112,23 +127,26 @@ class HealthStore:
 
     def close(self) -> None:
         """Close the environment."""
-        self._env.close()
+        self._map.close()
 
     def get(self, path: str) -> FileHealth | None:
         """The record of `path`, or None."""
-        with self._env.begin() as txn:
+        with self._map.read() as txn:
             raw = txn.get(path.encode("utf-8"), db=self._files)
         return None if raw is None else _decode(bytes(raw))
 
     def put(self, health: FileHealth) -> None:
         """Add or replace the record of `health.path` (and its place in the due index)."""
         key = health.path.encode("utf-8")
-        with self._env.begin(write=True) as txn:
+
+        def write(txn: lmdb.Transaction) -> None:
             old = txn.get(key, db=self._files)
             if old is not None:
                 txn.delete(_due_key(_decode(bytes(old))), db=self._due)
             txn.put(key, _encode(health), db=self._files)
             txn.put(_due_key(health), b"", db=self._due)
+
+        self._map.write(write)
 
     def mark_damaged(self, path: str, finding: str, missing_id: str = "") -> bool:
         """Record what a stream found wrong with `path` (once per finding): the file
@@ -154,11 +172,14 @@ class HealthStore:
     def delete(self, path: str) -> None:
         """Forget `path` (its file is gone)."""
         key = path.encode("utf-8")
-        with self._env.begin(write=True) as txn:
+
+        def write(txn: lmdb.Transaction) -> None:
             old = txn.get(key, db=self._files)
             if old is not None:
                 txn.delete(_due_key(_decode(bytes(old))), db=self._due)
                 txn.delete(key, db=self._files)
+
+        self._map.write(write)
 
     def _tree(self, txn: lmdb.Transaction, path: str) -> list[FileHealth]:
         """The records of `path` and of every file below it."""
@@ -178,18 +199,22 @@ class HealthStore:
 
     def forget_tree(self, path: str) -> list[str]:
         """Forget `path` and everything below it (a WebDAV DELETE); the paths forgotten."""
-        with self._env.begin(write=True) as txn:
+
+        def write(txn: lmdb.Transaction) -> list[str]:
             gone = self._tree(txn, path)
             for health in gone:
                 txn.delete(_due_key(health), db=self._due)
                 txn.delete(health.path.encode("utf-8"), db=self._files)
-        return [h.path for h in gone]
+            return [h.path for h in gone]
+
+        return self._map.write(write)
 
     def move_tree(self, src: str, dst: str) -> list[tuple[str, str]]:
         """Carry the records of `src` and everything below it over to `dst` (a WebDAV
         MOVE), checks and damage included; the (old, new) paths moved."""
-        moved = []
-        with self._env.begin(write=True) as txn:
+
+        def write(txn: lmdb.Transaction) -> list[tuple[str, str]]:
+            moved = []
             for health in self._tree(txn, src):
                 new = dataclasses.replace(health, path=dst + health.path[len(src) :])
                 txn.delete(_due_key(health), db=self._due)
@@ -197,13 +222,15 @@ class HealthStore:
                 txn.put(new.path.encode("utf-8"), _encode(new), db=self._files)
                 txn.put(_due_key(new), b"", db=self._due)
                 moved.append((health.path, new.path))
-        return moved
+            return moved
+
+        return self._map.write(write)
 
     def due(self, now: float, limit: int) -> list[FileHealth]:
         """Up to `limit` records whose next check is at or before `now`, most overdue first."""
         found = []
         bound = _DUE.pack(int(now * 1000))
-        with self._env.begin() as txn:
+        with self._map.read() as txn:
             cursor = txn.cursor(db=self._due)
             for raw_key, _ in cursor:
                 key = bytes(raw_key)
@@ -216,11 +243,11 @@ class HealthStore:
 
     def all(self) -> Iterator[FileHealth]:
         """Every record, in path order."""
-        with self._env.begin() as txn:
+        with self._map.read() as txn:
             records = [_decode(bytes(raw)) for _, raw in txn.cursor(db=self._files)]
         yield from records
 
     def count(self) -> int:
         """How many files have a record."""
-        with self._env.begin() as txn:
+        with self._map.read() as txn:
             return int(txn.stat(self._files)["entries"])

@@ -94,7 +94,10 @@ class Ops:
         self.imports = DurationMeter(clock)
         self.heartbeat = ReactorHeartbeat(reactor, clock=clock)
         self.health = HealthMonitor(reactor, engine, queue, probe_interval=probe_interval)
-        self.health_store = HealthStore(os.path.join(config.metadata.root_path, "health"))
+        self.health_store = HealthStore(
+            os.path.join(config.metadata.root_path, "health"),
+            map_size=config.metadata.map_size_mb << 20,
+        )
         self.files = HealthScheduler(
             reactor, config.health, engine.store, engine.router, self.health_store, clock=wall
         )

@@ -242,13 +242,54 @@ def test_walk_files_prefix_and_batches(store: MetadataStore) -> None:
     assert list(store.walk_files("/none")) == []
 
 
-def test_map_full_is_a_clear_error(tmp_path: Path) -> None:
-    """Filling the map raises MetadataError telling to raise map_size, storing nothing."""
-    with MetadataStore(tmp_path / "small", map_size=256 << 10) as small:
-        big = [_rec(f"/f/{i}", size=100 * 1000) for i in range(20)]
-        with pytest.raises(MetadataError, match="raise map_size"):
-            small.put_files(big)
-        assert small.listdir("/") == []
+SMALL_MAP = 256 << 10
+
+
+def test_map_grows_on_demand(tmp_path: Path) -> None:
+    """A write that does not fit the map grows it (up to the limit) and is stored whole."""
+    with MetadataStore(tmp_path / "m", map_size=64 << 20, initial_map_size=SMALL_MAP) as store:
+        assert store._map.map_size == SMALL_MAP
+        store.put_files(_rec(f"/f/{i}", size=100 * 1000) for i in range(20))
+        assert SMALL_MAP < store._map.map_size <= 64 << 20
+        assert len(store.listdir("/f")) == 20
+
+
+def test_map_full_at_the_limit_names_the_setting(tmp_path: Path) -> None:
+    """Past metadata.map_size_mb a write fails with an error naming that key (no LMDB
+    internals) and stores nothing; what was stored before stays readable."""
+    with MetadataStore(tmp_path / "m", map_size=1 << 20, initial_map_size=SMALL_MAP) as store:
+        stored = 0
+        with pytest.raises(MetadataError) as failure:
+            for batch in range(10):
+                store.put_files(_rec(f"/f/{batch}-{i}", size=100 * 1000) for i in range(5))
+                stored += 5
+        message = str(failure.value)
+        assert "reached metadata.map_size_mb (1 MiB)" in message
+        assert "raise metadata.map_size_mb" in message
+        assert "MDB" not in message and "lmdb" not in message.lower()
+        assert stored >= 5 and len(store.listdir("/f")) == stored
+        assert store._map.map_size == 1 << 20
+
+
+def _grow_in_child(root: str) -> None:
+    with MetadataStore(root, map_size=64 << 20, initial_map_size=SMALL_MAP) as store:
+        store.put_files(_rec(f"/child/{i}", size=100 * 1000) for i in range(40))
+
+
+def test_a_map_grown_by_another_process_is_followed(tmp_path: Path) -> None:
+    """When another process grew the map, this one reads what it wrote and writes more."""
+    root = tmp_path / "m"
+    with MetadataStore(root, map_size=64 << 20, initial_map_size=SMALL_MAP) as store:
+        store.put_files([_rec("/mine/a")])
+        child = multiprocessing.get_context("spawn").Process(
+            target=_grow_in_child, args=(str(root),)
+        )
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        assert len(store.listdir("/child")) == 40
+        store.put_files(_rec(f"/mine/{i}", size=100 * 1000) for i in range(10))
+        assert len(store.listdir("/mine")) == 11
 
 
 def test_ten_thousand_files_list_fast(store: MetadataStore) -> None:
