@@ -3,8 +3,9 @@
 SABnzbd clients may call `/api?mode=...` instead of `/sabnzbd/api`, so a request
 with `mode` goes to the SABnzbd handler. Everything else is REST, with JSON
 answers and JSON errors `{"error": {"code": ..., "message": ...}}` (never a
-traceback). REST auth: HTTP Basic with the WebDAV credentials, the API key in
-`X-Api-Key` or `apikey`, or a web UI session cookie (`altmount.web.session`).
+traceback). REST auth (`altmount.web.auth`, scheme REST): HTTP Basic with the
+WebDAV credentials, the API key in `X-Api-Key` or `apikey`, or a web UI
+session cookie.
 
 REST routes:
 - `POST /api/queue/upload` (multipart: `file`, optional `category`, `priority`)
@@ -13,7 +14,6 @@ REST routes:
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any
@@ -27,12 +27,11 @@ from altmount.config import Config
 from altmount.errors import AltmountError, RequestError
 from altmount.queue.service import QueueService
 from altmount.web.addurl import NZBDownloader
-from altmount.web.auth import REALM, auth_required, credentials_ok
+from altmount.web.auth import REST, Authenticator, refusal_json
 from altmount.web.multipart import MAX_NZB_BYTES, FormPart, parse_form
 from altmount.web.opsapi import OpsRoutes
 from altmount.web.opshandlers import queue_item_json
 from altmount.web.sabnzbd import SABnzbdAPI, SABnzbdRoot, json_error
-from altmount.web.session import session_authorized, unauthorized_message, wants_basic_challenge
 
 __all__ = ["ApiRoot", "build_api_resources"]
 
@@ -65,7 +64,7 @@ class ApiRoot(Resource):
         self._queue = queue
         self._sabnzbd = sabnzbd
         self._ops_routes = ops_routes
-        self._key: str | None = None
+        self.auth = sabnzbd.auth
 
     def render(self, request: Request) -> bytes | int:
         if b"mode" in (request.args or {}):
@@ -88,31 +87,10 @@ class ApiRoot(Resource):
         return NOT_DONE_YET
 
     @defer.inlineCallbacks
-    def _authorized(self, request: Request):
-        webdav = self._config.webdav
-        if auth_required(webdav.user, webdav.password) and credentials_ok(
-            request.getHeader(b"authorization"), webdav.user, webdav.password
-        ):
-            return True
-        if session_authorized(request):
-            return True
-        given = request.getHeader(b"x-api-key")
-        if given is None:
-            values = (request.args or {}).get(b"apikey")
-            given = values[0] if values else None
-        if not given:
-            return not auth_required(webdav.user, webdav.password)
-        if self._key is None:
-            self._key = yield self._queue.api_key()
-        return hmac.compare_digest(given, self._key.encode())
-
-    @defer.inlineCallbacks
     def _upload(self, request: Request):
-        allowed = yield self._authorized(request)
-        if not allowed:
-            if wants_basic_challenge(request):
-                request.setHeader(b"WWW-Authenticate", f'Basic realm="{REALM}"')
-            return 401, "unauthorized", unauthorized_message(request)
+        verdict = yield self.auth.check(request, REST)
+        if not verdict.allowed:
+            return verdict.status, refusal_json(request, verdict)
         parts = _parts(request)
         upload = next((p for p in parts if p.name == "file"), None)
         if upload is None or not upload.data:
@@ -147,6 +125,8 @@ class ApiRoot(Resource):
         if len(answer) == 3:
             status, code, message = answer
             body = json_error(request, status, code, message)
+        elif isinstance(answer[1], bytes):  # a refusal, its headers set already
+            body = answer[1]
         else:
             status, payload = answer
             request.setResponseCode(status)
@@ -184,19 +164,30 @@ def _priority(value: str | None) -> int | None:
 
 
 def build_api_resources(
-    config: Config, queue: QueueService, engine: Any, ops_routes: OpsRoutes | None = None
+    config: Config,
+    queue: QueueService,
+    engine: Any,
+    ops_routes: OpsRoutes | None = None,
+    *,
+    auth: Authenticator | None = None,
 ) -> dict[bytes, Resource]:
     """The `/api` and `/sabnzbd` resources for `build_site(extra_resources=...)`.
 
     `ops_routes` adds the operations endpoints (health, providers, queue stats, ...).
+    `auth` (else the one of `ops_routes`, else a new one) checks every request.
     """
+    if auth is None:
+        auth = ops_routes.auth if ops_routes is not None else Authenticator(config)
+    auth.provide_api_key(queue.api_key)
     downloader = NZBDownloader(
         engine.reactor,
         max_bytes=config.sabnzbd.addurl_max_mb * 1024 * 1024,
         timeout=config.sabnzbd.addurl_timeout_seconds,
         allow_private=config.sabnzbd.addurl_allow_private,
     )
-    sabnzbd = SABnzbdAPI(config, queue, downloader, store=getattr(engine, "store", None))
+    sabnzbd = SABnzbdAPI(
+        config, queue, downloader, store=getattr(engine, "store", None), auth=auth
+    )
     return {
         b"api": ApiRoot(config, queue, sabnzbd, ops_routes),
         b"sabnzbd": SABnzbdRoot(sabnzbd),

@@ -7,13 +7,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from altmount.ops.metrics import CONTENT_TYPE
-from altmount.web.opsapi import OpsRoutes, json_error_body
+from altmount.web.auth import Verdict, refusal_json
+from altmount.web.opsapi import OpsRoutes
 
 __all__ = ["MetricsResource"]
 
 
 class MetricsResource(Resource):
-    """GET → every metric of `ops.metrics`; credentials as for the API (`routes.authorized`)."""
+    """GET → every metric of `ops.metrics`; credentials as for the API (`routes.verdict`)."""
 
     isLeaf = True
 
@@ -21,25 +22,23 @@ class MetricsResource(Resource):
         super().__init__()
         self._ops = ops
         self._routes = routes
+        self.auth = routes.auth
 
     def render_GET(self, request: Request) -> int:
         finished = [False]
         request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
-        checking = defer.ensureDeferred(self._routes.authorized(request))
+        checking = defer.ensureDeferred(self._routes.verdict(request))
         checking.addCallback(self._answer, request, finished)
         return NOT_DONE_YET
 
-    def _answer(self, allowed: bool, request: Request, finished: list[bool]) -> None:
+    def _answer(self, verdict: Verdict, request: Request, finished: list[bool]) -> None:
         if finished[0]:
             return
-        if allowed:
+        if verdict.allowed:
             body = self._ops.metrics.render()
             request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
         else:
-            status, body = json_error_body(401, "unauthorized", "authentication required")
-            request.setResponseCode(status)
-            request.setHeader(b"WWW-Authenticate", b'Basic realm="altmount"')
-            request.setHeader(b"Content-Type", b"application/json")
+            body = refusal_json(request, verdict)
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Content-Length", b"%d" % len(body))
         request.write(body)

@@ -6,10 +6,10 @@ then answers its own routes or 404), else the body (or NOT_DONE_YET). Every
 answer is JSON; errors are `{"error": {"code", "message"}}` with a fitting status,
 never a traceback.
 
-Auth: HTTP Basic with the WebDAV user and password, the API key in the
-`X-Api-Key` header or the `apikey` query parameter, or a web UI session cookie
-(with its CSRF header on POST/DELETE; `altmount.web.session`). Only `GET
-/api/health` answers without credentials, and then only `{"status": ...}`.
+Auth (`altmount.web.auth`, scheme REST): HTTP Basic with the WebDAV user and
+password, the API key in the `X-Api-Key` header or the `apikey` query
+parameter, or a web UI session cookie (with its CSRF header on POST/DELETE).
+Only `GET /api/health` answers without credentials, and then only `{"status": ...}`.
 
 Routes (see docs/api.md for every field):
 
@@ -25,7 +25,6 @@ Routes (see docs/api.md for every field):
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -40,9 +39,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from altmount.config import Config
 from altmount.errors import AltmountError
-from altmount.web.auth import REALM, auth_required, credentials_ok
+from altmount.web.auth import REST, Authenticator, Verdict, refusal_json
 from altmount.web.opshandlers import ApiError, Handlers
-from altmount.web.session import session_authorized, unauthorized_message, wants_basic_challenge
 
 __all__ = ["OpsResource", "OpsRoutes", "Route", "build_ops_routes", "json_error_body", "ApiError"]
 
@@ -83,17 +81,22 @@ class Route:
 class OpsRoutes:
     """Dispatches `/api/...` requests to the handlers; auth and JSON errors included.
 
-    `api_key_provider()` returns the API key (a str or a Deferred firing with one);
-    it is asked when a request carries a key.
+    `auth` checks the requests; without one, one is made over `api_key_provider()`
+    (the API key: a str or a Deferred firing with one).
     """
 
     def __init__(
-        self, config: Config, routes: list[Route], api_key_provider: Callable[[], Any] | None = None
+        self,
+        config: Config,
+        routes: list[Route],
+        api_key_provider: Callable[[], Any] | None = None,
+        *,
+        auth: Authenticator | None = None,
     ) -> None:
         self._config = config
         self.routes = tuple(routes)
         self._compiled = [(route, route.regex()) for route in self.routes]
-        self._api_key_provider = api_key_provider
+        self.auth = auth if auth is not None else Authenticator(config, api_key_provider)
 
     def match(self, method: bytes, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, params, path_known): route None with path_known means wrong method."""
@@ -132,13 +135,12 @@ class OpsRoutes:
 
     async def _answer(self, request: Request, route: Route, params: dict[str, str]) -> Any:
         try:
-            authorized = await self.authorized(request)
-            if not authorized and not route.public:
-                if wants_basic_challenge(request):
-                    request.setHeader(b"WWW-Authenticate", f'Basic realm="{REALM}"'.encode())
-                return json_error_body(401, "unauthorized", unauthorized_message(request))
+            verdict = await self.verdict(request)
+            if not verdict.allowed and not route.public:
+                body = refusal_json(request, verdict)
+                return verdict.status, body
             result = (
-                route.handler(request, **params, authorized=authorized)
+                route.handler(request, **params, authorized=verdict.allowed)
                 if route.public
                 else route.handler(request, **params)
             )
@@ -160,25 +162,9 @@ class OpsRoutes:
             )
             return json_error_body(500, "internal", "internal error; see the altmount log")
 
-    async def authorized(self, request: Request) -> bool:
-        """Whether the request carries valid credentials (or none are configured)."""
-        webdav = self._config.webdav
-        if not auth_required(webdav.user, webdav.password):
-            return True
-        if credentials_ok(request.getHeader(b"authorization"), webdav.user, webdav.password):
-            return True
-        if session_authorized(request):
-            return True
-        given = request.getHeader(b"x-api-key")
-        if given is None:
-            values = (request.args or {}).get(b"apikey")
-            given = values[0] if values else None
-        if not given or self._api_key_provider is None:
-            return False
-        key = self._api_key_provider()
-        if isinstance(key, defer.Deferred):
-            key = await key
-        return bool(key) and hmac.compare_digest(given, str(key).encode())
+    async def verdict(self, request: Request) -> Verdict:
+        """The Authenticator's decision on `request` (Basic, session or API key)."""
+        return await self.auth.check(request, REST)
 
     def _deliver(self, answer: tuple[int, bytes], request: Request, finished: list[bool]) -> None:
         if finished[0]:
@@ -203,10 +189,12 @@ def build_ops_routes(
     queue: Any = None,
     *,
     api_key_provider: Callable[[], Any] | None = None,
+    auth: Authenticator | None = None,
 ) -> OpsRoutes:
     """The routing table of the operations API over `engine`, `ops` and `queue`.
 
-    Without a queue, the queue routes answer 503.
+    Without a queue, the queue routes answer 503. `auth` (else one over
+    `api_key_provider`) checks the requests.
     """
     h = Handlers(config, engine, ops, queue)
     get, post, delete = (b"GET",), (b"POST",), (b"DELETE",)
@@ -228,7 +216,7 @@ def build_ops_routes(
         Route(post, "/api/queue/{item_id:int}/retry", h.queue_retry),
         Route(delete, "/api/cache", h.clear_cache),
     ]
-    return OpsRoutes(config, routes, api_key_provider)
+    return OpsRoutes(config, routes, api_key_provider, auth=auth)
 
 
 class OpsResource(Resource):
@@ -242,6 +230,7 @@ class OpsResource(Resource):
     def __init__(self, routes: OpsRoutes) -> None:
         super().__init__()
         self._routes = routes
+        self.auth = routes.auth
 
     def render(self, request: Request) -> bytes | int:
         answer = self._routes.render(request)

@@ -2,9 +2,9 @@
 
 `/live` answers without auth (health checks). `api`, `sabnzbd`, `ui` and
 `metrics` are reserved top-level names: they go to the resources the caller
-mounts (which do their own auth) or answer 404 JSON; `ui` defaults to the web UI.
-Everything else is the WebDAV tree, behind Basic auth (or a UI session cookie)
-when a user or password is configured. A browser opening `/` (a plain GET that
+mounts (which ask the site's `Authenticator` themselves) or answer 404 JSON;
+`ui` defaults to the web UI. Everything else is the WebDAV tree, behind Basic
+auth or a UI session cookie (`altmount.web.auth`). A browser opening `/` (a plain GET that
 accepts text/html, no `Depth`) is sent to `/ui/`; WebDAV clients never are.
 """
 
@@ -24,24 +24,8 @@ from twisted.web.server import Request, Site
 from altmount.config import Config
 from altmount.logsetup import new_request_id, redact_url
 from altmount.stream.fetcher import SegmentFetcher
-from altmount.web.auth import (
-    LoginLimiter,
-    Unauthorized,
-    auth_required,
-    client_key,
-    credentials_ok,
-    presents_credentials,
-    too_many_logins,
-)
+from altmount.web.auth import WEB, Authenticator, Refusal
 from altmount.web.multipart import BodyLimitedRequest
-from altmount.web.session import (
-    CookieAuth,
-    SessionStore,
-    SessionUnauthorized,
-    attach_sessions,
-    cookie_auth,
-    wants_basic_challenge,
-)
 from altmount.web.ui import UIResource
 from altmount.web.webdav import WebDAVResource
 
@@ -82,16 +66,13 @@ class _NotMounted(Resource):
 class _Root(Resource):
     """Routes the first path segment; WebDAV gets everything not reserved."""
 
-    def __init__(self, config: Config, webdav: Resource, extra: dict[bytes, Resource]) -> None:
+    def __init__(self, auth: Authenticator, webdav: Resource, extra: dict[bytes, Resource]) -> None:
         super().__init__()
-        self._user = config.webdav.user
-        self._password = config.webdav.password
+        self._auth = auth
         self._webdav = webdav
         self._extra = extra
         self._live = _Live()
         self._not_mounted = _NotMounted()
-        self._unauthorized = Unauthorized()
-        self._session_unauthorized = SessionUnauthorized()
         self._to_ui = _ToUI()
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -101,16 +82,8 @@ class _Root(Resource):
             return self._extra.get(path, self._not_mounted)
         if _browser_at_root(request):
             return self._to_ui
-        if auth_required(self._user, self._password) and not credentials_ok(
-            request.getHeader(b"authorization"), self._user, self._password
-        ):
-            verdict = cookie_auth(request)
-            if verdict is CookieAuth.VALID:
-                return self._webdav
-            if verdict is CookieAuth.CSRF_MISSING or not wants_basic_challenge(request):
-                return self._session_unauthorized
-            return self._unauthorized
-        return self._webdav
+        verdict = self._auth.check_now(request, WEB)
+        return self._webdav if verdict.allowed else Refusal(verdict)
 
 
 def _browser_at_root(request: Request) -> bool:
@@ -136,12 +109,7 @@ class _ToUI(Resource):
 
 class _Request(BodyLimitedRequest):
     """A body-capped request with a short id, sent back as X-Request-Id and carried by
-    every log line about it (the debug line, its stream's lines).
-
-    It also applies the site's login limiter: a 401 to a request that carried
-    credentials counts as a failed login of its client, and a client over the
-    limit gets 429 for everything but `/live` until its window has passed.
-    """
+    every log line about it (the debug line, its stream's lines)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -150,23 +118,6 @@ class _Request(BodyLimitedRequest):
     def process(self) -> None:
         self.setHeader(b"X-Request-Id", self.request_id.encode("ascii"))
         super().process()
-
-    def render(self, resrc: Resource) -> None:
-        limiter: LoginLimiter = self.site.login_limiter
-        if limiter.active and not isinstance(resrc, _Live):
-            wait = limiter.retry_after(client_key(getattr(self.getClientAddress(), "host", "")))
-            if wait > 0:
-                body = too_many_logins(self, wait)
-                self.setHeader(b"Content-Length", b"%d" % len(body))
-                self.write(b"" if self.method == b"HEAD" else body)
-                self.finish()
-                return
-        super().render(resrc)
-
-    def finish(self) -> None:
-        if self.code == 401 and self.site is not None and presents_credentials(self):
-            self.site.login_limiter.failed(client_key(getattr(self.getClientAddress(), "host", "")))
-        super().finish()
 
 
 class _TimedRequest(_Request):
@@ -241,12 +192,12 @@ class _Channel(http.HTTPChannel):
 
 class _QuietSite(Site):
     """A Site that writes no access log of its own (ours is `webdav.debug`), speaks
-    through _Channel and carries the login limiter its requests consult."""
+    through _Channel and carries the Authenticator of its resources."""
 
     noisy = False
     displayTracebacks = False
     protocol = _Channel  # type: ignore[assignment]
-    login_limiter: LoginLimiter
+    authenticator: Authenticator
 
     def log(self, request: http.Request) -> None:
         """Access logging is done by _TimedRequest when debug is on."""
@@ -261,6 +212,7 @@ def build_site(
     ops: Any = None,
     reactor: Any = None,
     idle_timeout: float = HTTP_IDLE_TIMEOUT,
+    auth: Authenticator | None = None,
 ) -> Site:
     """The HTTP site of `config`: WebDAV over `store` and `fetcher`, plus the mounts given.
 
@@ -268,20 +220,24 @@ def build_site(
     b"metrics") to its resource; any other name is refused with ValueError. `ui`
     defaults to the web UI, whose session cookie then works on every mount.
     `ops` (an `altmount.ops.Ops`) gets the WebDAV streams registered with it.
-    `reactor` (default: the global one) runs the `idle_timeout` timers and is the
-    clock of the login limiter.
+    `reactor` (default: the global one) runs the `idle_timeout` timers. `auth`
+    checks every request; without it the site takes the one of the mounts (so
+    a UI session works on them) or makes its own.
     """
     extra = dict(extra_resources or {})
     unknown = sorted(name for name in extra if name not in RESERVED)
     if unknown:
         raise ValueError(f"extra resources must use reserved names {RESERVED}, got {unknown}")
-    sessions = SessionStore(time.monotonic)
-    extra.setdefault(b"ui", UIResource(config, sessions))
+    if auth is None:
+        found = (getattr(resource, "auth", None) for resource in extra.values())
+        auth = next((a for a in found if isinstance(a, Authenticator)), None)
+    if auth is None:
+        auth = Authenticator(config, clock=(reactor.seconds if reactor else time.monotonic))
+    extra.setdefault(b"ui", UIResource(auth))
     webdav = WebDAVResource(store, fetcher, config.streaming, ops=ops)
-    root = _Root(config, webdav, extra)
+    root = _Root(auth, webdav, extra)
     # Every request is body-capped: Twisted would otherwise buffer any upload whole.
     factory = _TimedRequest if config.webdav.debug else _Request
     site = _QuietSite(root, requestFactory=factory, timeout=idle_timeout, reactor=reactor)
-    site.login_limiter = LoginLimiter(site.reactor.seconds)
-    attach_sessions(site, sessions)
+    site.authenticator = auth
     return site

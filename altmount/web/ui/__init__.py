@@ -1,5 +1,5 @@
 """The web UI under `/ui/`: static files (plain JS modules and CSS, no build step) and
-the session routes under `/ui/api/` (`altmount.web.session`).
+the session routes under `/ui/api/` (`altmount.web.login`).
 
 Every file is read once when the resource is built and kept in memory with a
 strong ETag and a gzip copy; answers say `Cache-Control: no-cache`, so a browser
@@ -18,8 +18,8 @@ from pathlib import PurePosixPath
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from altmount.config import Config
-from altmount.web.session import SessionAPI, SessionStore
+from altmount.web.auth import Authenticator
+from altmount.web.login import SessionAPI
 
 __all__ = ["CONTENT_TYPES", "StaticFile", "StaticFiles", "UIResource", "load_static"]
 
@@ -127,10 +127,10 @@ class UIResource(Resource):
     """`/ui`: redirects to `/ui/`; `/ui/api/...` session routes; else the static files."""
 
     def __init__(
-        self, config: Config, sessions: SessionStore, files: dict[str, StaticFile] | None = None
+        self, auth: Authenticator, files: dict[str, StaticFile] | None = None
     ) -> None:
         super().__init__()
-        self._api = SessionAPI(config, sessions)
+        self._api = SessionAPI(auth)
         self._static = StaticFiles(load_static() if files is None else files)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
