@@ -77,6 +77,12 @@ def cli() -> None:
 def serve(config_path: Path, processes: int | None, worker: str | None) -> None:
     """Run the WebDAV/API server until interrupted."""
     config = _load(config_path)
+    from altmount.web.auth import exposure_problem
+
+    problem = exposure_problem(config.webdav)
+    if problem:
+        click.echo(f"error: {config_path}: {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
     setup_logging(config.log, secrets=config_secrets(config))
     _check_core()
     tune_malloc()

@@ -71,7 +71,8 @@ def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None 
 class WebDAVConfig:
     port: int = _opt(8080, "TCP port of the one HTTP server (WebDAV, API, SABnzbd API, UI)",
                      min=1, max=65535)
-    bind_address: str = _opt("0.0.0.0", "address to listen on; 127.0.0.1 keeps it local")
+    bind_address: str = _opt("127.0.0.1", "address to listen on (0.0.0.0: every interface; "
+                             "then webdav.user/password must not be the built-in ones)")
     user: str = _opt("usenet", "basic-auth user for WebDAV and /api")
     password: str = _opt("usenet", "basic-auth password for WebDAV and /api")
     debug: bool = _opt(False, "log every WebDAV request with its timing")

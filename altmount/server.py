@@ -20,7 +20,7 @@ from altmount.backends import open_queue
 from altmount.config import Config
 from altmount.demo import DEMO_RELEASE, demo_provider, demo_release
 from altmount.engine import Engine
-from altmount.errors import DatabaseUnavailable, ProviderAuthError
+from altmount.errors import ConfigError, DatabaseUnavailable, ProviderAuthError
 from altmount.nntp.probe import probe_provider
 from altmount.ops import Ops
 from altmount.oslimits import raise_open_files_limit
@@ -28,6 +28,7 @@ from altmount.queue import QueueService
 from altmount.queue.watch import WatchFolder
 from altmount.testing import nntpserver
 from altmount.web.api import build_api_resources
+from altmount.web.auth import Authenticator, exposure_problem
 from altmount.web.metrics import MetricsResource
 from altmount.web.opsapi import build_ops_routes
 from altmount.web.sabnzbd import ensure_category_dirs
@@ -88,6 +89,9 @@ class Server:
     @defer.inlineCallbacks
     def start(self):
         """Bring everything up; fires with the listening HTTP port."""
+        problem = exposure_problem(self.config.webdav)
+        if problem:
+            raise ConfigError(problem)
         file_limit = raise_open_files_limit(self.config)
         providers = list(self.config.providers)
         primary = self.role is None or self.role.primary
@@ -137,14 +141,16 @@ class Server:
         )
         self.engine.fetcher.on_crc_failure = self.ops.record_crc_failure
         self.ops.health.file_limit = file_limit
-        routes = build_ops_routes(
+        auth = Authenticator(
             self.config,
-            self.engine,
-            self.ops,
-            self.queue,
-            api_key_provider=lambda: self.queue.api_key(self.config.api.key_override or None),
+            lambda: self.queue.api_key(self.config.api.key_override or None),
+            clock=self.reactor.seconds,
         )
-        resources = build_api_resources(self.config, self.queue, self.engine, ops_routes=routes)
+        yield auth.load_key()
+        routes = build_ops_routes(self.config, self.engine, self.ops, self.queue, auth=auth)
+        resources = build_api_resources(
+            self.config, self.queue, self.engine, ops_routes=routes, auth=auth
+        )
         resources[b"metrics"] = MetricsResource(self.ops, routes)
         site = build_site(
             self.config,
@@ -153,6 +159,7 @@ class Server:
             extra_resources=resources,
             ops=self.ops,
             reactor=self.reactor,
+            auth=auth,
         )
         self.http_port = self._listen(site)
         host = self.http_port.getHost()

@@ -462,7 +462,11 @@ class Authenticator:
             if scheme is granted and right:
                 if wait <= 0:
                     self.limiter.succeeded(address, scheme.name, mark)
-                    return self._unless_cross_site(request, Verdict(Outcome.GRANTED, scheme))
+                    verdict = Verdict(Outcome.GRANTED, scheme)
+                    # Only Basic credentials are sent by a browser on another site's behalf.
+                    if scheme is Scheme.BASIC:
+                        return self._unless_cross_site(request, verdict)
+                    return verdict
                 limited = max(limited, wait)
             elif granted is None:
                 if wait > 0:
@@ -612,7 +616,8 @@ def exposure_problem(webdav: WebDAVConfig) -> str | None:
     on an address other machines can reach."""
     if _loopback(webdav.bind_address):
         return None
-    if (webdav.user, webdav.password) != BUILT_IN_CREDENTIALS:
+    user, password = (value.encode("utf-8") for value in BUILT_IN_CREDENTIALS)
+    if not _password_ok(user, password, webdav):
         return None
     return (
         f"webdav.bind_address: {webdav.bind_address or '(all addresses)'} is reachable from "

@@ -3,9 +3,9 @@
 One `mode=` per call, as SABnzbd's `api.py` dispatches them; answers are
 SABnzbd's JSON (or XML with `output=xml`), errors SABnzbd's
 `{"status": false, "error": ...}` with HTTP 200, which is what the *arr clients
-parse. Auth is the API key (`apikey`) or `ma_username`/`ma_password` (the WebDAV
-credentials), compared in constant time; `mode=version` and `mode=auth` need
-none, as in SABnzbd. The queue does the work; this module only translates.
+parse. Auth (`altmount.web.auth`, scheme SABNZBD) is the API key (`apikey`) or
+`ma_username`/`ma_password` (the WebDAV credentials); `mode=version` and
+`mode=auth` need none, as in SABnzbd; a rate-limited caller gets HTTP 429. The queue does the work; this module only translates.
 
 Even an internal error answers HTTP 200 with `{"status": false, "error": ...}`:
 Sonarr shows any status >= 400 as "Unable to connect" and never reads the body.
@@ -15,7 +15,6 @@ Failed, they would make Sonarr blocklist the release and search again.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from altmount.config import Config
 from altmount.errors import AltmountError, MetadataError
 from altmount.queue.service import QueueService
 from altmount.web.addurl import NZBDownloader
-from altmount.web.auth import auth_required, note_failed_login
+from altmount.web.auth import SABNZBD, Authenticator, Outcome, Scheme, Verdict, refusal_headers
 from altmount.web.multipart import FormPart, is_multipart, parse_form
 from altmount.web.sabnzbd_format import (
     SAB_VERSION,
@@ -80,6 +79,21 @@ def _first(request: Request, skip: frozenset[str]) -> dict[str, str]:
     return params
 
 
+class _Refused(Exception):
+    """A call without the right key: SABnzbd's words, HTTP 200 (429 when rate-limited)."""
+
+    def __init__(self, request: Request, verdict: Verdict) -> None:
+        if verdict.outcome is Outcome.LIMITED:
+            refusal_headers(request, verdict)
+            message = verdict.message
+        elif verdict.outcome is Outcome.WRONG:
+            message = _KEY_INCORRECT
+        else:
+            message = "API Key Required"
+        super().__init__(message)
+        self.status = 429 if verdict.outcome is Outcome.LIMITED else 200
+
+
 class SABnzbdAPI(Resource):
     """Renders one SABnzbd API call; mount with SABnzbdRoot or call from the /api root."""
 
@@ -92,16 +106,17 @@ class SABnzbdAPI(Resource):
         downloader: NZBDownloader,
         *,
         store: Any = None,
+        auth: Authenticator | None = None,
     ) -> None:
         super().__init__()
         self._config = config
         self._queue = queue
         self._jobs = SABnzbdJobs(config, queue, downloader)
         self._store = store
-        self._key: str | None = None
+        self.auth = auth if auth is not None else Authenticator(config, queue.api_key)
         self._modes: dict[str, Callable[[dict[str, str], list[FormPart]], Any]] = {
             "version": self._version,
-            "auth": self._auth,
+            "auth": lambda params, files: ("auth", "apikey"),
             "get_config": self._get_config,
             "get_cats": self._get_cats,
             "addfile": self._jobs.addfile,
@@ -154,12 +169,14 @@ class SABnzbdAPI(Resource):
     @defer.inlineCallbacks
     def _call(self, params: dict[str, str], files: list[FormPart], request: Request):
         mode = params.get("mode", "")
-        if mode not in ("version", "auth"):
-            problem = yield self._auth_problem(params)
-            if problem:
-                if problem == _KEY_INCORRECT:  # SABnzbd answers 200, so the site cannot tell
-                    note_failed_login(request)
-                raise APIError(problem)
+        if mode == "auth":
+            verdict = yield self.auth.check(request, Scheme.API_KEY)
+            known = verdict.allowed or verdict.outcome is Outcome.MISSING
+            return "auth", "apikey" if known else "badkey"
+        if mode != "version":
+            verdict = yield self.auth.check(request, SABNZBD)
+            if not verdict.allowed:
+                raise _Refused(request, verdict)
         handler = self._modes.get(mode)
         if handler is None:
             raise APIError(NOT_IMPLEMENTED)
@@ -174,6 +191,9 @@ class SABnzbdAPI(Resource):
 
     @staticmethod
     def _refused(failure: Failure, output: str, mode: str) -> tuple[int, bytes, bytes]:
+        if failure.check(_Refused):
+            body, content_type = report(output, error=failure.getErrorMessage())
+            return failure.value.status, body, content_type
         if failure.check(APIError, AltmountError):
             body, content_type = report(output, error=failure.getErrorMessage())
             return 200, body, content_type
@@ -197,43 +217,6 @@ class SABnzbdAPI(Resource):
         request.setHeader(b"Content-Length", str(len(body)).encode())
         request.write(body)
         request.finish()
-
-    # -- auth ------------------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def _api_key(self):
-        if self._key is None:
-            self._key = yield self._queue.api_key()
-        return self._key
-
-    @defer.inlineCallbacks
-    def _auth_problem(self, params: dict[str, str]):
-        """None when the call carries a right key or login, else SABnzbd's message."""
-        key = params.get("apikey")
-        if key:
-            expected = yield self._api_key()
-            if hmac.compare_digest(key.encode(), expected.encode()):
-                return None
-            return _KEY_INCORRECT
-        user, password = params.get("ma_username"), params.get("ma_password")
-        webdav = self._config.webdav
-        if (user is not None or password is not None) and auth_required(
-            webdav.user, webdav.password
-        ):
-            user_ok = hmac.compare_digest((user or "").encode(), webdav.user.encode())
-            password_ok = hmac.compare_digest((password or "").encode(), webdav.password.encode())
-            return None if user_ok and password_ok else _KEY_INCORRECT
-        return "API Key Required"
-
-    @defer.inlineCallbacks
-    def _auth(self, params: dict[str, str], files: list[FormPart]):
-        key = params.get("apikey")
-        if not key:
-            return "auth", "apikey"
-        expected = yield self._api_key()
-        return "auth", "apikey" if hmac.compare_digest(
-            key.encode(), expected.encode()
-        ) else "badkey"
 
     # -- simple modes ----------------------------------------------------------------
 

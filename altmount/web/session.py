@@ -123,7 +123,8 @@ class CookieAuth(enum.Enum):
 
 
 def cookie_token(request: Request) -> str | None:
-    raw = request.getCookie(COOKIE_NAME)
+    get = getattr(request, "getCookie", None)  # a bare test request has no cookies
+    raw = get(COOKIE_NAME) if get is not None else None
     return raw.decode("ascii", "replace") if raw else None
 
 

@@ -251,12 +251,12 @@ def test_cookie_authorizes_api_reads():
 
 
 def test_cookie_post_needs_the_csrf_header():
-    """A POST with the cookie but without (or with a wrong) X-CSRF-Token is refused."""
+    """A POST with the cookie but without (or with a wrong) X-CSRF-Token is refused (403)."""
     the_site = site()
     _, cookie, token = login(the_site)
     for headers in ({b"Cookie": cookie}, {b"Cookie": cookie, b"X-CSRF-Token": b"forged"}):
         answer = call(the_site, b"POST", b"/api/poke", headers)
-        assert answer.status == 401
+        assert answer.status == 403
         assert "X-CSRF-Token" in answer.json()["error"]["message"]
     ok = call(the_site, b"POST", b"/api/poke", {b"Cookie": cookie, b"X-CSRF-Token": token})
     assert ok.status == 200 and ok.json() == {"poked": True}
