@@ -4,7 +4,7 @@ a database several hosts share.
 The statements are QueueStore's own; `_Dialect` only swaps its `?` placeholders for
 psycopg's. What SQLite says differently is said here: the writer lock (an advisory
 lock per transaction instead of BEGIN IMMEDIATE), the claim (`FOR UPDATE SKIP LOCKED`:
-two hosts never take one item), upserts, the change counter and maintenance.
+two hosts never take one item), upserts (the heartbeat, the API key), the change counter and maintenance.
 Names sort and compare case-insensitively as SQLite's NOCASE does (`lower()`, then
 byte order).
 """
@@ -22,8 +22,9 @@ from altmount.errors import DatabaseUnavailable
 from altmount.postgres.connection import connect, database_errors, describe, redact
 from altmount.postgres.schema import ensure_schema
 from altmount.queue._schema import COLUMNS, SORT_KEYS
+from altmount.queue._workers import HEARTBEAT_PREFIX
 from altmount.queue.model import QueueItem, State
-from altmount.queue.store import _HEARTBEAT_PREFIX, QueueStore, _item
+from altmount.queue.store import QueueStore, item_from_row
 
 __all__ = ["PgQueueStore"]
 
@@ -90,15 +91,18 @@ class PgQueueStore(QueueStore):
         """Take the next pending item for `worker`, or None; a row another host is
         claiming at the same moment is skipped, not waited for."""
         now = self._clock()
-        row = self._conn.execute(
-            "UPDATE queue_items SET state = 'processing', worker = ?, attempts = attempts + 1, "
-            "started_at = ?, updated_at = ?, error = '' "
-            "WHERE id = (SELECT id FROM queue_items WHERE state = 'pending' "
-            f"ORDER BY {SORT_KEYS['queue']} LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {COLUMNS}",
-            (worker, now, now),
-        ).fetchone()
-        return None if row is None else _item(row)
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE queue_items SET state = 'processing', worker = ?, "
+                "attempts = attempts + 1, started_at = ?, updated_at = ?, error = '' "
+                "WHERE id = (SELECT id FROM queue_items WHERE state = 'pending' "
+                f"ORDER BY {SORT_KEYS['queue']} LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {COLUMNS}",
+                (worker, now, now),
+            ).fetchone()
+            if row is not None:
+                self._beat(conn, worker, now)
+        return None if row is None else item_from_row(row)
 
     @staticmethod
     def _where(
@@ -130,13 +134,13 @@ class PgQueueStore(QueueStore):
             )
             return conn.execute("SELECT value FROM settings WHERE key = 'api_key'").fetchone()[0]
 
-    def heartbeat(self, worker: str, now: float) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (_HEARTBEAT_PREFIX + worker, repr(now)),
-            )
+    @staticmethod
+    def _beat(conn: Any, worker: str, now: float) -> None:
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (HEARTBEAT_PREFIX + worker, repr(now)),
+        )
 
     def optimize(self) -> None:
         """VACUUM ANALYZE the queue tables."""
