@@ -126,6 +126,13 @@ def _users(value: str) -> tuple[int, ...]:
     show_default=True,
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Serving processes of the server under test (engine.processes).",
+)
+@click.option(
     "--users",
     default="10",
     show_default=True,

@@ -71,6 +71,7 @@ class StreamOptions:
     depth: int = 4
     window_mb: int = 16
     pool: str = "thread"
+    processes: int = 1
     users: tuple[int, ...] = (10,)
     range_mb: float = 100
     seeks: int = 50
@@ -232,7 +233,7 @@ sabnzbd: {{enabled: true}}
 metadata: {{root_path: {workdir / "metadata"}}}
 database: {{path: {workdir / "altmount.db"}}}
 import: {{queue_processing_interval_seconds: 0.1}}
-engine: {{pool: {opts.pool}}}
+engine: {{pool: {opts.pool}, processes: {opts.processes}}}
 streaming:
   max_download_workers: {workers}
   streaming_chunk_size: {chunk_mib * MIB}
@@ -397,6 +398,34 @@ def remote_altmount(opts: StreamOptions) -> dict[str, Any]:
     }
 
 
+def _process_shares(target: Target) -> list[dict[str, Any]]:
+    """Bytes each serving process served (`/api/health`'s processes component), and its
+    share of the total: how evenly the kernel spread the connections."""
+    import json
+
+    deadline = time.monotonic() + 5
+    while True:  # each process publishes its figures once a second
+        conn = target.connect(timeout=10)
+        try:
+            conn.request("GET", "/api/health", headers=target.headers())
+            report = json.loads(conn.getresponse().read())["components"]["processes"]
+        finally:
+            conn.close()
+        rows = report.get("processes", [])
+        total = sum(row["bytes_served"] for row in rows)
+        if time.monotonic() > deadline or (rows and all(row["bytes_served"] for row in rows)):
+            break
+        time.sleep(0.5)
+    return [
+        {
+            "index": row["index"],
+            "bytes_served": row["bytes_served"],
+            "share": round(row["bytes_served"] / total, 3) if total else None,
+        }
+        for row in rows
+    ]
+
+
 def run_stream_bench(
     opts: StreamOptions, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -444,6 +473,8 @@ def run_stream_bench(
             )
             raw_mb_s = round(raw["mb_s"], 1)
             raw_cpu = round(raw["cpu_s_per_gib"], 2)
+        if opts.processes > 1:
+            result["process_shares"] = _process_shares(env["target"])
         seq = result["sequential"]["mb_s"]
         result["raw"] = {
             "mb_s": raw_mb_s,
