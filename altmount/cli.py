@@ -1,5 +1,5 @@
 """The `altmount` command line: serve, import (enqueue, --wait), status, db optimize, apikey,
-config check.
+config check, links (regenerate, revoke, tokens).
 
 Each command loads the config, sets up logging and runs the reactor only as
 long as it needs to. Errors reach the user as one line, never a traceback.
@@ -207,6 +207,7 @@ def _wait_for_import(config: Config, store, item_id: int, nzb_name: str) -> None
 
     from altmount.cliview import ImportProgress
     from altmount.engine import Engine
+    from altmount.links.service import link_service
     from altmount.queue import QueueService, State
     from altmount.queue.service import default_worker_name
     from altmount.server import route_twisted_logs
@@ -225,8 +226,14 @@ def _wait_for_import(config: Config, store, item_id: int, nzb_name: str) -> None
             store.close()
             outcome["error"] = str(exc)
             return
+        links = link_service(reactor, config, engine.store)
         queue = QueueService(
-            reactor, store, engine.importer, config, worker=default_worker_name() + ":cli"
+            reactor,
+            store,
+            engine.importer,
+            config,
+            worker=default_worker_name() + ":cli",
+            on_imported=links.write_import if links is not None else None,
         )
 
         def unclaimed(item):
@@ -273,6 +280,8 @@ def _wait_for_import(config: Config, store, item_id: int, nzb_name: str) -> None
             if fallback is not None:
                 fallback.cancel()
             yield queue.stop()
+            if links is not None:
+                yield links.stop()
             yield engine.close()
 
     try:
@@ -370,6 +379,62 @@ def check(config_path: Path) -> None:
     """Validate the config and print the effective values, passwords masked."""
     loaded = _load(config_path)
     click.echo(render_config(loaded), nl=False)
+
+
+@cli.group()
+def links() -> None:
+    """The SYMLINK/STRM import strategy's links (import.import_dir) and STRM tokens."""
+
+
+@links.command()
+@config_option
+def regenerate(config_path: Path) -> None:
+    """Rewrite the links of every completed item from the tree; remove stale links."""
+    config = _load(config_path)
+    from altmount.links.commands import regenerate as run
+
+    report = run(config)
+    for folder in report.written:
+        click.echo(f"written\t{folder}")
+    for path in report.orphans:
+        click.echo(f"removed\t{path}")
+    for problem in report.errors:
+        click.echo(f"error: {problem}", err=True)
+    click.echo(
+        f"{len(report.written)} release folder(s) written, {report.unchanged} unchanged, "
+        f"{len(report.orphans)} stale link(s) removed, {report.tokens_dropped} token(s) "
+        "of vanished files dropped",
+        err=True,
+    )
+    if report.errors:
+        sys.exit(EXIT_FAILED)
+
+
+@links.command()
+@config_option
+@click.argument("token_or_path")
+def revoke(config_path: Path, token_or_path: str) -> None:
+    """Revoke a STRM token, or every token of a virtual path (a file or a folder)."""
+    config = _load(config_path)
+    from altmount.links.commands import revoke as run
+
+    gone = run(config, token_or_path)
+    for token in gone:
+        click.echo(f"revoked\t{token.token}\t{token.path}")
+    if not gone:
+        click.echo(f"no STRM token matches {token_or_path}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@links.command(name="tokens")
+@config_option
+def list_tokens(config_path: Path) -> None:
+    """List the STRM tokens: token, virtual path."""
+    config = _load(config_path)
+    from altmount.links.commands import tokens
+
+    for token in tokens(config):
+        click.echo(f"{token.token}\t{token.path}")
 
 
 cli.add_command(bench)

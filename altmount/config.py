@@ -464,12 +464,7 @@ def _check_semantics(config: Config, errors: list[str]) -> Config:
 
 def _check_import_strategy(config: Config, errors: list[str]) -> None:
     strategy = config.import_.import_strategy
-    if strategy != "none":
-        # The link writer is not in this build: reporting link folders that nobody
-        # writes would send Sonarr to paths that do not exist.
-        errors.append(f"import.import_strategy: {strategy.upper()} is not available yet "
-                      "(no link writer in this build); use NONE")
-    if strategy != "none" and not config.import_.import_dir:
+    if strategy != "none" and not config.import_.import_dir.startswith("/"):
         errors.append(f"import.import_dir: required when import.import_strategy is "
                       f"{strategy.upper()} (the local folder the links are written to)")
     if strategy == "symlink" and not config.sabnzbd.mount_dir.startswith("/"):

@@ -37,6 +37,7 @@ __all__ = [
     "ArchiveError",
     "CacheEntryDamaged",
     "DatabaseUnavailable",
+    "LinkError",
 ]
 
 
@@ -222,3 +223,8 @@ class DatabaseUnavailable(AltmountError):
     statement; the message names `database.dsn` (without its password) and the cause."""
 
     http_status = 503
+
+
+class LinkError(AltmountError):
+    """An import strategy's links (SYMLINK symlinks, STRM files or tokens) could not be
+    written, removed or read; the message names the path and the OS error."""

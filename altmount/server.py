@@ -20,7 +20,9 @@ from altmount.backends import open_queue
 from altmount.config import Config
 from altmount.demo import DEMO_RELEASE, demo_provider, demo_release
 from altmount.engine import Engine
-from altmount.errors import ConfigError, DatabaseUnavailable, ProviderAuthError
+from altmount.errors import ConfigError, DatabaseUnavailable, LinkError, ProviderAuthError
+from altmount.links.service import LinkedTree, LinkService, link_service
+from altmount.links.web import StrmResource
 from altmount.nntp.probe import probe_provider
 from altmount.ops import Ops
 from altmount.oslimits import raise_open_files_limit
@@ -33,6 +35,7 @@ from altmount.web.metrics import MetricsResource
 from altmount.web.opsapi import build_ops_routes
 from altmount.web.sabnzbd import ensure_category_dirs
 from altmount.web.site import build_site
+from altmount.web.webdav import WebDAVResource
 from altmount.workers import (
     PUBLISH_SECONDS,
     ProcessBoard,
@@ -80,6 +83,7 @@ class Server:
         self.queue: QueueService | None = None
         self.ops: Ops | None = None
         self.watch: WatchFolder | None = None
+        self.links: LinkService | None = None
         self.http_port = None
         self._demo_port = None
         self._demo_release = None
@@ -114,6 +118,12 @@ class Server:
         if self.config.sabnzbd.enabled:
             # Sonarr checks complete_dir + each category dir on the mount at once.
             ensure_category_dirs(self.engine.store, self.config)
+        self.links = link_service(self.reactor, self.config, self.engine.store)
+        if self.links is not None:
+            try:  # at start, before anything listens: Sonarr checks them at once
+                self.links.manager.ensure_category_folders()
+            except LinkError as exc:
+                log.error("import strategy %s: %s", self.config.import_.import_strategy, exc)
         # Probes use a fresh connection each; running them before the HTTP port and the
         # queue open means no pooled traffic exists yet, so a probe can never push a
         # provider past max_connections. A refused or unresolvable host answers at once;
@@ -128,7 +138,15 @@ class Server:
         self._probes = [self._probe(p) for p in self.config.providers if p.enabled]
         yield self.probed
         store = open_queue(self.config)
-        self.queue = QueueService(self.reactor, store, self.engine.importer, self.config)
+        self.queue = QueueService(
+            self.reactor,
+            store,
+            self.engine.importer,
+            self.config,
+            on_imported=self.links.write_import if self.links is not None else None,
+        )
+        if self.links is not None:
+            self.queue.add_deleted_listener(self.links.item_deleted)
         recovered = (yield self.queue.recover()) if primary else 0
         if recovered:
             log.warning(
@@ -149,12 +167,20 @@ class Server:
         yield auth.load_key()
         routes = build_ops_routes(self.config, self.engine, self.ops, self.queue, auth=auth)
         resources = build_api_resources(
-            self.config, self.queue, self.engine, ops_routes=routes, auth=auth
+            self.config, self.queue, self.engine, ops_routes=routes, auth=auth, links=self.links
         )
         resources[b"metrics"] = MetricsResource(self.ops, routes)
+        tree = self.engine.store
+        if self.links is not None:
+            # STRM URLs authenticate by their token alone (altmount.links.web).
+            webdav = WebDAVResource(
+                self.engine.store, self.engine.cache, self.config.streaming, ops=self.ops
+            )
+            resources[b"strm"] = StrmResource(self.links, self.engine.store, webdav)
+            tree = LinkedTree(self.engine.store, self.links)
         site = build_site(
             self.config,
-            self.engine.store,
+            tree,
             self.engine.cache,
             extra_resources=resources,
             ops=self.ops,
@@ -314,6 +340,8 @@ class Server:
             yield self.ops.stop()  # before the queue: it reads queue statistics
         if self.queue is not None:
             yield self.queue.stop()
+        if self.links is not None:
+            yield self.links.stop()
         if self.engine is not None:
             yield self.engine.close()
         if self._demo_port is not None:

@@ -81,7 +81,9 @@ class ImportProcessor:
     """Claims items for `worker` and imports them; reports each outcome.
 
     `outcome(item)` hears every recorded result (waiters fire on it);
-    `finished(item)` hears items that settled for good (the settled listeners).
+    `finished(item)` hears items that settled for good (the settled listeners);
+    `imported(item, result)`, when given, runs after a successful import and before
+    it is recorded (the import strategy's links); its failure fails the item.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class ImportProcessor:
         *,
         outcome: Callable[[QueueItem], object],
         finished: Callable[[QueueItem], object],
+        imported: Callable[[QueueItem, Any], defer.Deferred] | None = None,
     ) -> None:
         self._reactor = reactor
         self._db = db
@@ -104,6 +107,7 @@ class ImportProcessor:
         self._worker = worker
         self._outcome = outcome
         self._finished_item = finished
+        self._imported = imported
         self._enabled = False
         self._stopping = False
         self._paused = False
@@ -239,6 +243,10 @@ class ImportProcessor:
         self._imports[item.id] = importing
         try:
             result = yield importing
+            if self._imported is not None:
+                # Before the item is recorded as completed: a client that sees it
+                # completed must find its links (SABnzbd `storage`) there.
+                yield self._imported(item, result)
         except defer.CancelledError:
             if item.id not in self._abandoned:  # stop(): let the next start redo it
                 yield self._update(self._store.release, item.id, worker=self._worker)

@@ -65,6 +65,8 @@ class QueueService:
     The service owns `store` and the thread pool from construction on: `stop()`
     closes and stops them. `worker` names this process in claimed items
     (default "host:pid"); `threadpool` must have exactly one thread.
+    `on_imported(item, result)` runs after each successful import, before it is
+    recorded as completed (the import strategy writes its links there).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class QueueService:
         *,
         worker: str | None = None,
         threadpool: ThreadPool | None = None,
+        on_imported: Callable[[QueueItem, Any], defer.Deferred] | None = None,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -107,6 +110,7 @@ class QueueService:
             self.worker,
             outcome=self._waiters.settled,
             finished=self._tell_settled,
+            imported=on_imported,
         )
 
     # -- store operations --------------------------------------------------------

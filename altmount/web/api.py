@@ -170,11 +170,13 @@ def build_api_resources(
     ops_routes: OpsRoutes | None = None,
     *,
     auth: Authenticator | None = None,
+    links: Any = None,
 ) -> dict[bytes, Resource]:
     """The `/api` and `/sabnzbd` resources for `build_site(extra_resources=...)`.
 
     `ops_routes` adds the operations endpoints (health, providers, queue stats, ...).
     `auth` (else the one of `ops_routes`, else a new one) checks every request.
+    `links` (a LinkService) keeps the import strategy's category folders.
     """
     if auth is None:
         auth = ops_routes.auth if ops_routes is not None else Authenticator(config)
@@ -186,7 +188,12 @@ def build_api_resources(
         allow_private=config.sabnzbd.addurl_allow_private,
     )
     sabnzbd = SABnzbdAPI(
-        config, queue, downloader, store=getattr(engine, "store", None), auth=auth
+        config,
+        queue,
+        downloader,
+        store=getattr(engine, "store", None),
+        auth=auth,
+        links=links,
     )
     return {
         b"api": ApiRoot(config, queue, sabnzbd, ops_routes),

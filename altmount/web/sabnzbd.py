@@ -107,6 +107,7 @@ class SABnzbdAPI(Resource):
         *,
         store: Any = None,
         auth: Authenticator | None = None,
+        links: Any = None,
     ) -> None:
         super().__init__()
         self._config = config
@@ -114,6 +115,7 @@ class SABnzbdAPI(Resource):
         self._jobs = SABnzbdJobs(config, queue, downloader)
         self._store = store
         self.auth = auth if auth is not None else Authenticator(config, queue.api_key)
+        self._links = links
         self._modes: dict[str, Callable[[dict[str, str], list[FormPart]], Any]] = {
             "version": self._version,
             "auth": lambda params, files: ("auth", "apikey"),
@@ -223,9 +225,17 @@ class SABnzbdAPI(Resource):
     def _version(self, params: dict[str, str], files: list[FormPart]) -> tuple[str, Any]:
         return "version", SAB_VERSION
 
-    def _get_config(self, params: dict[str, str], files: list[FormPart]) -> tuple[str, Any]:
+    def _get_config(self, params: dict[str, str], files: list[FormPart]) -> Any:
+        if self._links is not None:
+            # Sonarr checks complete_dir + category dir (the link folders) right after.
+            making = self._links.ensure_category_folders()
+            making.addErrback(lambda failure: log.error("%s", failure.getErrorMessage()))
+            return making.addCallback(lambda _: self._config_answer(params))
         if self._store is not None and self._config.import_.import_strategy == "none":
             ensure_category_dirs(self._store, self._config)
+        return self._config_answer(params)
+
+    def _config_answer(self, params: dict[str, str]) -> tuple[str, Any]:
         data: Any = config_payload(self._config, port=self._config.webdav.port)
         section, keyword = params.get("section"), params.get("keyword")
         if section:

@@ -1,8 +1,9 @@
 """The one HTTP site: /live, the reserved API mounts, and WebDAV at / and /webdav/.
 
-`/live` answers without auth (health checks). `api`, `sabnzbd`, `ui` and
-`metrics` are reserved top-level names: they go to the resources the caller
-mounts (which ask the site's `Authenticator` themselves) or answer 404 JSON;
+`/live` answers without auth (health checks). `api`, `sabnzbd`, `ui`, `metrics`
+and `strm` (STRM files' URLs, by token) are reserved top-level names: they go to
+the resources the caller mounts (which ask the site's `Authenticator` themselves,
+or check their own token) or answer 404 JSON;
 `ui` defaults to the web UI. Everything else is the WebDAV tree, behind Basic
 auth or a UI session cookie (`altmount.web.auth`). A browser opening `/` (a plain GET that
 accepts text/html, no `Depth`) is sent to `/ui/`; WebDAV clients never are.
@@ -33,7 +34,7 @@ __all__ = ["RESERVED", "HTTP_IDLE_TIMEOUT", "build_site"]
 
 log = logging.getLogger(__name__)
 
-RESERVED = (b"api", b"sabnzbd", b"ui", b"metrics")
+RESERVED = (b"api", b"sabnzbd", b"ui", b"metrics", b"strm")
 #: Seconds a connection may sit idle, and the time a client has to send a whole
 #: request head once it has started one (see _Channel).
 HTTP_IDLE_TIMEOUT = 60.0

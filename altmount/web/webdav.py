@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 ALLOWED_METHODS = (b"OPTIONS", b"PROPFIND", b"GET", b"HEAD", b"MKCOL", b"DELETE", b"MOVE")
 #: Top-level names the site routes elsewhere: a folder made there could never be reached.
-RESERVED_TOP_LEVEL = frozenset({"api", "sabnzbd", "ui", "metrics", "live", "webdav"})
+RESERVED_TOP_LEVEL = frozenset({"api", "sabnzbd", "ui", "metrics", "live", "webdav", "strm"})
 _ALLOW = b", ".join(ALLOWED_METHODS)
 _XML = b'application/xml; charset="utf-8"'
 _TEXT = b"text/plain; charset=utf-8"
@@ -163,7 +163,7 @@ class WebDAVResource(Resource):
         target = parse_request_path(request.path)
         record = self._store.get_file(target.path)
         if record is not None:
-            return self._serve_file(request, record, head)
+            return self.serve_file(request, record, head)
         entry = self._store.stat(target.path)
         if entry is None or not entry.is_dir:
             return _plain(request, 404, f"{target.path}: no such file or directory")
@@ -172,7 +172,8 @@ class WebDAVResource(Resource):
         request.setHeader(b"Content-Length", b"%d" % len(body))
         return b"" if head else body
 
-    def _serve_file(self, request: Request, record: Any, head: bool) -> bytes | int:
+    def serve_file(self, request: Request, record: Any, head: bool) -> bytes | int:
+        """Answer GET/HEAD of a file record (ranges, streamed); also for `/strm/` URLs."""
         size = record.size
         etag = make_etag(size, record.mtime)
         request.setHeader(b"Accept-Ranges", b"bytes")

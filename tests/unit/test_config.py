@@ -148,10 +148,30 @@ def test_example_config_is_valid_and_complete():
         assert re.search(rf"^\s*{re.escape(leaf)}:.*#", text, re.M), f"{key} has no comment"
 
 
-def test_import_strategy_links_refused_until_the_writer_exists():
-    """SYMLINK/STRM are refused naming import.import_strategy (and a missing import_dir)."""
+def test_import_strategy_symlink_needs_import_dir_and_mount_dir():
+    """SYMLINK without import_dir and mount_dir is refused naming both keys."""
     with pytest.raises(ConfigError) as caught:
         parse_config("import:\n  import_strategy: SYMLINK\n")
     text = str(caught.value)
-    assert "import.import_strategy: SYMLINK is not available yet" in text
     assert "import.import_dir: required" in text and "sabnzbd.mount_dir: required" in text
+
+
+def test_import_strategies_load_with_their_keys(tmp_path):
+    """SYMLINK (with import_dir and mount_dir) and STRM (with import_dir) load."""
+    links = tmp_path / "links"
+    config, _ = parse_config(
+        f"import:\n  import_strategy: SYMLINK\n  import_dir: {links}\n"
+        "sabnzbd:\n  mount_dir: /mnt/altmount\n"
+    )
+    assert config.import_.import_strategy == "symlink"
+    config, _ = parse_config(
+        f"import:\n  import_strategy: STRM\n  import_dir: {links}\n"
+        "  strm_base_url: http://media.lan:8080\n"
+    )
+    assert (config.import_.import_strategy, config.import_.import_dir) == ("strm", str(links))
+
+
+def test_strm_base_url_must_be_http():
+    """A strm_base_url that is not http(s) is refused naming the key."""
+    with pytest.raises(ConfigError, match="import.strm_base_url: must start with http"):
+        parse_config("import:\n  import_strategy: STRM\n  import_dir: /x\n  strm_base_url: ftp://x\n")
