@@ -76,6 +76,13 @@ class WebDAVConfig:
     user: str = _opt("usenet", "basic-auth user for WebDAV and /api")
     password: str = _opt("usenet", "basic-auth password for WebDAV and /api")
     debug: bool = _opt(False, "log every WebDAV request with its timing")
+    body_timeout_seconds: float = _opt(30, "a request body must arrive whole within this many "
+                                       "seconds (else 408 and the connection closed)",
+                                       min=1, max=3600)
+    max_connections: int = _opt(256, "HTTP connections open at once, from all clients (more "
+                                "get 503)", min=1, max=1 << 20)
+    max_connections_per_address: int = _opt(128, "HTTP connections open at once from one "
+                                            "client address (more get 503)", min=1, max=1 << 20)
 
 
 @dataclass(frozen=True, slots=True)

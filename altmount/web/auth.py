@@ -337,6 +337,14 @@ class Authenticator:
             return self._unless_cross_site(request, _ALLOWED_OPEN)
         return Verdict(Outcome.MISSING, detail=_missing(accepts))
 
+    def check_head(self, request: Request) -> Verdict | None:
+        """The Verdict on a request head before its body is read (any scheme of the API,
+        WebDAV or SABnzbd will do); None when it cannot be told yet (the API key is not
+        loaded)."""
+        if self._api_key is None and _given_key(request):
+            return None
+        return self.check_now(request, REST | SABNZBD)
+
     def check_token(self, request: Request, given: bytes | None, expected: bytes) -> Verdict:
         """The Verdict on a resource's own secret `given` (a per-file token, say), with
         the same constant-time compare and rate limit as every other credential."""

@@ -11,10 +11,13 @@ accepts text/html, no `Depth`) is sent to `/ui/`; WebDAV clients never are.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.protocols import basic
@@ -25,12 +28,12 @@ from twisted.web.server import Request, Site
 from altmount.config import Config
 from altmount.logsetup import new_request_id, redact_url
 from altmount.stream.fetcher import SegmentFetcher
-from altmount.web.auth import WEB, Authenticator, Refusal
+from altmount.web.auth import WEB, Authenticator, Refusal, client_key
 from altmount.web.multipart import BodyLimitedRequest
 from altmount.web.ui import UIResource
 from altmount.web.webdav import WebDAVResource
 
-__all__ = ["RESERVED", "HTTP_IDLE_TIMEOUT", "build_site"]
+__all__ = ["RESERVED", "HTTP_IDLE_TIMEOUT", "EARLY_AUTH_BYTES", "build_site"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ RESERVED = (b"api", b"sabnzbd", b"ui", b"metrics", b"strm")
 HTTP_IDLE_TIMEOUT = 60.0
 #: Most bytes one send() of an HTTP response may take (Twisted's default: 128 KiB).
 SEND_LIMIT = 1 << 20
+#: A body larger than this (or chunked) is read only once the credentials in its
+#: request's head are right; the UI login (4 KiB at most) stays below it.
+EARLY_AUTH_BYTES = 64 * 1024
 
 
 class _Live(Resource):
@@ -110,15 +116,97 @@ class _ToUI(Resource):
 
 class _Request(BodyLimitedRequest):
     """A body-capped request with a short id, sent back as X-Request-Id and carried by
-    every log line about it (the debug line, its stream's lines)."""
+    every log line about it (the debug line, its stream's lines).
+
+    Its body must arrive whole within the site's `body_timeout` (else 408 and the
+    connection closed: a client trickling a byte at a time would otherwise hold it
+    for as long as it likes), and a body over EARLY_AUTH_BYTES is refused before
+    it is read unless the head carries right credentials.
+    """
+
+    _deadline: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.request_id = new_request_id()
 
+    def gotLength(self, length: int | None) -> None:
+        site = getattr(self.channel, "site", None)
+        if length == 0 or not isinstance(site, _QuietSite):
+            super().gotLength(length)
+            return
+        if (length is None or length > EARLY_AUTH_BYTES) and self._head_refused(site):
+            return
+        super().gotLength(length)
+        if not self._refused:
+            self._deadline = site.reactor.callLater(site.body_timeout, self._too_slow)
+
+    def _head_refused(self, site: _QuietSite) -> bool:
+        """Refuse now (and say so) when the head's credentials do not admit a large body."""
+        channel = self.channel
+        self.method = getattr(channel, "_command", b"POST")
+        self.uri = getattr(channel, "_path", b"/")
+        self.path, _, query = self.uri.partition(b"?")
+        self.args = parse_qs(query, keep_blank_values=True)
+        verdict = site.authenticator.check_head(self)
+        if verdict is None or verdict.allowed:
+            return False
+        message = (
+            f"{verdict.message}; a body over {EARLY_AUTH_BYTES >> 10} KiB is read only when "
+            "the request head carries the credentials (Authorization, X-Api-Key or apikey=)"
+        )
+        extra = b'WWW-Authenticate: Basic realm="altmount"\r\n' if verdict.status == 401 else b""
+        if verdict.status == 429:
+            extra = b"Retry-After: %d\r\n" % max(1, math.ceil(verdict.retry_after))
+        self._hang_up(verdict.status, verdict.code, message, extra)
+        return True
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        site = self.channel.site if self.channel is not None else None
+        timeout = getattr(site, "body_timeout", 0)
+        self._hang_up(
+            408, "request_timeout", f"the request body did not arrive within {timeout:g} s"
+        )
+
+    def _hang_up(self, status: int, code: str, message: str, extra: bytes = b"") -> None:
+        self._refused = True
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is None:
+            return
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n" % (status, _REASONS[status])
+            + extra
+            + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        transport.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self._cancel_deadline()
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
     def process(self) -> None:
         self.setHeader(b"X-Request-Id", self.request_id.encode("ascii"))
         super().process()
+
+
+_REASONS = {
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    408: b"Request Timeout",
+    429: b"Too Many Requests",
+}
 
 
 class _TimedRequest(_Request):
@@ -163,9 +251,14 @@ class _Channel(http.HTTPChannel):
     Twisted restarts the idle timer on every byte, so a client trickling a header
     a byte at a time (slowloris) holds its connection for hours; here only the
     first byte of a request head restarts it, so the whole head must arrive
-    within the idle timeout. And a header line over MAX_LENGTH gets a 431 before
-    the hang-up instead of a silent close.
+    within the idle timeout. A header line over MAX_LENGTH gets a 431 before
+    the hang-up instead of a silent close. And a connection past the site's caps
+    (`webdav.max_connections`, `webdav.max_connections_per_address`) gets a 503
+    and is closed at once.
     """
+
+    _counted: str | None = None
+    _turned_away = False
 
     def connectionMade(self) -> None:
         # Twisted sends at most 128 KiB per send() and reactor turn: six turns per
@@ -173,9 +266,32 @@ class _Channel(http.HTTPChannel):
         # 15% (benchmarks/RESULTS.md, "Socket writes").
         if isinstance(self.transport, FileDescriptor):
             self.transport.SEND_LIMIT = SEND_LIMIT
+        site = getattr(self, "site", None)
+        if isinstance(site, _QuietSite):
+            address = client_key(getattr(self.transport.getPeer(), "host", ""))
+            problem = site.connections.admit(address)
+            if problem:
+                self.transport.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                    b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(problem) + 1, problem.encode() + b"\n")
+                )
+                self.transport.loseConnection()
+                self._turned_away = True
+                return
+            self._counted = address
         super().connectionMade()
 
+    def connectionLost(self, reason: Any) -> None:
+        if self._counted is not None:
+            self.site.connections.release(self._counted)
+            self._counted = None
+        if not self._turned_away:  # one turned away never started being a channel
+            super().connectionLost(reason)
+
     def dataReceived(self, data: bytes) -> None:
+        if self._turned_away:
+            return
         # Inside a request head: part of it has arrived (a complete line or a partial one).
         in_head = self.line_mode and not self._handlingRequest
         if in_head and (self._receivedHeaderSize or self._buffer):
@@ -191,14 +307,48 @@ class _Channel(http.HTTPChannel):
         self.loseConnection()
 
 
+class _Connections:
+    """Open connections, in total and per client address, against the configured caps."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self._total, self._per_address = total, per_address
+        self._open: dict[str, int] = {}
+        self.count = 0
+
+    def admit(self, address: str) -> str:
+        """Count one more connection from `address`; why not, if over a cap ("" if fine)."""
+        if self.count >= self._total:
+            return f"too many connections ({self._total}, webdav.max_connections)"
+        if self._open.get(address, 0) >= self._per_address:
+            return (
+                f"too many connections from {address} "
+                f"({self._per_address}, webdav.max_connections_per_address)"
+            )
+        self._open[address] = self._open.get(address, 0) + 1
+        self.count += 1
+        return ""
+
+    def release(self, address: str) -> None:
+        """Forget one connection from `address`."""
+        left = self._open.get(address, 0) - 1
+        if left > 0:
+            self._open[address] = left
+        else:
+            self._open.pop(address, None)
+        self.count -= 1
+
+
 class _QuietSite(Site):
     """A Site that writes no access log of its own (ours is `webdav.debug`), speaks
-    through _Channel and carries the Authenticator of its resources."""
+    through _Channel and carries the Authenticator of its resources, the body
+    deadline and the connection caps."""
 
     noisy = False
     displayTracebacks = False
     protocol = _Channel  # type: ignore[assignment]
     authenticator: Authenticator
+    body_timeout: float
+    connections: _Connections
 
     def log(self, request: http.Request) -> None:
         """Access logging is done by _TimedRequest when debug is on."""
@@ -241,4 +391,8 @@ def build_site(
     factory = _TimedRequest if config.webdav.debug else _Request
     site = _QuietSite(root, requestFactory=factory, timeout=idle_timeout, reactor=reactor)
     site.authenticator = auth
+    site.body_timeout = config.webdav.body_timeout_seconds
+    site.connections = _Connections(
+        config.webdav.max_connections, config.webdav.max_connections_per_address
+    )
     return site

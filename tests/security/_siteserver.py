@@ -15,6 +15,9 @@ FILE_PATH = "/complete/movies/film.mkv"
 FILE_DATA = bytes(range(256)) * 1000
 KEY = "0123456789abcdef0123456789abcdef"
 USER, PASSWORD = "usenet", "secret"
+#: Seconds a request body may take; connections one address may hold.
+BODY_TIMEOUT = 3.0
+MAX_PER_ADDRESS = 20
 
 
 def main(store_dir: str, idle_timeout: float) -> None:
@@ -58,7 +61,14 @@ def main(store_dir: str, idle_timeout: float) -> None:
     reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
     fetcher = SegmentFetcher(reactor, Router(release.articles), pool, 4)
     config = Config(
-        webdav=WebDAVConfig(user=USER, password=PASSWORD, bind_address="127.0.0.1", debug=True),
+        webdav=WebDAVConfig(
+            user=USER,
+            password=PASSWORD,
+            bind_address="127.0.0.1",
+            debug=True,
+            body_timeout_seconds=BODY_TIMEOUT,
+            max_connections_per_address=MAX_PER_ADDRESS,
+        ),
         api=APIConfig(key_override=KEY),
         database=DatabaseConfig(path=f"{store_dir}/altmount.db"),
         sabnzbd=SABnzbdConfig(enabled=True),

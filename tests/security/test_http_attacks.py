@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _siteserver import FILE_DATA, KEY, PASSWORD, USER
+from _siteserver import BODY_TIMEOUT, FILE_DATA, KEY, MAX_PER_ADDRESS, PASSWORD, USER
 
 IDLE_TIMEOUT = 2.0
 GOOD = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -253,6 +254,53 @@ def test_slowloris_times_out_without_starving_others(child: Child) -> None:
         thread.join()
     assert len(cut_after) == 10
     assert IDLE_TIMEOUT - 0.5 < min(cut_after) and max(cut_after) < IDLE_TIMEOUT + 2.0, cut_after
+
+
+def test_trickled_body_is_cut_at_the_body_deadline(child: Child) -> None:
+    """A body trickled a byte every 0.2 s (each byte restarting the idle timer) is answered
+    408 and cut near the body deadline, not held open."""
+    head = get(b"/api/queue/upload", AUTH, b"Content-Length: 1000", method=b"POST")
+    with socket.create_connection(("127.0.0.1", child.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(head)
+        answer = b""
+        for _ in range(100):
+            # A byte every 0.2 s unless the server has answered (the slowness is the attack).
+            readable, _, _ = select.select([sock], [], [], 0.2)
+            if readable:
+                break
+            sock.sendall(b"x")
+        elapsed = time.monotonic() - started
+        try:
+            answer = sock.recv(4096)
+        except OSError:
+            pass
+    assert statuses(answer) == [408], answer[:200]
+    assert BODY_TIMEOUT - 0.5 < elapsed < BODY_TIMEOUT + 2.0
+
+
+def test_unauthenticated_large_body_refused_before_it_is_sent(child: Child) -> None:
+    """A 50 MB upload without credentials is answered 401 after its head alone."""
+    head = get(b"/api/queue/upload", b"Content-Length: 50000000", method=b"POST")
+    assert statuses(exchange(child.port, head)) == [401]
+
+
+def test_connections_capped_per_address(child: Child) -> None:
+    """One address holding its cap of idle connections gets 503 for the next, while another
+    address is served."""
+    held = []
+    try:
+        for _ in range(MAX_PER_ADDRESS):
+            sock = socket.socket()
+            sock.bind(("127.0.0.4", 0))
+            sock.connect(("127.0.0.1", child.port))
+            held.append(sock)
+        time.sleep(0.2)  # let the server accept them all
+        assert statuses(exchange(child.port, get(b"/live"), "127.0.0.4")) == [503]
+        assert statuses(exchange(child.port, get(b"/live"), "127.0.0.5")) == [200]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_idle_connection_is_closed(child: Child) -> None:

@@ -81,9 +81,9 @@ class Engine:
 class Rig:
     """A site with every kind of resource, one Authenticator on a fake clock."""
 
-    def __init__(self, user: str = "usenet", password: str = "s3cret") -> None:
+    def __init__(self, user: str = "usenet", password: str = "s3cret", **webdav: Any) -> None:
         self.reactor = MemoryReactorClock()
-        config = Config(webdav=WebDAVConfig(user=user, password=password))
+        config = Config(webdav=WebDAVConfig(user=user, password=password, **webdav))
         config = dataclasses.replace(
             config, sabnzbd=dataclasses.replace(config.sabnzbd, enabled=True)
         )
@@ -125,6 +125,13 @@ class Rig:
         found = dict(re.findall(rb"\r\n([^:\r\n]+): ([^\r\n]*)", head))
         protocol.connectionLost(None)
         return status, {k.lower(): v for k, v in found.items()}, content
+
+    def connect(self, source: str = "127.0.0.1") -> tuple[Any, StringTransport]:
+        """A connection from `source`, nothing sent yet."""
+        protocol = self.site.buildProtocol(IPv4Address("TCP", source, 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", source, 40000))
+        protocol.makeConnection(transport)
+        return protocol, transport
 
     def upload(self, headers: dict[bytes, bytes], source: str = "127.0.0.1") -> int:
         body = (
@@ -331,6 +338,78 @@ def test_check_token_compares_and_limits():
     outcomes = [rig.auth.check_token(request, b"bad", b"tok").outcome for _ in range(11)]
     assert outcomes == [Outcome.WRONG] * 10 + [Outcome.LIMITED]
     assert rig.auth.check_token(request, b"tok", b"tok").outcome is Outcome.GRANTED
+
+
+# Request bodies and connections
+
+
+def _head(length: int, *headers: bytes) -> bytes:
+    lines = [b"POST /api/queue/upload HTTP/1.1", b"Host: 127.0.0.1:8080", *headers]
+    return b"\r\n".join(lines + [b"Content-Length: %d" % length]) + b"\r\n\r\n"
+
+
+def test_trickled_body_is_cut_at_the_deadline():
+    """A body still incomplete 30 s after its head is answered 408 and its connection closed."""
+    rig = Rig()
+    protocol, transport = rig.connect()
+    protocol.dataReceived(_head(100, b"Authorization: " + GOOD) + b"x" * 10)
+    for _ in range(29):
+        rig.reactor.advance(1)
+        protocol.dataReceived(b"x")
+    assert transport.value() == b"" and not transport.disconnecting
+    rig.reactor.advance(1.1)
+    assert transport.value().startswith(b"HTTP/1.1 408 ") and transport.disconnecting
+
+
+def test_a_body_that_arrives_in_time_is_served():
+    """The deadline is cancelled once the body is complete: no 408 later."""
+    rig = Rig()
+    protocol, transport = rig.connect()
+    protocol.dataReceived(_head(5, b"Authorization: " + GOOD) + b"12345")
+    rig.reactor.advance(60)
+    assert b" 408 " not in transport.value() and transport.value().startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ((), 401),
+        ((b"Authorization: " + basic("usenet", "wrong"),), 401),
+        ((b"Authorization: " + GOOD, b"Origin: http://evil.example"), 403),
+    ],
+)
+def test_large_body_refused_before_it_is_read(headers, status):
+    """A 10 MB body whose head has no right credentials is refused at once, nothing read."""
+    rig = Rig()
+    protocol, transport = rig.connect()
+    protocol.dataReceived(_head(10_000_000, *headers))
+    assert transport.value().startswith(b"HTTP/1.1 %d " % status) and transport.disconnecting
+
+
+def test_large_body_with_credentials_in_the_head_is_read():
+    """With the right key in the head, a large body is awaited (no answer, connection open)."""
+    rig = Rig()
+    rig.auth.load_key()
+    protocol, transport = rig.connect()
+    protocol.dataReceived(_head(10_000_000, b"X-Api-Key: " + KEY.encode()) + b"x" * 100_000)
+    assert transport.value() == b"" and not transport.disconnecting
+
+
+def test_connections_capped_per_address_and_in_total():
+    """Past the per-address cap an address gets 503 while others connect; past the total
+    cap everyone does; a closed connection frees its place."""
+    rig = Rig(max_connections=5, max_connections_per_address=3)
+    first = [rig.connect("10.0.0.1") for _ in range(3)]
+    _, refused = rig.connect("10.0.0.1")
+    assert refused.value().startswith(b"HTTP/1.1 503 ") and refused.disconnecting
+    assert b"webdav.max_connections_per_address" in refused.value()
+    others = [rig.connect("10.0.0.2") for _ in range(2)]
+    assert all(t.value() == b"" for _, t in first + others)
+    _, full = rig.connect("10.0.0.3")
+    assert full.value().startswith(b"HTTP/1.1 503 ") and b"webdav.max_connections" in full.value()
+    first[0][0].connectionLost(None)
+    _, admitted = rig.connect("10.0.0.1")
+    assert admitted.value() == b"" and not admitted.disconnecting
 
 
 # Exposure at start
