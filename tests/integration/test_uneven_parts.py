@@ -217,6 +217,30 @@ class UnevenRelease(UnevenRig):
         self.assertEqual(self.reads() - before, 1)
 
 
+class UnevenReleaseWithHoles(UnevenRig):
+    """The same release with two adjacent articles and one more missing everywhere."""
+
+    def setUp(self):
+        super().setUp()
+        ids = RELEASE.files[0].message_ids
+        self.nntp.faults.missing.update({ids[10], ids[11], ids[25]})
+
+    @defer.inlineCallbacks
+    def test_holes_of_unknown_length_are_zeros_of_the_right_length(self):
+        """Missing articles of an uneven file are served as zeros where they belong."""
+        path = yield self.imported()
+        expected = bytearray(DATA)
+        for index in (10, 11, 25):
+            begin = sum(SIZES[:index])
+            expected[begin : begin + SIZES[index]] = bytes(SIZES[index])
+        data = yield self.get(path)
+        self.assertEqual(len(data), len(DATA))
+        self.assertEqual(data, bytes(expected))
+        start = sum(SIZES[:11]) + 5
+        data = yield self.get(path, f"bytes={start}-{start + 999_999}")
+        self.assertEqual(data, bytes(expected[start : start + 1_000_000]))
+
+
 class UnevenReleaseWithoutCache(UnevenRig):
     """The same release with the segment cache's RAM tier empty and no disk tier."""
 
