@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,8 @@ PEERS_TTL_SECONDS = 0.1
 WAITING_POLL_SECONDS = 0.05
 #: How often a pool that holds slots looks for other processes waiting for one.
 HOLDING_POLL_SECONDS = 0.5
+#: How old the lease folder's mtime must be before a scan may be skipped on it (1 s).
+STAMP_SETTLED_NS = 1_000_000_000
 
 
 def budget_dir(database_path: str) -> Path:
@@ -156,6 +159,7 @@ class SlotBudget(ConnectionBudget):
         self._want_fd = -1
         self._peers_at = -math.inf
         self._peers: tuple[int, int] = (1, 0)
+        self._peers_stamp: int | None = None  # the folder's mtime when a scan found no waiter
 
     # -- slots -------------------------------------------------------------------------
 
@@ -227,6 +231,16 @@ class SlotBudget(ConnectionBudget):
         now = self._clock()
         if now - self._peers_at < PEERS_TTL_SECONDS:
             return self._peers
+        try:
+            stamp: int | None = os.stat(self.path).st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp == self._peers_stamp:
+            # No file came or went since a scan that found nobody waiting: a waiter
+            # publishes a new want file, so nobody waits now either (an idle holder's
+            # poll is then one stat, not a listing and a lock test per file).
+            self._peers_at = now
+            return self._peers
         members, waiting = 1, 0
         try:
             names = os.listdir(self.path)
@@ -243,6 +257,10 @@ class SlotBudget(ConnectionBudget):
             else:
                 waiting += 1
         self._peers_at, self._peers = now, (members, waiting)
+        # File times are coarse: trust the stamp only once it is clearly in the past, so
+        # that a want file published in the same tick as this scan still changes it.
+        settled = stamp is not None and time.time_ns() - stamp > STAMP_SETTLED_NS
+        self._peers_stamp = stamp if settled and waiting == 0 else None
         return self._peers
 
     # -- files -------------------------------------------------------------------------

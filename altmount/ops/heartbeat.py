@@ -4,6 +4,11 @@ A timer asks to run every `interval`; whatever it runs late by is time the react
 spent on something else without coming back to its loop (a long callback, a
 blocking call). Reported in `/api/health/streaming` and logged when a stall passes
 `STALL_SECONDS`, so the soak test's "no stall > 250 ms" is measured inside the server.
+
+It beats every `interval` only while `busy()` says the server is working (streams are
+served); an idle server is looked at once every `idle_interval`, so that a server with
+nothing to do does not wake 20 times a second (a stall then shows only when it delays
+that one beat).
 """
 
 from __future__ import annotations
@@ -13,14 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.task import LoopingCall
-
-__all__ = ["ReactorHeartbeat", "STALL_SECONDS", "HEARTBEAT_SECONDS"]
+__all__ = ["HEARTBEAT_SECONDS", "IDLE_HEARTBEAT_SECONDS", "ReactorHeartbeat", "STALL_SECONDS"]
 
 log = logging.getLogger(__name__)
 
 #: How often the heartbeat runs: fine enough to see a 250 ms stall, cheap (20 calls/s).
 HEARTBEAT_SECONDS = 0.05
+#: How often it runs while the server is idle.
+IDLE_HEARTBEAT_SECONDS = 1.0
 #: A lag above this is a stall worth a log line (the issue's bar for the soak).
 STALL_SECONDS = 0.25
 
@@ -33,33 +38,40 @@ class ReactorHeartbeat:
         reactor: Any,
         *,
         interval: float = HEARTBEAT_SECONDS,
+        idle_interval: float = IDLE_HEARTBEAT_SECONDS,
+        busy: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reactor = reactor
         self._interval = interval
+        self._idle_interval = idle_interval
+        self._busy = busy
         self._clock = clock
-        self._loop: LoopingCall | None = None
+        self._call: Any = None
         self._last = 0.0
+        self._delay = interval
         self.max_lag = 0.0  #: the longest lag seen, in seconds
         self.stalls = 0  #: lags above STALL_SECONDS
 
     def start(self) -> None:
         """Begin beating."""
-        self._last = self._clock()
-        self._loop = LoopingCall(self._beat)
-        self._loop.clock = self._reactor
-        self._loop.start(self._interval, now=False)
+        self._schedule(self._clock())
 
     def stop(self) -> None:
         """Stop beating."""
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _schedule(self, now: float) -> None:
+        self._last = now
+        self._delay = self._interval if self._busy() else self._idle_interval
+        self._call = self._reactor.callLater(self._delay, self._beat)
 
     def _beat(self) -> None:
         now = self._clock()
-        lag = max(0.0, now - self._last - self._interval)
-        self._last = now
+        lag = max(0.0, now - self._last - self._delay)
+        self._schedule(now)
         if lag > self.max_lag:
             self.max_lag = lag
         if lag > STALL_SECONDS:

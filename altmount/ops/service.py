@@ -92,7 +92,7 @@ class Ops:
         if hasattr(engine, "count_streams"):
             engine.count_streams(lambda: self.streams.count)
         self.imports = DurationMeter(clock)
-        self.heartbeat = ReactorHeartbeat(reactor, clock=clock)
+        self.heartbeat = ReactorHeartbeat(reactor, busy=lambda: self.streams.count > 0, clock=clock)
         self.health = HealthMonitor(reactor, engine, queue, probe_interval=probe_interval)
         self.health_store = HealthStore(
             os.path.join(config.metadata.root_path, "health"),

@@ -147,6 +147,10 @@ class PgQueueStore(QueueStore):
         self._conn.execute("VACUUM ANALYZE queue_items")
         self._conn.execute("VACUUM ANALYZE queue_nzbs")
 
+    def change_stamp(self) -> None:
+        """No file to look at: every change check asks the database."""
+        return None
+
     def data_version(self) -> int:
         """A number that changes whenever any host commits a queue change."""
         return int(self._conn.execute("SELECT version FROM queue_version").fetchone()[0])

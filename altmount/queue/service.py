@@ -295,6 +295,7 @@ class QueueService:
         self._poll = LoopingCall(self._tick)
         self._poll.clock = self._reactor
         self._poll.start(self._interval, now=True).addErrback(log_failure, "queue poll")
+        self._change_stamp: tuple[int, ...] | None = None
         self._changes = LoopingCall(self._check_changes)
         self._changes.clock = self._reactor
         self._changes.start(CHANGE_CHECK_SECONDS, now=True).addErrback(
@@ -318,6 +319,10 @@ class QueueService:
 
     @defer.inlineCallbacks
     def _check_changes(self):
+        stamp = self._store.change_stamp()
+        if stamp is not None and stamp == self._change_stamp:
+            return  # no commit since the last check: nothing to ask the database thread
+        self._change_stamp = stamp
         version = yield self._db(self._store.data_version)
         if version != self._data_version:
             if self._data_version is not None:

@@ -150,6 +150,27 @@ def test_heartbeat_measures_reactor_lag():
     assert clock.getDelayedCalls() == []
 
 
+def test_heartbeat_slows_down_while_idle():
+    """Idle, the heartbeat wakes once per idle interval; busy again, every interval."""
+    from twisted.internet.task import Clock
+
+    from altmount.ops.heartbeat import ReactorHeartbeat
+
+    clock, busy = Clock(), [False]
+    beat = ReactorHeartbeat(
+        clock, interval=0.05, idle_interval=1.0, busy=lambda: busy[0], clock=clock.seconds
+    )
+    beat.start()
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [1.0]
+    busy[0] = True
+    clock.advance(1.0)
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [1.05]
+    clock.advance(0.35)  # 300 ms late while busy: a stall
+    assert round(beat.max_lag, 3) == 0.3 and beat.stalls == 1
+    beat.stop()
+    assert clock.getDelayedCalls() == []
+
+
 def test_health_store_move_tree_carries_damage(tmp_path):
     """move_tree renames a folder's records (damage and due time kept), nothing else."""
     store = HealthStore(tmp_path / "h")
