@@ -34,6 +34,8 @@ from altmount.web.auth import Authenticator, exposure_problem
 from altmount.web.metrics import MetricsResource
 from altmount.web.opsapi import build_ops_routes
 from altmount.web.sabnzbd import ensure_category_dirs
+from altmount.web.session import SessionStore
+from altmount.web.sessionshare import SharedSessions, open_shared_sessions
 from altmount.web.site import build_site
 from altmount.web.webdav import WebDAVResource
 from altmount.workers import (
@@ -89,6 +91,7 @@ class Server:
         self._demo_release = None
         self._probes: list[defer.Deferred] = []
         self._stopping = False
+        self._sessions: SharedSessions | None = None
 
     @defer.inlineCallbacks
     def start(self):
@@ -159,10 +162,13 @@ class Server:
         )
         self.engine.fetcher.on_crc_failure = self.ops.record_crc_failure
         self.ops.health.file_limit = file_limit
+        # Logins are kept in the database: every process and instance knows them.
+        self._sessions = open_shared_sessions(self.config)
         auth = Authenticator(
             self.config,
             lambda: self.queue.api_key(self.config.api.key_override or None),
             clock=self.reactor.seconds,
+            sessions=SessionStore(time.time, shared=self._sessions),
         )
         yield auth.load_key()
         routes = build_ops_routes(self.config, self.engine, self.ops, self.queue, auth=auth)
@@ -342,6 +348,8 @@ class Server:
             yield self.queue.stop()
         if self.links is not None:
             yield self.links.stop()
+        if self._sessions is not None:
+            self._sessions.close()
         if self.engine is not None:
             yield self.engine.close()
         if self._demo_port is not None:

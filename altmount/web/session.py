@@ -8,9 +8,13 @@ HEAD, OPTIONS and PROPFIND) made with the cookie must also carry the session's
 CSRF token in `X-CSRF-Token`; the UI gets the token from the login answer or
 `GET /ui/api/session` (same-origin reads only).
 
-Sessions live in memory, keyed by a hash of the token (a restart logs everyone
-out). A session ends after `idle_timeout` seconds without a request, after
-`max_age` seconds in any case, or at logout; the table holds at most
+Sessions live in memory, keyed by a hash of the token. With `shared` (the server's
+`altmount.web.sessionshare`) they are also kept in the database, so every serving
+process and instance knows a login and it survives a restart: a process asks the
+database again for a session it has not checked for `REVALIDATE_SECONDS` (so a
+logout elsewhere ends it here within that time) and writes its last use back at most
+every `TOUCH_SECONDS`. A session ends after `idle_timeout` seconds without a request,
+after `max_age` seconds in any case, or at logout; the memory table holds at most
 `max_sessions` (the least recently used goes first).
 """
 
@@ -19,12 +23,15 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import math
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from twisted.web.server import Request
+
+from altmount.web.sessionshare import SharedSessions, SharedSessionsUnavailable
 
 __all__ = [
     "COOKIE_NAME",
@@ -45,6 +52,10 @@ SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PROPFIND"})
 IDLE_TIMEOUT_SECONDS = 12 * 3600
 MAX_AGE_SECONDS = 7 * 24 * 3600
 MAX_SESSIONS = 1000
+#: How long a process trusts its own copy of a shared session before asking again.
+REVALIDATE_SECONDS = 5.0
+#: How stale the stored last use of a shared session may get (idle timeouts are hours).
+TOUCH_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +75,8 @@ def _key(token: str) -> bytes:
 
 
 class SessionStore:
-    """The in-memory session table; `clock()` gives seconds (monotonic is best)."""
+    """The session table; `clock()` gives seconds (monotonic is best; wall time when
+    `shared`, whose rows other processes and hosts read)."""
 
     def __init__(
         self,
@@ -73,12 +85,16 @@ class SessionStore:
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
         max_age: float = MAX_AGE_SECONDS,
         max_sessions: int = MAX_SESSIONS,
+        shared: SharedSessions | None = None,
     ) -> None:
         self._clock = clock
         self.idle_timeout = idle_timeout
         self.max_age = max_age
         self._max_sessions = max_sessions
+        self._shared = shared
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()
+        self._checked: dict[bytes, float] = {}  # when the shared row was last read
+        self._stored_seen: dict[bytes, float] = {}  # last use as the shared row has it
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -87,9 +103,16 @@ class SessionStore:
         """A new session for `user`, evicting the least recently used one when full."""
         now = self._clock()
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), user, now, now)
-        self._sessions[_key(session.token)] = session
+        key = _key(session.token)
+        self._sessions[key] = session
         while len(self._sessions) > self._max_sessions:
-            self._sessions.popitem(last=False)
+            self._forget(self._sessions.popitem(last=False)[0])
+        if self._shared is not None:
+            try:
+                self._shared.expire(now, self.idle_timeout, self.max_age)
+                self._store(key, session)
+            except SharedSessionsUnavailable:
+                pass  # known to this process only, until the database answers
         return session
 
     def get(self, token: str | None) -> Session | None:
@@ -97,21 +120,74 @@ class SessionStore:
         if not token:
             return None
         key = _key(token)
+        now = self._clock()
         session = self._sessions.get(key)
+        if self._shared is not None and now - self._checked.get(key, -math.inf) > REVALIDATE_SECONDS:
+            session = self._revalidate(key, token, session, now)
         if session is None:
             return None
-        now = self._clock()
         if now - session.last_seen > self.idle_timeout or now - session.created_at > self.max_age:
-            del self._sessions[key]
+            self._end(key)
             return None
         session = replace(session, last_seen=now)
         self._sessions[key] = session
         self._sessions.move_to_end(key)
+        if self._shared is not None and now - self._stored_seen.get(key, now) > TOUCH_SECONDS:
+            try:
+                self._store(key, session)
+            except SharedSessionsUnavailable:
+                pass
         return session
 
     def delete(self, token: str | None) -> bool:
-        """End the session of `token`; whether there was one."""
-        return bool(token) and self._sessions.pop(_key(token or ""), None) is not None
+        """End the session of `token` (everywhere, when shared); whether there was one."""
+        if not token:
+            return False
+        key = _key(token)
+        known = key in self._sessions
+        if self._shared is not None and not known:
+            known = self._revalidate(key, token, None, self._clock()) is not None
+        self._end(key)
+        return known
+
+    def _revalidate(self, key: bytes, token: str, local: Session | None,
+                    now: float) -> Session | None:
+        """The shared row of `key` as a Session (None: ended elsewhere, or unknown)."""
+        assert self._shared is not None
+        try:
+            fields = self._shared.load(key.hex())
+        except SharedSessionsUnavailable:
+            return local  # keep what this process knows
+        self._checked[key] = now
+        if fields is None:
+            self._forget(key)
+            return None
+        seen = max(fields["seen"], local.last_seen if local else fields["seen"])
+        session = Session(token, fields["csrf"], fields["user"], fields["created"], seen)
+        self._sessions[key] = session
+        self._stored_seen[key] = fields["seen"]
+        return session
+
+    def _store(self, key: bytes, session: Session) -> None:
+        assert self._shared is not None
+        self._shared.save(key.hex(), {"user": session.user, "csrf": session.csrf_token,
+                                      "created": session.created_at, "seen": session.last_seen})
+        self._stored_seen[key] = session.last_seen
+        self._checked[key] = self._clock()
+
+    def _end(self, key: bytes) -> None:
+        self._forget(key)
+        if self._shared is not None:
+            try:
+                self._shared.drop(key.hex())
+            except SharedSessionsUnavailable:
+                pass  # expires there by its own timestamps
+
+    def _forget(self, key: bytes) -> None:
+        """Drop `key` from this process's memory only."""
+        self._sessions.pop(key, None)
+        self._checked.pop(key, None)
+        self._stored_seen.pop(key, None)
 
 
 class CookieAuth(enum.Enum):

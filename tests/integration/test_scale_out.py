@@ -7,6 +7,7 @@ so "never exceeded" is counted where it matters: at the provider.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -20,6 +21,8 @@ import yaml
 from livestack import (
     ALTMOUNT,
     DEADLINE,
+    PASSWORD,
+    USER,
     Stack,
     api,
     basic,
@@ -76,6 +79,16 @@ def test_processes_share_the_port_and_the_budget(stack):
     stack.import_release()
     assert read_all(stack.web_port, stack.file_path, 10) == [DATA] * 10
     assert peak(stack) <= LIMIT
+    # A UI login on one process holds on every connection, whichever process takes it.
+    status, headers, body = request(
+        stack.web_port, "POST", "/ui/api/login", {"Content-Type": "application/json"},
+        json.dumps({"user": USER, "password": PASSWORD}),
+    )
+    assert status == 200, body
+    cookie = headers["Set-Cookie"].split(";")[0]
+    answers = {request(stack.web_port, "GET", "/api/queue", {"Cookie": cookie})[0]
+               for _ in range(30)}
+    assert answers == {200}
 
     def all_up():
         try:
