@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 
@@ -47,7 +47,7 @@ class GrowingMap:
         limit: int,
         readonly: bool = False,
         initial: int = INITIAL_MAP_SIZE,
-        **options: object,
+        **options: Any,
     ) -> None:
         self.what = what
         self.limit = limit

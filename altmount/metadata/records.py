@@ -154,7 +154,9 @@ class SegmentTable:
                 raise MetadataError(f"known offset index {index} outside 0..{n}")
             known[index], values[index] = True, offset
         offsets = _interpolated(values, known)
-        return cls(tuple(message_ids), offsets, np.zeros(n, np.int64), offsets[:-1], groups, known)
+        return cls(
+            tuple(message_ids), offsets, np.zeros(n, np.int64), offsets[:-1], tuple(groups), known
+        )
 
     @classmethod
     def uniform(
@@ -254,7 +256,10 @@ class SegmentTable:
             and np.array_equal(self.skips, other.skips)
             and np.array_equal(self.part_begins, other.part_begins)
             and (self.known is None) == (other.known is None)
-            and (self.known is None or np.array_equal(self.known, other.known))
+            and (
+                self.known is None
+                or (other.known is not None and np.array_equal(self.known, other.known))
+            )
         )
 
     def __hash__(self) -> int:
