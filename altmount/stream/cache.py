@@ -166,6 +166,24 @@ class DiskTier:
         self._broken(failure)
         return None
 
+    def verified(self, message_id: str) -> bool:
+        """Whether an entry is on disk, fresh, and its bytes were checked by this process
+        (written or read whole), so it may be sent from the file unread."""
+        return cache_disk.entry_name(message_id) in self._verified and self.has(message_id)
+
+    def open(self, message_id: str) -> Deferred[cache_disk.FileSegment | None]:
+        """A `verified` entry opened for sendfile, or None when it is gone or damaged."""
+        name = cache_disk.entry_name(message_id)
+        opening = self._run_io(cache_disk.open_entry, self.root, message_id)
+        return opening.addCallbacks(
+            self._opened, self._read_failed, callbackArgs=(name,), errbackArgs=(name,)
+        )
+
+    def _opened(self, segment: cache_disk.FileSegment, name: str) -> cache_disk.FileSegment:
+        self._hits += 1
+        self._served += segment.length
+        return segment
+
     def miss(self) -> None:
         """Count a lookup the tier could not answer."""
         self._misses += 1
@@ -314,20 +332,37 @@ class SegmentCache:
         self._flights: dict[str, _Flight] = {}
         self.shared = 0  #: fetches answered by joining one already in flight
         self.uncacheable = 0  #: segments served but not kept (CRC failed everywhere)
+        self.files = 0  #: segments handed out as open disk-tier files (sent with sendfile)
 
     @property
     def flights(self) -> int:
         """Message-ids being fetched now (each once, however many readers wait)."""
         return len(self._flights)
 
-    def fetch(self, table: Any, index: int, priority: int = 0, *, path: str = "") -> Deferred:
+    def fetch(
+        self, table: Any, index: int, priority: int = 0, *, path: str = "", as_file: bool = False
+    ) -> Deferred:
         """Fire with the decoded data of segment `index` of `table`, as the fetcher's
-        `fetch` does. Cancelling leaves the shared fetch running for the other readers."""
+        `fetch` does. Cancelling leaves the shared fetch running for the other readers.
+        With `as_file`, a segment the disk tier holds checked (and RAM does not) comes as
+        a `cache_disk.FileSegment` to send from the file; the caller closes it."""
         want = _Want.of(table, index, priority, path)
         message_id = want.message_id
         cached = self.ram.get(message_id)
         if want.fits(cached):
             return succeed(cached[0])
+        if (
+            as_file
+            and self.disk is not None
+            and message_id not in self._flights
+            and self.disk.verified(message_id)
+        ):
+            return self.disk.open(message_id).addCallback(self._file_fits, want)
+        return self._shared(want)
+
+    def _shared(self, want: _Want) -> Deferred:
+        """The segment from a fetch in flight, the disk tier or the fetcher (in that order)."""
+        message_id = want.message_id
         flight = self._flights.get(message_id)
         if flight is not None:
             self.shared += 1
@@ -372,6 +407,7 @@ class SegmentCache:
             "shared": self.shared,
             "in_flight": len(self._flights),
             "uncacheable": self.uncacheable,
+            "files": self.files,
         }
 
     def report(self) -> dict[str, Any]:
@@ -390,6 +426,7 @@ class SegmentCache:
             "shared_fetches": stats["shared"],
             "in_flight": stats["in_flight"],
             "uncacheable": stats["uncacheable"],
+            "sendfile_segments": stats["files"],
         }
 
     # internals
@@ -426,6 +463,14 @@ class SegmentCache:
             self.ram.put(want.message_id, data, begin)
             return data, begin, None  # None: already on disk, not to be written again
         return self._from_fetcher(want)
+
+    def _file_fits(self, segment: cache_disk.FileSegment | None, want: _Want) -> Any:
+        if segment is not None and want.fits((segment, segment.begin)):
+            self.files += 1
+            return segment
+        if segment is not None:
+            segment.close()
+        return self._shared(want)
 
     def _landed(self, result: Any, flight: _Flight) -> None:
         if self._flights.get(flight.key) is flight:

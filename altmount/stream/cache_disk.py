@@ -29,12 +29,14 @@ from altmount.errors import CacheEntryDamaged
 __all__ = [
     "DiskIndex",
     "Entry",
+    "FileSegment",
     "HEADER",
     "NoRoom",
     "check_header",
     "encode_header",
     "entry_name",
     "entry_path",
+    "open_entry",
     "read_entry",
     "remove_entries",
     "scan",
@@ -97,6 +99,37 @@ def check_header(head: bytes, message_id: str, file_size: int) -> EntryHead:
             f"cache entry of <{message_id}>: {file_size} bytes, the header says {offset + length}"
         )
     return EntryHead(offset, length, begin, crc)
+
+
+class FileSegment:
+    """An entry's decoded bytes as an open file, for `os.sendfile`: `fd`, where the bytes
+    start in the file (`offset`), how many (`length`, also its `len`) and where they begin
+    in the posted file (`begin`). Whoever holds it closes it; a dropped one is closed when
+    collected, so an error path can never leak the descriptor."""
+
+    __slots__ = ("fd", "offset", "length", "begin")
+
+    def __init__(self, fd: int, offset: int, length: int, begin: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+        self.begin = begin
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, start: int, length: int) -> bytes:
+        """`length` decoded bytes from `start` (for a consumer that cannot sendfile)."""
+        return os.pread(self.fd, length, self.offset + start)
+
+    def close(self) -> None:
+        """Close the descriptor (again is fine)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 @dataclass(slots=True)
@@ -266,6 +299,19 @@ def read_entry(root: str, message_id: str, check: bool = True) -> tuple[bytes, i
     if check and zlib.crc32(data) != head.crc:
         raise CacheEntryDamaged(f"cache entry of <{message_id}>: CRC32 mismatch")
     return data, head.begin
+
+
+def open_entry(root: str, message_id: str) -> FileSegment:
+    """An entry whose CRC32 was checked before, opened for sendfile (its header checked).
+    Raises FileNotFoundError (gone), CacheEntryDamaged or OSError as `read_entry` does."""
+    fd = os.open(entry_path(root, entry_name(message_id)), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        head = check_header(os.pread(fd, HEADER.size + _MAX_ID, 0), message_id, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return FileSegment(fd, head.offset, head.length, head.begin)
 
 
 def remove_entries(root: str, names: list[str]) -> None:

@@ -38,6 +38,10 @@ first byte, then fetches segment after segment from there, and each one's slice 
 cut when it is written, from the offsets its own yEnc header taught; the stream ends
 at the segment that reaches the range's end. A missing segment of unknown length is
 written (as zeros) once the next present segment shows where it ended.
+Files: with `files` (the consumer has `write_file`, see `web.sendfile`) a segment the
+cache's disk tier holds arrives as a `FileSegment`, an open entry file, and is handed
+to the consumer to send with `os.sendfile`, so its bytes never enter the process; it
+holds no memory, so it counts nothing against the budgets.
 
 Copies: Twisted's TCP transport accepts only `bytes` (a memoryview raises
 TypeError in `FileDescriptor.write` when the response has a Content-Length), so a
@@ -63,6 +67,8 @@ from zope.interface import implementer
 from altmount._core import plan_range
 from altmount.errors import ArticleNotFound, StreamError
 from altmount.stream.locate import bracket
+from altmount.errors import ArticleNotFound
+from altmount.stream.cache_disk import FileSegment
 
 __all__ = [
     "ByteConsumer",
@@ -127,6 +133,7 @@ class RangeStreamer:
         clock: Any = None,
         paused_timeout: float = 0.0,
         learner: Any = None,
+        files: bool = False,
     ) -> None:
         table = record.segments
         self._learner = learner
@@ -152,6 +159,7 @@ class RangeStreamer:
         self._budget = budget
         self._clock = clock
         self._paused_timeout = paused_timeout
+        self._fetch_options = {"as_file": True} if files and not self._lazy else {}
         self._pause_timer: Any = None
         self._epoch = 0  # bumped when the window is given back: late answers are dropped
         self.windows_released = 0  #: times a long pause gave the window back
@@ -239,7 +247,7 @@ class RangeStreamer:
         self._epoch += 1
         pending = list(self._pending.values())
         self._pending.clear()
-        self._ready.clear()
+        self._drop_ready()
         self._held.clear()
         self._holes.clear()
         self._hold(-self._held_total)
@@ -249,6 +257,13 @@ class RangeStreamer:
         self.windows_released += 1
         for fetch in pending:
             fetch.cancel()
+
+    def _drop_ready(self) -> None:
+        """Forget what arrived and was not written (closing the files among it)."""
+        for data in self._ready.values():
+            if type(data) is FileSegment:
+                data.close()
+        self._ready.clear()
 
     def _hold(self, delta: int) -> None:
         """Count `delta` more decoded bytes held, here and in the shared budget."""
@@ -293,16 +308,19 @@ class RangeStreamer:
             position = self._next_write
             data = self._ready.pop(position)
             offset, length = self._src_start[position], self._length[position]
-            if offset == 0 and length == len(data) and type(data) is bytes:
-                chunk = data
-            else:
-                chunk = bytes(memoryview(data)[offset : offset + length])
-            del data
             self._hold(-self._held.pop(position))
             self._ahead_bytes -= length
             self._next_write += 1
             self.bytes_written += length
-            if length:
+            if type(data) is FileSegment:
+                # The consumer sends it from the file and closes it.
+                self._consumer.write_file(data, offset, length)  # type: ignore[attr-defined]
+            elif length:
+                if offset == 0 and length == len(data) and type(data) is bytes:
+                    chunk = data
+                else:
+                    chunk = bytes(memoryview(data)[offset : offset + length])
+                del data
                 self._consumer.write(chunk)
             if self._next_write == self._count:
                 self._finish(self.bytes_written)
@@ -397,7 +415,11 @@ class RangeStreamer:
         self._ahead_bytes += self._length[position]
         index = self._first + position
         fetch = self._fetcher.fetch(
-            self._record.segments, index, self._priority, path=self._record.path
+            self._record.segments,
+            index,
+            self._priority,
+            path=self._record.path,
+            **self._fetch_options,
         )
         self._pending[position] = fetch
         fetch.addCallbacks(
@@ -408,13 +430,16 @@ class RangeStreamer:
         )
 
     def _arrived(self, data: Any, position: int, epoch: int) -> None:
-        if epoch != self._epoch:
-            return  # fetched for a window given back during a long pause
-        self._pending.pop(position, None)
-        if self._finished:
+        stale = epoch != self._epoch  # fetched for a window given back during a long pause
+        if not stale:
+            self._pending.pop(position, None)
+        if stale or self._finished:
+            if type(data) is FileSegment:
+                data.close()
             return
-        self._hold(len(data) - self._held[position])
-        self._held[position] = len(data)
+        held = 0 if type(data) is FileSegment else len(data)
+        self._hold(held - self._held[position])
+        self._held[position] = held
         self._ready[position] = data
         self._pump()
 
@@ -464,7 +489,7 @@ class RangeStreamer:
         self._cancel_pause_timer()
         pending = list(self._pending.values())
         self._pending.clear()
-        self._ready.clear()
+        self._drop_ready()
         self._held.clear()
         self._hold(-self._held_total)
         for fetch in pending:

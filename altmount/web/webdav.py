@@ -41,6 +41,7 @@ from altmount.web.davxml import (
     parse_propfind,
 )
 from altmount.web.paths import RequestPath, href_for, join_path, parse_request_path
+from altmount.web.sendfile import SocketBody, direct_capable
 
 __all__ = ["ALLOWED_METHODS", "RESERVED_TOP_LEVEL", "WebDAVResource", "content_type_for"]
 
@@ -374,17 +375,22 @@ def _plain(request: Request, status: int, message: str) -> bytes:
 
 
 class _CountingConsumer:
-    """Passes writes to the request and tells the stream handle their size (once per write)."""
+    """Passes writes to the request (or its SocketBody) and tells the stream handle their
+    size (once per write)."""
 
     __slots__ = ("_request", "_handle")
 
-    def __init__(self, request: Request, handle: Any) -> None:
+    def __init__(self, request: Any, handle: Any) -> None:
         self._request = request
         self._handle = handle
 
     def write(self, data: bytes) -> None:
         self._handle.wrote(len(data))
         self._request.write(data)
+
+    def write_file(self, segment: Any, start: int, length: int) -> None:
+        self._handle.wrote(length)
+        self._request.write_file(segment, start, length)
 
 
 def _client_of(request: Request) -> str:
@@ -411,7 +417,10 @@ class _Delivery:
         self._ops = ops
         self._gone = False
         self._handle = None
-        consumer: Any = request
+        clock = getattr(fetcher, "clock", None)
+        # Plain TCP: the body goes to the socket itself, cached files with sendfile.
+        self._body = SocketBody(request, clock) if direct_capable(request, clock) else None
+        consumer: Any = request if self._body is None else self._body
         # DummyRequest and other request types without our id log without one.
         request_id = getattr(request, "request_id", "")
         self._log_context: dict[str, Any] = {"request_id": request_id}
@@ -439,13 +448,22 @@ class _Delivery:
             on_hole=self._hole,
             log_context=self._log_context,
             budget=getattr(fetcher, "budget", None),
-            clock=getattr(fetcher, "clock", None),
+            clock=clock,
             paused_timeout=streaming.paused_timeout_seconds,
             learner=learner,
+            files=(
+                self._body is not None
+                and record.cipher is None
+                and getattr(fetcher, "disk", None) is not None
+            ),
         )
 
     def begin(self) -> None:
-        self._request.registerProducer(self._streamer, True)
+        if self._body is not None:
+            self._body.attach(self._streamer)
+            self._request.registerProducer(self._body, True)
+        else:
+            self._request.registerProducer(self._streamer, True)
         self._request.notifyFinish().addErrback(self._client_gone)
         self._streamer.start().addCallbacks(self._done, self._failed)
 
@@ -469,10 +487,27 @@ class _Delivery:
     def _client_gone(self, _reason: Failure) -> None:
         self._gone = True
         self._close("client_gone")
+        if self._body is not None:
+            self._body.close()
         self._streamer.stopProducing()
 
     def _done(self, _written: int) -> None:
         if self._gone:
+            return
+        if self._body is not None:
+            self._body.flush().addCallback(self._flushed)
+            return
+        self._close("done")
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def _flushed(self, _: None) -> None:
+        """Every byte is in the socket (or the body ended early: nothing is left to send)."""
+        if self._gone:
+            return
+        if self._body is not None and self._body.closed:
+            self._close("client_gone")
+            self._request.unregisterProducer()
             return
         self._close("done")
         self._request.unregisterProducer()
@@ -486,6 +521,8 @@ class _Delivery:
             self._ops.mark_for_recheck(self._record.path, failure.getErrorMessage())
         request = self._request
         request.unregisterProducer()
+        if self._body is not None:
+            self._body.close()
         if request.startedWriting:
             # The status line and Content-Length are out: all we can do is end the
             # connection early, so the client sees a short body, never wrong bytes.

@@ -10,11 +10,12 @@ import base64
 import os
 import random
 import shutil
+import socket
 import tempfile
 from urllib.parse import quote
 
 from engine_archive_rig import WebClient
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from altmount.config import load_config
@@ -31,10 +32,11 @@ SEGMENTS = 41
 AUTH = b"Basic " + base64.b64encode(b"usenet:usenet")
 
 
-class CacheBars(unittest.TestCase):
+class _CacheRig(unittest.TestCase):
     """One release on a fake provider with 30 ms latency, engines built and rebuilt over it."""
 
     timeout = 60
+    CONFIG = ""  #: more config lines
 
     def setUp(self):
         self.web = WebClient()
@@ -45,8 +47,7 @@ class CacheBars(unittest.TestCase):
         with open(path, "w") as handle:
             handle.write(
                 f"metadata: {{root_path: {folder}/metadata, map_size_mb: 64}}\n"
-                "health: {enabled: false}\n"
-                "providers:\n"
+                "health: {enabled: false}\n" + self.CONFIG + "providers:\n"
                 f"  - {{name: A, host: 127.0.0.1, port: {self.nntp_port.getHost().port},"
                 " tls: false, max_connections: 8}\n"
             )
@@ -107,6 +108,10 @@ class CacheBars(unittest.TestCase):
         ):
             yield self.get(path, byte_range)
 
+
+class CacheBars(_CacheRig):
+    """The bars of issue 17 with the default cache."""
+
     @defer.inlineCallbacks
     def test_first_probe_after_import_uses_the_import_articles(self):
         """The tail of a probe right after import costs no BODY: the import fetched it."""
@@ -151,3 +156,81 @@ class CacheBars(unittest.TestCase):
         self.assertEqual(second, DATA)
         self.assertLessEqual(self.bodies() - before, 1.15 * SEGMENTS)
         self.assertGreater(self.engine.cache.shared, 0)
+
+
+def _raw_get(port: int, path: str, rcvbuf: int, read: int, stop_after: int | None) -> bytes:
+    """GET over a blocking socket with a small receive buffer, `read` bytes per recv;
+    hang up after `stop_after` body bytes (None: read to the end). Returns the body read."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.sendall(
+        f"GET {quote(path)} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH.decode()}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    received = bytearray()
+    try:
+        while stop_after is None or len(received) < stop_after:
+            chunk = sock.recv(read)
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        sock.close()
+    return bytes(received.partition(b"\r\n\r\n")[2])
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class SendfileFromDisk(_CacheRig):
+    """RAM tier off: what the disk tier holds is sent from its files with os.sendfile."""
+
+    CONFIG = "segment_cache: {memory_mb: 0}\n"
+
+    @defer.inlineCallbacks
+    def warm(self):
+        """Import, read the file once and wait until every segment is on disk."""
+        path = yield self.imported()
+        self.assertEqual((yield self.get(path)), DATA)
+        disk = self.engine.cache.disk
+        for _ in range(500):
+            if len(disk.index) >= SEGMENTS and not disk._writing:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(disk.index), SEGMENTS)
+        return path
+
+    @defer.inlineCallbacks
+    def test_reads_are_sent_from_the_files_byte_exact(self):
+        """A full read and ranges of a file on disk are byte-exact, cost 0 BODY, and every
+        segment goes out with sendfile."""
+        path = yield self.warm()
+        before = self.bodies()
+        cache = self.engine.cache
+        sent = cache.files  # the import's first and last articles, already on disk
+        self.assertEqual((yield self.get(path)), DATA)
+        self.assertEqual(cache.files - sent, SEGMENTS)
+        for start, end in ((0, 0), (1, 131_072), (131_071, 131_073), (SIZE - 1000, SIZE - 1)):
+            data = yield self.get(path, f"bytes={start}-{end}")
+            self.assertEqual(data, DATA[start : end + 1], (start, end))
+        self.assertEqual(self.bodies(), before)
+        self.assertGreater(cache.files - sent, SEGMENTS + 4)
+        self.assertEqual(cache.report()["sendfile_segments"], cache.files)
+
+    @defer.inlineCallbacks
+    def test_slow_and_vanishing_clients(self):
+        """A client slower than the socket gets every byte (the body waits for the socket);
+        one that hangs up mid-file leaves no descriptor open and the next read is served."""
+        path = yield self.warm()
+        port = self.port.getHost().port
+        body = yield threads.deferToThread(_raw_get, port, path, 65536, 16384, None)
+        self.assertEqual(body, DATA)
+        opened = _open_fds()
+        yield threads.deferToThread(_raw_get, port, path, 65536, 16384, 200_000)
+        for _ in range(500):
+            if _open_fds() <= opened:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertLessEqual(_open_fds(), opened)
+        self.assertEqual((yield self.get(path, "bytes=5-")), DATA[5:])
