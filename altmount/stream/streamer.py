@@ -38,6 +38,7 @@ first byte, then fetches segment after segment from there, and each one's slice 
 cut when it is written, from the offsets its own yEnc header taught; the stream ends
 at the segment that reaches the range's end. A missing segment of unknown length is
 written (as zeros) once the next present segment shows where it ended.
+
 Files: with `files` (the consumer has `write_file`, see `web.sendfile`) a segment the
 cache's disk tier holds arrives as a `FileSegment`, an open entry file, and is handed
 to the consumer to send with `os.sendfile`, so its bytes never enter the process; it
@@ -66,9 +67,8 @@ from zope.interface import implementer
 
 from altmount._core import plan_range
 from altmount.errors import ArticleNotFound, StreamError
-from altmount.stream.locate import bracket
-from altmount.errors import ArticleNotFound
 from altmount.stream.cache_disk import FileSegment
+from altmount.stream.locate import bracket
 
 __all__ = [
     "ByteConsumer",
