@@ -69,6 +69,9 @@ _SECRET_PARAM = re.compile(
     r"=([^&\s\"'<>]+)"
 )
 _BASIC = re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{4,}={0,2})")
+#: A release password in an NZB name (`Name{{password}}.nzb`, as posters and SABnzbd's
+#: `password=` pass one): every line naming the item would show it otherwise.
+_RELEASE_PASSWORD = re.compile(r"\{\{.+?\}\}")
 _API_KEY_HEADER = re.compile(r"(?i)(x-api-key['\"]?\s*[:=,]\s*\[?\s*b?['\"]?)([^\s'\",\]]+)")
 
 
@@ -135,11 +138,13 @@ class StructuredFormatter(logging.Formatter):
         return head + self.redact(body).replace("\r", "\\r").replace("\n", "\\n")
 
     def redact(self, text: str) -> str:
-        """`text` with the known secrets, credential parameters and Basic credentials masked."""
+        """`text` with the known secrets, credential parameters, Basic credentials and
+        release passwords masked."""
         for secret in self._secrets:
             text = text.replace(secret, _MASK)
         text = redact_url(text)
         text = _API_KEY_HEADER.sub(lambda m: m.group(1) + _MASK, text)
+        text = _RELEASE_PASSWORD.sub("{{" + _MASK + "}}", text)
         return _BASIC.sub(_mask_basic, text)
 
 

@@ -14,6 +14,7 @@ from twisted.web.server import Request
 
 from altmount.config import Config, config_as_dict
 from altmount.errors import AltmountError
+from altmount.importer.layout import name_password
 from altmount.ops.healthstore import FILE_STATES
 from altmount.ops.meters import human_rate
 from altmount.ops.providertest import ProviderTests
@@ -70,11 +71,12 @@ def _states(request: Request) -> list[State] | None:
 
 
 def queue_item_json(item: Any) -> dict[str, Any]:
-    """A queue item as the REST API shows it."""
+    """A queue item as the REST API shows it (a release password in the name left out)."""
     return {
         "id": item.id,
         "nzo_id": item.nzo_id,
-        "nzb_name": item.nzb_name,
+        "nzb_name": name_password(item.nzb_name)[0],
+        "has_password": bool(name_password(item.nzb_name)[1]),
         "category": item.category,
         "priority": item.priority.name.lower(),
         "state": str(item.state),
