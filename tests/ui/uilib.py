@@ -82,6 +82,8 @@ class FakeProvider:
     folder: Path
     media_name: str = "ui-test.mkv"
     size_mb: int = 24
+    #: Article numbers (0-based, comma-separated) the provider answers 430 for.
+    missing: str = ""
     process: subprocess.Popen | None = None
     port: int = 0
 
@@ -99,6 +101,7 @@ class FakeProvider:
                     str(self.size_mb),
                     PROVIDER_USER,
                     PROVIDER_PASSWORD,
+                    *([self.missing] if self.missing else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -197,8 +200,10 @@ class Altmount:
         _stop(self.process)
 
 
-def run_scenario(server: Altmount, provider: FakeProvider, timeout: float = 90.0) -> dict:
-    """Run scenario.cjs against `server`; its JSON report (raises with it on failure)."""
+def run_scenario(
+    server: Altmount, provider: FakeProvider, timeout: float = 90.0, script: Path = SCENARIO
+) -> dict:
+    """Run `script` (scenario.cjs) against `server`; its JSON report (raises with it on failure)."""
     env = dict(
         os.environ,
         UI_TOOLS=str(TOOLS),
@@ -213,7 +218,7 @@ def run_scenario(server: Altmount, provider: FakeProvider, timeout: float = 90.0
         ARTIFACTS=str(ARTIFACTS),
     )
     done = subprocess.run(
-        ["node", str(SCENARIO)], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        ["node", str(script)], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     report = json.loads(lines[-1]) if lines else {"ok": False, "error": done.stdout}

@@ -5,6 +5,15 @@ import { h, fill, badge, table, when, notify, keepFocus } from "../util.js";
 
 const STATUSES = ["unchecked", "healthy", "degraded", "corrupted"];
 
+// What streams found damaged in a file (holes served as zeros, CRC-served articles), one
+// line each, and whether it is queued for repair; nothing for an undamaged file.
+function damageLines(f) {
+  if (!f.damage || !f.damage.length) return null;
+  return h("div", { class: "damage small" },
+    f.wants_repair ? h("strong", { class: "badge-degraded" }, "Wants repair") : null,
+    h("ul", { "aria-label": `Damage found in ${f.path}` }, f.damage.map((line) => h("li", {}, line))));
+}
+
 export default {
   title: "Health",
   mount(root, { pollMs }) {
@@ -50,7 +59,7 @@ export default {
         fill(files,
           answer.enabled ? null : h("p", { class: "muted" }, "Background checks are off (health.enabled: false); re-check files by hand."),
           table("File health", ["File", "Status", "Missing", "Checked", "Next check", ""], answer.files.map((f) => h("tr", {},
-            h("td", { class: "path" }, f.path, f.error ? h("div", { class: "error-text small" }, f.error) : null),
+            h("td", { class: "path" }, f.path, f.error ? h("div", { class: "error-text small" }, f.error) : null, damageLines(f)),
             h("td", {}, badge(f.status)),
             h("td", { class: "num" }, `${f.missing_count} of ${f.sampled} sampled (${f.segments} segments)`),
             h("td", { class: "small" }, when(f.checked_at)),
