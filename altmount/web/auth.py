@@ -223,7 +223,8 @@ def credentials_ok(authorization: bytes | None, user: str, password: str) -> boo
 
 
 def _arg(request: Request, name: bytes) -> bytes | None:
-    values = (request.args or {}).get(name)
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name)
     return values[0] if values else None
 
 
@@ -291,31 +292,34 @@ class Authenticator:
         if Scheme.BASIC in accepts and required:
             decoded = _basic(request.getHeader(b"authorization"))
             if decoded is not None:
-                user, sep, password = decoded.partition(b":")
-                tried.append((Scheme.BASIC, user + b"\0" + password, None))
+                name, sep, secret = decoded.partition(b":")
+                # Without the colon it is no user:password pair: make it one that never matches.
+                pair = name + b"\0" + secret if sep else b"\0\0" + decoded
+                tried.append((Scheme.BASIC, pair, None))
         csrf_missing = False
         if Scheme.SESSION in accepts:
-            verdict = check_request(self.sessions, request)[0]
-            if verdict is CookieAuth.VALID:
+            cookie = check_request(self.sessions, request)[0]
+            if cookie is CookieAuth.VALID:
                 return Verdict(Outcome.GRANTED, Scheme.SESSION)
-            csrf_missing = verdict is CookieAuth.CSRF_MISSING
+            csrf_missing = cookie is CookieAuth.CSRF_MISSING
         if Scheme.API_KEY in accepts:
-            given = _given_key(request)
-            if given:
-                tried.append((Scheme.API_KEY, given, None))
+            key = _given_key(request)
+            if key:
+                tried.append((Scheme.API_KEY, key, None))
         if Scheme.SAB_LOGIN in accepts and required:
-            user, password = _arg(request, b"ma_username"), _arg(request, b"ma_password")
-            if user is not None or password is not None:
-                tried.append((Scheme.SAB_LOGIN, (user or b"") + b"\0" + (password or b""), None))
+            login, secret_arg = _arg(request, b"ma_username"), _arg(request, b"ma_password")
+            if login is not None or secret_arg is not None:
+                pair = (login or b"") + b"\0" + (secret_arg or b"")
+                tried.append((Scheme.SAB_LOGIN, pair, None))
         checked = [(s, c, self._right(s, c, webdav)) for s, c, _ in tried]
         granted = next((s for s, _, right in checked if right), None)
         limited = 0.0
         for scheme, credential, right in checked:
             mark = self._mark(scheme, credential)
-            wait = self.limiter.retry_after(address, scheme.name, mark)
+            wait = self.limiter.retry_after(address, _tag(scheme), mark)
             if scheme is granted and right:
                 if wait <= 0:
-                    self.limiter.succeeded(address, scheme.name, mark)
+                    self.limiter.succeeded(address, _tag(scheme), mark)
                     verdict = Verdict(Outcome.GRANTED, scheme)
                     # Only Basic credentials are sent by a browser on another site's behalf.
                     if scheme is Scheme.BASIC:
@@ -326,7 +330,7 @@ class Authenticator:
                 if wait > 0:
                     limited = max(limited, wait)
                 else:
-                    self.limiter.failed(address, scheme.name, mark)
+                    self.limiter.failed(address, _tag(scheme), mark)
         if limited:
             return Verdict(Outcome.LIMITED, retry_after=limited)
         if checked:
@@ -353,13 +357,13 @@ class Authenticator:
         address = client_key(getattr(request.getClientAddress(), "host", ""))
         mark = self._mark(Scheme.TOKEN, given)
         right = hmac.compare_digest(given, expected)
-        wait = self.limiter.retry_after(address, Scheme.TOKEN.name, mark)
+        wait = self.limiter.retry_after(address, _tag(Scheme.TOKEN), mark)
         if wait > 0:
             return Verdict(Outcome.LIMITED, Scheme.TOKEN, retry_after=wait)
         if right:
-            self.limiter.succeeded(address, Scheme.TOKEN.name, mark)
+            self.limiter.succeeded(address, _tag(Scheme.TOKEN), mark)
             return Verdict(Outcome.GRANTED, Scheme.TOKEN)
-        self.limiter.failed(address, Scheme.TOKEN.name, mark)
+        self.limiter.failed(address, _tag(Scheme.TOKEN), mark)
         return Verdict(Outcome.WRONG, Scheme.TOKEN)
 
     def check_login(self, request: Request, user: str, password: str) -> Verdict:
@@ -370,13 +374,13 @@ class Authenticator:
         given_user, given_password = user.encode("utf-8"), password.encode("utf-8")
         mark = self._mark(Scheme.BASIC, given_user + b"\0" + given_password)
         right = _password_ok(given_user, given_password, self.config.webdav)
-        wait = self.limiter.retry_after(address, Scheme.BASIC.name, mark)
+        wait = self.limiter.retry_after(address, _tag(Scheme.BASIC), mark)
         if wait > 0:
             return Verdict(Outcome.LIMITED, Scheme.BASIC, retry_after=wait)
         if right:
-            self.limiter.succeeded(address, Scheme.BASIC.name, mark)
+            self.limiter.succeeded(address, _tag(Scheme.BASIC), mark)
             return Verdict(Outcome.GRANTED, Scheme.BASIC)
-        self.limiter.failed(address, Scheme.BASIC.name, mark)
+        self.limiter.failed(address, _tag(Scheme.BASIC), mark)
         return Verdict(Outcome.WRONG, Scheme.BASIC)
 
     def _right(self, scheme: Scheme, credential: bytes, webdav: WebDAVConfig) -> bool:
@@ -388,7 +392,7 @@ class Authenticator:
 
     def _mark(self, scheme: Scheme, credential: bytes) -> bytes:
         """A fingerprint of `credential`: the limiter tells them apart without keeping them."""
-        tag = (scheme.name or "").encode("ascii") + b"\0"
+        tag = _tag(scheme).encode("ascii") + b"\0"
         return hmac.new(self._pepper, tag + credential, hashlib.sha256).digest()[:16]
 
     @staticmethod
@@ -397,6 +401,11 @@ class Authenticator:
             return verdict
         why = cross_site(request)
         return Verdict(Outcome.CROSS_SITE, verdict.scheme, detail=why) if why else verdict
+
+
+def _tag(scheme: Scheme) -> str:
+    """The limiter's name for a scheme (each counts apart)."""
+    return scheme.name or ""
 
 
 def _given_key(request: Request) -> bytes | None:

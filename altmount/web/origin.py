@@ -43,10 +43,11 @@ def cross_site(request: Request) -> str:
         return ""  # not a browser, or one that sends neither (then from our own page)
     header = "Origin" if origin is not None else "Referer"
     site = _host_of(named)
-    own = {
-        _authority(request.getHeader(b"host"), request.isSecure()),
-        _authority(request.getHeader(b"x-forwarded-host"), request.isSecure()),
-    } - {None}
+    found = (
+        _authority(request.getHeader(name), request.isSecure())
+        for name in (b"host", b"x-forwarded-host")
+    )
+    own = {authority for authority in found if authority is not None}
     if site is not None and site[1] in own:
         return ""
     shown = named.decode("latin-1")[:100]

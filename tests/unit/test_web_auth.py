@@ -452,3 +452,12 @@ def test_serve_refuses_the_built_in_login_on_all_addresses(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
     assert result.exit_code != 0
     assert "webdav.user" in result.output and "webdav.password" in result.output
+
+
+def test_basic_without_colon_never_matches():
+    """`Basic base64(user)` (no colon) is refused even when the password is empty."""
+    rig = Rig(user="usenet", password="")
+    lone = {b"Authorization": b"Basic " + base64.b64encode(b"usenet")}
+    assert rig.call(b"GET", b"/api/ping", lone)[0] == 401
+    pair = {b"Authorization": b"Basic " + base64.b64encode(b"usenet:")}
+    assert rig.call(b"GET", b"/api/ping", pair)[0] == 200
