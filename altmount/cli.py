@@ -379,6 +379,12 @@ def check(config_path: Path) -> None:
     """Validate the config and print the effective values, passwords masked."""
     loaded = _load(config_path)
     click.echo(render_config(loaded), nl=False)
+    from altmount.web.auth import exposure_problem
+
+    problem = exposure_problem(loaded.webdav)
+    if problem:  # `serve` refuses this config: say so here too
+        click.echo(f"error: {config_path}: {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 @cli.group()

@@ -442,16 +442,18 @@ def test_default_bind_is_loopback():
 
 
 def test_serve_refuses_the_built_in_login_on_all_addresses(tmp_path):
-    """`altmount serve` on 0.0.0.0 with no login configured exits at once, naming the keys."""
+    """`altmount serve` (and `config check`) on 0.0.0.0 with no login configured exit at once,
+    naming the keys."""
     from click.testing import CliRunner
 
     from altmount.cli import cli
 
     config = tmp_path / "config.yaml"
     config.write_text("webdav:\n  bind_address: 0.0.0.0\nmetadata:\n  root_path: ./meta\n")
-    result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
-    assert result.exit_code != 0
-    assert "webdav.user" in result.output and "webdav.password" in result.output
+    for command in (["serve"], ["config", "check"]):
+        result = CliRunner().invoke(cli, [*command, "--config", str(config)])
+        assert result.exit_code != 0, command
+        assert "webdav.user" in result.output and "webdav.password" in result.output
 
 
 def test_basic_without_colon_never_matches():
