@@ -39,6 +39,9 @@ FLUSH_EVERY = 256
 #: Segments the learner keeps for the stream that asked, when there is no segment
 #: cache to put them in (the last probe of a search is the first segment served).
 HANDOFF_SEGMENTS = 4
+#: Files whose learned tables stay in memory (least recently read go first, written to
+#: the store before): a library of uneven posts must not grow the process.
+MAX_TABLES = 64
 
 
 def bracket(table: SegmentTable, offset: int) -> tuple[int, int]:
@@ -89,7 +92,7 @@ class OffsetLearner:
         self._source = source
         self._fetcher = fetcher
         self._store = store
-        self._tables: dict[str, SegmentTable] = {}
+        self._tables: OrderedDict[str, SegmentTable] = OrderedDict()
         self._dirty: set[str] = set()
         self._unsaved = 0
         self._handoff: OrderedDict[str, bytes] = OrderedDict()
@@ -112,7 +115,9 @@ class OffsetLearner:
         mine = self._tables.get(path)
         if mine is None or mine.message_ids != stored.message_ids:
             self._tables[path] = stored
+            self._forget_oldest()
             return stored
+        self._tables.move_to_end(path)
         if stored.known is not None and not np.array_equal(stored.known, mine.known):
             try:
                 mine = mine.learn(stored.known_points())  # another process learned too
@@ -170,6 +175,8 @@ class OffsetLearner:
                 ) from None
             if learned is not current:
                 self._tables[path] = learned
+                self._tables.move_to_end(path)
+                self._forget_oldest()
                 self.learned += 1
                 self._dirty.add(path)
                 self._unsaved += 1
@@ -191,6 +198,13 @@ class OffsetLearner:
         self._handoff.move_to_end(message_id)
         while len(self._handoff) > HANDOFF_SEGMENTS:
             self._handoff.popitem(last=False)
+
+    def _forget_oldest(self) -> None:
+        while len(self._tables) > MAX_TABLES:
+            path = next(iter(self._tables))
+            if path in self._dirty:
+                self.flush()
+            del self._tables[path]
 
     def flush(self) -> None:
         """Write what was learned to the metadata store now."""
