@@ -14,12 +14,16 @@ TLS/plain ratios of the same run. Every byte is md5-checked. INN2's own CPU (it 
 is in no figure.
 
     .venv/bin/python benchmarks/tls_cost.py --size-mb 300 --trials 3 --nzbget --out tls.json
+
+With `--compare-tree DIR` a third server runs the source tree DIR over TLS as well (an
+A/B of two versions in one run, alternating).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -79,6 +83,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--nzbget", action="store_true", help="also nzbget over TLS")
+    parser.add_argument(
+        "--compare-tree",
+        type=Path,
+        help="also a TLS server running the altmount source tree at this path "
+        "(compiled, e.g. a worktree of an older commit): kind tls_compared",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
     args = parser.parse_args()
     why = problem() or (
@@ -94,12 +104,15 @@ def main() -> int:
         print(f"posting {size:,} bytes to INN2 with nyuu", file=sys.stderr)
         nzb, md5 = post(work, size)
         path = f"{release_dir('/complete', 'complete', 'release')}/{POSTED_NAME}"
-        for kind in ("plain", "tls"):
-            ca_file = INN2_TLS_CA if kind == "tls" else None
+        kinds = ("plain", "tls", "tls_compared") if args.compare_tree else ("plain", "tls")
+        for kind in kinds:
+            ca_file = None if kind == "plain" else INN2_TLS_CA
             config, target = altmount_config(work / kind, args.connections, ca_file)
+            tree_env = {**os.environ, "PYTHONPATH": str(args.compare_tree)}
             process = subprocess.Popen(
                 [sys.executable, "-m", "altmount", "serve", "--config", str(config)],
                 stdout=subprocess.DEVNULL,
+                env=tree_env if kind == "tls_compared" else None,
             )
             servers[kind] = (process, target, ProcessTree(process.pid))
             wait_for(lambda t=target, p=process: _live(t, p), 60, f"altmount serve ({kind})")
@@ -107,9 +120,9 @@ def main() -> int:
             wait_first_byte(target, path, timeout=120)
         trials = []
         for trial in range(args.trials):
-            print(f"trial {trial + 1}: plain, TLS", file=sys.stderr)
+            print(f"trial {trial + 1}: {', '.join(kinds)}", file=sys.stderr)
             row = {}
-            for kind in ("plain", "tls"):
+            for kind in kinds:
                 _, target, tree = servers[kind]
                 row[kind] = measured_get(target, tree, path, size, md5)
             if args.nzbget:
@@ -127,6 +140,11 @@ def main() -> int:
             tls["cpu_s_per_gib"] - plain["cpu_s_per_gib"], 2
         )
         result["tls_over_plain_throughput"] = round(tls["mb_s"] / plain["mb_s"], 2)
+        if args.compare_tree:
+            other = result["median"]["tls_compared"]
+            result["tls_over_compared_cpu_s_per_gib"] = round(
+                tls["cpu_s_per_gib"] / other["cpu_s_per_gib"], 2
+            )
     finally:
         for process, _, _ in servers.values():
             process.terminate()
