@@ -429,7 +429,7 @@ class _Delivery:
                 record.path, _client_of(request), start, end, request_id
             )
             self._log_context = self._handle.log_context
-            consumer = _CountingConsumer(request, self._handle)
+            consumer = _CountingConsumer(consumer, self._handle)
         if record.cipher is not None:
             # Encrypted archive member: stream the ciphertext blocks covering the
             # range (plus the block before, its IV) and decrypt them on the way out.

@@ -269,6 +269,28 @@ class OpsAPI(unittest.TestCase):
         self.assertEqual(self.nntp.commands["BODY"], before + segments)
 
     @defer.inlineCallbacks
+    def test_disk_tier_files_are_sent_and_counted(self):
+        """With the RAM tier emptied, a re-read goes out from the disk tier's files
+        (sendfile) byte-exact, costs no BODY, and its bytes are counted as served."""
+        self.assertEqual((yield self.read_file()), DATA)
+        segments = len(self.record.segments.message_ids)
+        disk = self.engine.cache.disk
+        for _ in range(500):
+            if len(disk.index) >= segments and not disk._writing:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.engine.cache.ram.clear()
+        _, before = yield self.call("/api/queue/stats")
+        bodies = self.nntp.commands["BODY"]
+        self.assertEqual((yield self.read_file()), DATA)
+        self.assertEqual(self.nntp.commands["BODY"], bodies)
+        _, streaming = yield self.call("/api/health/streaming")
+        self.assertEqual(streaming["cache"]["sendfile_segments"], segments)
+        _, after = yield self.call("/api/queue/stats")
+        served = after["performance"]["bytes_served_total"]
+        self.assertEqual(served - before["performance"]["bytes_served_total"], SIZE)
+
+    @defer.inlineCallbacks
     def test_providers_statistics_no_password(self):
         """Providers list connections and statistics with real numbers and no password."""
         status, body = yield self.call("/api/providers")
