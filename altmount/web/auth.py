@@ -180,7 +180,7 @@ class Verdict:
         if self.outcome is Outcome.CROSS_SITE:
             return f"cross-site request refused: {self.detail}"
         if self.outcome is Outcome.WRONG:
-            return "wrong credentials"
+            return self.detail or "wrong credentials"
         return self.detail or "authentication required (Basic auth, X-Api-Key or a UI session)"
 
 
@@ -381,7 +381,7 @@ class Authenticator:
             self.limiter.succeeded(address, _tag(Scheme.BASIC), mark)
             return Verdict(Outcome.GRANTED, Scheme.BASIC)
         self.limiter.failed(address, _tag(Scheme.BASIC), mark)
-        return Verdict(Outcome.WRONG, Scheme.BASIC)
+        return Verdict(Outcome.WRONG, Scheme.BASIC, detail="wrong user or password")
 
     def _right(self, scheme: Scheme, credential: bytes, webdav: WebDAVConfig) -> bool:
         if scheme is Scheme.API_KEY:

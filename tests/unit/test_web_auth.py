@@ -319,6 +319,16 @@ def test_cross_site_post_refused_with_auth_off_too():
     assert rig.call(b"GET", b"/api/ping", {b"Origin": b"http://evil.example"})[0] == 200
 
 
+def test_cross_site_webdav_change_refused_reads_allowed():
+    """WebDAV DELETE/MOVE with Basic credentials from another site's page are 403; a
+    PROPFIND from it (a read) is not refused."""
+    rig = Rig()
+    evil = {b"Authorization": GOOD, b"Origin": b"http://evil.example"}
+    assert rig.call(b"DELETE", b"/complete/x.mkv", evil)[0] == 403
+    assert rig.call(b"MOVE", b"/complete/x.mkv", evil)[0] == 403
+    assert rig.call(b"PROPFIND", b"/complete/", {**evil, b"Depth": b"0"})[0] == 404
+
+
 def test_api_key_post_is_not_subject_to_origin():
     """A request authenticated by the API key (which no other site knows) is let in."""
     rig = Rig()
