@@ -212,7 +212,7 @@ class SegmentTable:
             for index, offset in points.items():
                 if int(self.offsets[index]) != offset:
                     raise MetadataError(
-                        f"offset {index} is {int(self.offsets[index])}, not {offset}"
+                        f"segment {index} starts at byte {int(self.offsets[index])}, not {offset}"
                     )
             return self
         known = self.known.copy()

@@ -403,3 +403,31 @@ def test_many_stores_and_readers(tmp_path: Path) -> None:
         with MetadataStore(path) as store:
             store.put_files([_rec(f"/r/{index}")])
             assert len(store.listdir("/r")) == index + 1
+
+
+def _sparse_record(path: str) -> FileRecord:
+    """A file of five uneven parts of which only the first and last headers were read."""
+    table = SegmentTable.sparse(["a", "b", "c", "d", "e"], {0: 0, 1: 100, 4: 900, 5: 1000})
+    return FileRecord(path, 1000, 1.0, "ok", table, "r")
+
+
+def test_learned_offsets_merge_into_the_stored_record(store: MetadataStore) -> None:
+    """Offsets learned by two readers add up in the stored record; a contradiction is refused."""
+    record = _sparse_record("/r/f.mkv")
+    store.put_files([record])
+    assert store.learn_offsets("/r/f.mkv", record.segments.learn({2: 300}))
+    assert store.learn_offsets("/r/f.mkv", record.segments.learn({3: 450}))
+    stored = store.get_file("/r/f.mkv").segments
+    assert stored.exact and list(stored.offsets) == [0, 100, 300, 450, 900, 1000]
+    with pytest.raises(MetadataError, match="starts at byte 300, not 310"):
+        store.learn_offsets("/r/f.mkv", record.segments.learn({2: 310}))
+
+
+def test_learned_offsets_of_a_gone_or_replaced_file_are_dropped(store: MetadataStore) -> None:
+    """A record deleted or re-imported with other segments since the read is left alone."""
+    learned = _sparse_record("/r/f.mkv").segments.learn({2: 300})
+    assert not store.learn_offsets("/r/f.mkv", learned)
+    other = SegmentTable.uniform(["x", "y"], 500, 1000)
+    store.put_files([FileRecord("/r/f.mkv", 1000, 1.0, "ok", other, "r")])
+    assert not store.learn_offsets("/r/f.mkv", learned)
+    assert store.get_file("/r/f.mkv").segments == other
