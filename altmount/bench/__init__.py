@@ -218,3 +218,32 @@ def api(
         result = run_api_bench(requests, concurrency, server, path, progress=step)
     _write(result, out)
     emit(result, as_json)
+
+
+@bench.command()
+@click.option("--size-mb", type=float, default=100, show_default=True, help="The streamed file.")
+@click.option("--files", type=int, default=40, show_default=True, help="Files of the import.")
+@click.option("--file-mb", type=float, default=4, show_default=True, help="Size of each.")
+@click.option("--article-size", type=int, default=716_800, show_default=True)
+@click.option("--latency-ms", type=float, default=10.0, show_default=True)
+@click.option("--connections", type=int, default=8, show_default=True)
+@click.option("--depth", type=int, default=2, show_default=True)
+@click.option("--headroom", type=int, default=2, show_default=True, help="nntp.stream_headroom")
+@click.option("--seeks", type=int, default=50, show_default=True)
+@click.option("--seek-mb", type=float, default=4, show_default=True)
+@click.option("--seed", type=int, default=1)
+@json_option
+@out_option
+@quiet_option
+def contend(as_json: bool, out: Path | None, quiet: bool, **options: Any) -> None:
+    """A stream's seeks idle and while a 40-file import and a health sweep run."""
+    from altmount.bench.common import emit
+    from altmount.bench.contend import ContendOptions, contend_table, run_contend_bench
+
+    with _progress(4, quiet or as_json) as step:
+        result = run_contend_bench(ContendOptions(**options), progress=step)
+    _write(result, out)
+    if as_json:
+        emit(result, True)
+    else:
+        click.echo("\n".join(contend_table(result)))

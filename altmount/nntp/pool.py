@@ -238,7 +238,12 @@ class ProviderPool(BudgetShare, ProviderHealth):
         job = schedule.next_for(lower is not None)
         if job is None:
             return False
-        self._dispatch(job, any_conn if job.cls is RequestClass.STREAM else lower)
+        if job.cls is RequestClass.STREAM:
+            # Behind other stream work if it can: an import's pipeline is no place to wait.
+            free = self._least_busy(lambda conn: not schedule.carries_background(conn))
+            self._dispatch(job, free or any_conn)
+        else:
+            self._dispatch(job, lower)
         return True
 
     def _idle_connection(self) -> NNTPClientProtocol | None:

@@ -207,6 +207,10 @@ class Scheduler(Generic[J, C]):
         """Connections carrying import or background work now."""
         return len(self._background_on)
 
+    def carries_background(self, conn: C) -> bool:
+        """Whether `conn` has import or background work in flight."""
+        return conn in self._background_on
+
     def may_take_background(self, conn: C) -> bool:
         """Whether `conn` may take an import or background job now. Over the limit (a
         stream has just started), none may until enough connections have drained."""

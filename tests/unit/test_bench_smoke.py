@@ -225,3 +225,31 @@ def test_stream_from_a_source_checkout(tmp_path):
     report = json.loads(result.stdout)
     assert report["sequential"]["bytes"] == 2 << 20
     assert report["click"]["count"] == 1
+
+
+def test_contend_measures_seeks_idle_and_under_import_and_health_load():
+    """A small contend run reports idle and loaded seek figures, their ratios, and import
+    and health work done meanwhile without errors."""
+    report = run(
+        "contend",
+        "--size-mb",
+        "4",
+        "--files",
+        "3",
+        "--file-mb",
+        "1",
+        "--latency-ms",
+        "0",
+        "--connections",
+        "4",
+        "--seeks",
+        "4",
+        "--seek-mb",
+        "1",
+    )
+    for phase in ("idle", "loaded"):
+        assert set(report[phase]) == {"ttfb_p50_ms", "ttfb_p95_ms", "seek_p50_ms", "seek_p99_ms"}
+        assert all(value > 0 for value in report[phase].values())
+    assert report["ratio"]["seek_p50_ms"] > 0 and report["ratio"]["ttfb_p50_ms"] > 0
+    load = report["load"]
+    assert load["errors"] == [] and load["imports_added"] >= 1 and load["health_checks"] >= 1
