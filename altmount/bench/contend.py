@@ -63,7 +63,8 @@ metadata: {{root_path: {workdir / "metadata"}}}
 database: {{path: {workdir / "altmount.db"}}}
 import: {{queue_processing_interval_seconds: 0.1, segment_sample_percentage: 100,
           max_processor_workers: 2}}
-health: {{enabled: true, check_interval_seconds: 86400, segment_sample_percentage: 100,
+# No scheduled health rounds: the idle phase must be idle; the load asks for checks.
+health: {{enabled: false, segment_sample_percentage: 100,
           max_connections_for_health_checks: {opts.connections}}}
 nntp: {{stream_headroom: {opts.headroom}}}
 streaming: {{max_download_workers: {opts.connections}}}
