@@ -56,18 +56,22 @@ def posted_wav(media_dir: Path) -> Posted:
     )
 
 
-@pytest.fixture(scope="session")
-def session_server(
-    tmp_path_factory: pytest.TempPathFactory, inn2_peers: None
-) -> Iterator[AltmountServer]:
-    """One altmount server for the session, its only provider the open INN2 reader."""
-    directory = tmp_path_factory.mktemp("altmount")
-    server = AltmountServer(write_config(directory, [provider("inn2")]), name="session")
+def _serving(directory: Path, entry: dict[str, object], name: str) -> Iterator[AltmountServer]:
+    """A started altmount server whose only provider is `entry`, stopped afterwards."""
+    server = AltmountServer(write_config(directory, [entry]), name=name)
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_server(
+    tmp_path_factory: pytest.TempPathFactory, inn2_peers: None
+) -> Iterator[AltmountServer]:
+    """One altmount server for the session, its only provider the open INN2 reader."""
+    yield from _serving(tmp_path_factory.mktemp("altmount"), provider("inn2"), "session")
 
 
 @pytest.fixture(scope="session")
@@ -77,13 +81,7 @@ def tls_session_server(
     """A second server whose only provider is INN2's TLS reader, verified against the test CA."""
     if not TLS_CA_FILE.exists():
         pytest.skip(f"{TLS_CA_FILE} missing: run scripts/setup-peers.sh as root")
-    directory = tmp_path_factory.mktemp("altmount-tls")
-    server = AltmountServer(write_config(directory, [tls_provider("inn2-tls")]), name="tls")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(tmp_path_factory.mktemp("altmount-tls"), tls_provider("inn2-tls"), "tls")
 
 
 @pytest.fixture(scope="session")
