@@ -299,6 +299,12 @@ class _Channel(http.HTTPChannel):
             return
         super().dataReceived(data)
 
+    def _send100Continue(self) -> None:  # noqa: N802 (Twisted's name)
+        # A request refused from its head (401, 408, 413) must not be told to go on.
+        if self.requests and getattr(self.requests[-1], "_refused", False):
+            return
+        super()._send100Continue()
+
     def lineLengthExceeded(self, line: bytes) -> None:
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"

@@ -396,6 +396,14 @@ def test_large_body_refused_before_it_is_read(headers, status):
     assert transport.value().startswith(b"HTTP/1.1 %d " % status) and transport.disconnecting
 
 
+def test_refused_body_gets_no_100_continue():
+    """A client asking `Expect: 100-continue` for a refused body gets the 401 alone."""
+    rig = Rig()
+    protocol, transport = rig.connect()
+    protocol.dataReceived(_head(10_000_000, b"Expect: 100-continue"))
+    assert transport.value().startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in transport.value()
+
+
 def test_large_body_with_credentials_in_the_head_is_read():
     """With the right key in the head, a large body is awaited (no answer, connection open)."""
     rig = Rig()
