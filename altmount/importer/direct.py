@@ -53,6 +53,12 @@ def _inline(fn: Callable, *args: object) -> defer.Deferred:
     return defer.maybeDeferred(fn, *args)
 
 
+def _shown(job: ImportJob) -> str:
+    """The NZB's name for an error a person reads: its `{{password}}` left out (the error
+    is shown in the queue, the SABnzbd history and the log)."""
+    return name_password(job.nzb_filename)[0]
+
+
 class ParseStage:
     """Parses the NZB (off the reactor: a big one takes seconds) and places the release."""
 
@@ -66,7 +72,7 @@ class ParseStage:
         """The job with the parsed NZB, the release name and its folder."""
         if len(job.data) > MAX_NZB_BYTES:
             raise ImportFailed(
-                f"{job.nzb_filename}: NZB is {len(job.data) >> 20} MiB, larger "
+                f"{_shown(job)}: NZB is {len(job.data) >> 20} MiB, larger "
                 f"than the {MAX_NZB_BYTES >> 20} MiB accepted"
             )
 
@@ -82,7 +88,7 @@ class ParseStage:
 
         def failed(failure):
             failure.trap(NZBParseError)
-            raise ImportFailed(f"{job.nzb_filename}: {failure.getErrorMessage()}")
+            raise ImportFailed(f"{_shown(job)}: {failure.getErrorMessage()}")
 
         return self._run(parse_nzb, job.data).addCallbacks(parsed, failed)
 
@@ -130,7 +136,7 @@ class WriteStage:
             )
             self._store.put_files(records)
         except (MetadataError, PathError) as exc:
-            raise ImportFailed(f"{job.nzb_filename}: cannot store the release: {exc}") from exc
+            raise ImportFailed(f"{_shown(job)}: cannot store the release: {exc}") from exc
         return replace(job, records=records)
 
 

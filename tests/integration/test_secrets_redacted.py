@@ -135,6 +135,12 @@ class NoSecretAnywhere(unittest.TestCase):
             form,
         )
         self.assertEqual(code, 201, body)
+        code, body = yield self.call(
+            b"POST",
+            b"/api/queue/upload",
+            _multipart("file", f"Broken{{{{{NAMED_PASSWORD}}}}}.nzb", b"<nzb>not closed"),
+            form,
+        )
         for item in (yield self.server.queue.list(None, None, None, 0, 10, "queue", False)):
             settled = yield self.server.queue.wait_for(item.id)
             item_id = settled.id
@@ -164,6 +170,7 @@ class NoSecretAnywhere(unittest.TestCase):
         log = Path(self.log_file).read_text(encoding="utf-8")
         everything = b"\n".join(self.answers).decode("utf-8", "replace")
         self.assertIn("Film.2024", everything)  # the answers are real
+        self.assertIn("Broken.nzb", everything)  # a failed import's error is shown
         self.assertIn("Other.2024", log)  # the log names the items
         self.assertIn("/sabnzbd/api?mode=addfile", log)  # and the requests
         secrets = (WEBDAV_PASSWORD, PROVIDER_PASSWORD, self.key, RELEASE_PASSWORD, NAMED_PASSWORD)
