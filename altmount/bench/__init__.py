@@ -229,6 +229,7 @@ def api(
 @click.option("--connections", type=int, default=8, show_default=True)
 @click.option("--depth", type=int, default=2, show_default=True)
 @click.option("--headroom", type=int, default=2, show_default=True, help="nntp.stream_headroom")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Idle/loaded pairs.")
 @click.option("--seeks", type=int, default=50, show_default=True)
 @click.option("--seek-mb", type=float, default=4, show_default=True)
 @click.option("--seed", type=int, default=1)

@@ -2,9 +2,11 @@
 
 The fake NNTP server (its own process, a delay per command) holds a media file and a
 40-file release. `altmount serve` imports the media file, then random seeks (TTFB and
-time to read `--seek-mb`) are measured twice in the same run: idle, and while the
-40-file release is imported again and again (SABnzbd addfile, every segment STATed)
-and health checks STAT every segment of every file in a loop. The report gives both
+time to read `--seek-mb`) are measured in `--rounds` pairs of phases in the same run:
+idle, and while the 40-file release is imported again and again (SABnzbd addfile,
+every segment STATed) and health checks STAT every segment of the file in a loop
+(after each loaded phase the queue drains before the next idle one). Alternating
+phases cancel most of the drift of a shared, noisy box. The report gives both
 sets of figures, their ratios (the bar: loaded p50 at most 1.5x idle), and how much
 import and health work got done meanwhile (they must move, not starve).
 """
@@ -26,8 +28,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from altmount.bench.common import free_port, wait_for
-from altmount.bench.httpclient import Target, add_nzb
+from altmount.bench.common import free_port, percentile, wait_for
+from altmount.bench.httpclient import Target, add_nzb, timed_get
 from altmount.bench.stream import API_KEY, _Run, _seeks, start_serve, stop_processes
 from altmount.selfexec import altmount_argv, python_argv
 
@@ -51,6 +53,7 @@ class ContendOptions:
     headroom: int = 2
     seeks: int = 50
     seek_mb: float = 4
+    rounds: int = 3
     seed: int = 1
 
 
@@ -92,9 +95,9 @@ def _call(target: Target, method: str, path: str) -> Any:
 class _Load:
     """Imports and health checks kept running in two threads until `stop()`."""
 
-    def __init__(self, target: Target, nzb: bytes, paths: list[str]) -> None:
+    def __init__(self, target: Target, nzb: bytes, paths: list[str], first: int = 0) -> None:
         self.target, self.nzb, self.paths = target, nzb, paths
-        self.imports_added = 0
+        self.imports_added = first  # also the number in the next copy's name
         self.health_checks = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -143,10 +146,28 @@ def _completed(target: Target) -> int:
     return int(_call(target, "GET", "/api/queue/stats")["counts"].get("completed", 0))
 
 
-def _seek_figures(run: _Run, opts: ContendOptions, seed: int) -> dict[str, Any]:
-    figures = _seeks(run, opts.seeks, opts.seek_mb, random.Random(seed))
-    keys = ("ttfb_p50_ms", "ttfb_p95_ms", "seek_p50_ms", "seek_p99_ms")
-    return {key: figures[key] for key in keys}
+def _seek_times(run: _Run, opts: ContendOptions, rng: random.Random) -> list[tuple[float, float]]:
+    """(TTFB, time to the last byte) of `opts.seeks` random reads of `seek_mb`."""
+    length = min(int(opts.seek_mb * 1024 * 1024), run.size)
+    times = []
+    for _ in range(opts.seeks):
+        transfer = timed_get(run.target, run.path, rng.randrange(0, run.size - length + 1), length)
+        times.append((transfer.ttfb, transfer.seconds))
+    return times
+
+
+def _figures(times: list[tuple[float, float]]) -> dict[str, Any]:
+    ttfbs, fulls = [t for t, _ in times], [f for _, f in times]
+
+    def ms(values: list[float], q: float) -> float:
+        return round((percentile(values, q) or 0.0) * 1000, 1)
+
+    return {
+        "ttfb_p50_ms": ms(ttfbs, 50),
+        "ttfb_p95_ms": ms(ttfbs, 95),
+        "seek_p50_ms": ms(fulls, 50),
+        "seek_p99_ms": ms(fulls, 99),
+    }
 
 
 def run_contend_bench(
@@ -191,17 +212,26 @@ def run_contend_bench(
         procs.append(server)
         run = _Run(target, path, int(size), None)
         _seeks(run, 5, opts.seek_mb, random.Random(opts.seed + 1))  # open the connections
-        log(f"(idle) {opts.seeks} seeks")
-        idle = _seek_figures(run, opts, opts.seed)
-        load = _Load(target, (nntp_dir / "pack.nzb").read_bytes(), [path])
+        nzb = (nntp_dir / "pack.nzb").read_bytes()
+        quiet: list[tuple[float, float]] = []
+        busy: list[tuple[float, float]] = []
+        seconds, added, checks, errors = 0.0, 0, 0, []
         done_before = _completed(target)
-        log(f"(loaded) {opts.seeks} seeks while importing and checking health")
-        load.start()
-        time.sleep(1.0)  # let the imports and checks fill their share of connections
-        started = time.perf_counter()
-        loaded = _seek_figures(run, opts, opts.seed)
-        seconds = time.perf_counter() - started
-        load.stop()
+        for round_ in range(opts.rounds):
+            # Both phases of a round read the same offsets.
+            log(f"round {round_ + 1}: {opts.seeks} seeks idle, then loaded")
+            quiet += _seek_times(run, opts, random.Random(opts.seed + round_))
+            load = _Load(target, nzb, [path], first=added)
+            load.start()
+            time.sleep(1.0)  # let the imports and checks fill their share of connections
+            started = time.perf_counter()
+            busy += _seek_times(run, opts, random.Random(opts.seed + round_))
+            seconds += time.perf_counter() - started
+            load.stop()
+            added, checks = load.imports_added, checks + load.health_checks
+            errors += load.errors
+            wait_for(lambda load=load: load.waiting() == 0, 600, "the queued imports")
+        idle, loaded = _figures(quiet), _figures(busy)
         result: dict[str, Any] = {
             "options": asdict(opts),
             "idle": idle,
@@ -212,10 +242,10 @@ def run_contend_bench(
             },
             "load": {
                 "seconds": round(seconds, 1),
-                "imports_added": load.imports_added,
+                "imports_added": added,
                 "imports_completed": _completed(target) - done_before,
-                "health_checks": load.health_checks,
-                "errors": load.errors,
+                "health_checks": checks,
+                "errors": errors,
             },
         }
         return result

@@ -246,6 +246,8 @@ def test_contend_measures_seeks_idle_and_under_import_and_health_load():
         "4",
         "--seek-mb",
         "1",
+        "--rounds",
+        "2",
     )
     for phase in ("idle", "loaded"):
         assert set(report[phase]) == {"ttfb_p50_ms", "ttfb_p95_ms", "seek_p50_ms", "seek_p99_ms"}
