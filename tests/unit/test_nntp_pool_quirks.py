@@ -148,3 +148,23 @@ def test_reenable_refuses_another_server():
     reactor.flush()
     other = ProviderConfig(name="news", host="elsewhere.test", tls=False, username="u")
     assert not pool.reenable(other) and not pool.enabled
+
+
+def test_open_circuit_is_unhealthy_in_the_health_report():
+    """/api/health's provider status says unhealthy while the circuit is open, naming the
+    last failure, and healthy again once it closed."""
+    from types import SimpleNamespace
+
+    from altmount.ops.health import HealthMonitor
+
+    reactor, _, pool = _setup(login=False)
+    monitor = HealthMonitor(reactor, SimpleNamespace(router=SimpleNamespace(providers=[pool])))
+    reactor.refused.add("news.test")
+    _collect([pool.body("a1@test")])
+    reactor.flush()
+    _run(reactor, 7.6)
+    status, reason = monitor.provider_status(pool)
+    assert status == "unhealthy" and reason.startswith("circuit open:") and "refused" in reason
+    reactor.refused.clear()
+    _run(reactor, FIRST_PAUSE_SECONDS + 0.2)
+    assert monitor.provider_status(pool)[0] == "healthy"
