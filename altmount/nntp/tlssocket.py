@@ -40,13 +40,15 @@ class _TLSClient(tcp.Client):
     """tcp.Client whose socket is wrapped in TLS once the TCP connect succeeds."""
 
     socket: Any
+    #: One read buffer for every connection: reads run on the reactor thread only, and
+    #: each is copied out before the next, so 20 connections do not hold 20 MiB.
+    _buffer = bytearray(READ_BUFFER_SIZE)
+    _view = memoryview(_buffer)
 
     def __init__(
         self, host: str, port: int, bindAddress: Any, tls: ProviderTLS, connector: Any, reactor: Any
     ) -> None:
         self._tls = tls
-        self._buffer = bytearray(READ_BUFFER_SIZE)
-        self._view = memoryview(self._buffer)
         self._session_saved = False
         super().__init__(host, port, bindAddress, connector, reactor)
 
@@ -115,7 +117,7 @@ class _TLSClient(tcp.Client):
                 self._tls.session = self.socket.session
                 self._session_saved = True
             self.protocol.dataReceived(bytes(view[:count]))
-            if count < size or self.disconnected or not self.connected:
+            if count < size or self.disconnected or self._aborting:
                 return None
 
     def writeSomeData(self, data: Any) -> Any:
