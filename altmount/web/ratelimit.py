@@ -5,6 +5,7 @@ No I/O: the clock is passed in, credentials arrive as fingerprints.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections import OrderedDict
@@ -35,6 +36,7 @@ _MAX_WRONG_PER_CLIENT = 64
 _MAX_GOOD_PER_CLIENT = 16
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address is most of a credential check's cost
 def client_key(host: str) -> str:
     """The rate-limit key of a client address: the address, or its /64 for IPv6.
 
@@ -104,6 +106,11 @@ class LoginLimiter:
 
     def succeeded(self, address: str, scheme: str, credential: bytes) -> None:
         """Record that `credential` worked from `address`: its blocks no longer apply."""
+        known = self._clients.get((address, scheme))
+        if known is not None and not known.wrong:
+            worked = known.good.get(credential)
+            if worked is not None and worked > self._clock() - self._window:
+                return  # recorded within the window already: nothing to change
         client = self._client((address, scheme))
         client.wrong.pop(credential, None)
         client.good.pop(credential, None)
