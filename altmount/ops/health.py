@@ -157,7 +157,9 @@ class HealthMonitor:
             return "unhealthy", pool.disabled_reason or "disabled"
         state = self._providers.setdefault(pool.name, _ProviderState())
         if getattr(pool, "circuit_open", False):
-            return "unhealthy", f"circuit open: {pool.circuit['last_failure']}"
+            # The provider's outage, not this server's: an instance behind a balancer stays
+            # in (it still serves cached data, and every instance shares the provider).
+            return "degraded", f"circuit open: {pool.circuit['last_failure']}"
         if pool.connections_open:
             return "healthy", f"{pool.connections_open} connection(s) open"
         if _failures(pool) > state.failures_seen:

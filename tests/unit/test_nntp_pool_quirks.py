@@ -150,9 +150,9 @@ def test_reenable_refuses_another_server():
     assert not pool.reenable(other) and not pool.enabled
 
 
-def test_open_circuit_is_unhealthy_in_the_health_report():
-    """/api/health's provider status says unhealthy while the circuit is open, naming the
-    last failure, and healthy again once it closed."""
+def test_open_circuit_is_degraded_in_the_health_report():
+    """/api/health's provider status says degraded while the circuit is open (the provider
+    is out, not this server), naming the last failure, and healthy again once it closed."""
     from types import SimpleNamespace
 
     from altmount.ops.health import HealthMonitor
@@ -164,7 +164,7 @@ def test_open_circuit_is_unhealthy_in_the_health_report():
     reactor.flush()
     _run(reactor, 7.6)
     status, reason = monitor.provider_status(pool)
-    assert status == "unhealthy" and reason.startswith("circuit open:") and "refused" in reason
+    assert status == "degraded" and reason.startswith("circuit open:") and "refused" in reason
     reactor.refused.clear()
     _run(reactor, FIRST_PAUSE_SECONDS + 0.2)
     assert monitor.provider_status(pool)[0] == "healthy"
