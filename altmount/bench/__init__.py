@@ -248,3 +248,45 @@ def contend(as_json: bool, out: Path | None, quiet: bool, **options: Any) -> Non
         emit(result, True)
     else:
         click.echo("\n".join(contend_table(result)))
+
+
+@bench.command()
+@click.option("--size-mb", type=float, default=384, show_default=True, help="Size of the file.")
+@click.option("--reads", type=int, default=3, show_default=True, help="Cached reads per tier.")
+@json_option
+@out_option
+@quiet_option
+def cached(size_mb: float, reads: int, as_json: bool, out: Path | None, quiet: bool) -> None:
+    """Reads served by the RAM tier and by the disk tier (sendfile), vs the loopback ceiling."""
+    from altmount.bench.cache import run_cached_bench
+    from altmount.bench.common import emit
+
+    if size_mb <= 0 or reads < 1:
+        raise click.BadParameter("--size-mb must be positive and --reads at least 1")
+    with _progress(4 + 2 * reads, quiet or as_json) as step:
+        result = run_cached_bench(size_mb, reads, progress=step)
+    _write(result, out)
+    emit(result, as_json)
+
+
+@bench.command()
+@click.option("--files", type=int, default=8, show_default=True, help="Files in the library.")
+@click.option("--file-mb", type=float, default=40, show_default=True, help="Size of each file.")
+@click.option("--latency-ms", type=float, default=30, show_default=True, help="Provider latency.")
+@json_option
+@out_option
+@quiet_option
+def scan(
+    files: int, file_mb: float, latency_ms: float, as_json: bool, out: Path | None, quiet: bool
+) -> None:
+    """A media server's library scan (head, tail, 3 seeks per file) twice, plus a first
+    ffprobe after import: provider BODY requests and latency per pass."""
+    from altmount.bench.cache import run_scan_bench
+    from altmount.bench.common import emit
+
+    if files < 1 or file_mb <= 0 or latency_ms < 0:
+        raise click.BadParameter("--files >= 1, --file-mb > 0 and --latency-ms >= 0")
+    with _progress(7, quiet or as_json) as step:
+        result = run_scan_bench(files, file_mb, latency_ms, progress=step)
+    _write(result, out)
+    emit(result, as_json)

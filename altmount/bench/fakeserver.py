@@ -3,7 +3,8 @@
 `python -m altmount.bench.fakeserver --out DIR ...` writes `DIR/release.nzb` (the
 benchmark file, `--size-mb`), `DIR/release.md5`, `DIR/click.nzb` (a small release
 without a name in its NZB, for the click→first byte scenario) and, once listening,
-`DIR/port`; then it serves until killed. With `--tls` it serves TLS on connect, with a
+`DIR/port`; then it serves until killed. On SIGUSR1 it writes the commands it has
+answered so far, by name, to `DIR/commands.json` (what `bench scan` counts). With `--tls` it serves TLS on connect, with a
 certificate for localhost signed by a fresh test CA whose certificate is `DIR/ca.pem`. `--post FOLDER` (repeatable) also posts the
 files of FOLDER as one release, its NZB written to `DIR/<FOLDER name>.nzb`. A separate
 process so that the benchmark charges CPU and memory to altmount alone.
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         ca = TestCA.make("altmount bench CA")
         tls = server_options(*ca.issue())
         (args.out / "ca.pem").write_bytes(ca.pem)
-    port, _factory = nntpserver.listen(
+    port, factory = nntpserver.listen(
         reactor,
         {**release.articles, **click.articles, **posted},
         faults=faults,
@@ -107,6 +111,13 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         tls=tls,
     )
+
+    def dump_commands() -> None:
+        temp = args.out / "commands.json.tmp"
+        temp.write_text(json.dumps(dict(factory.commands)))
+        os.replace(temp, args.out / "commands.json")
+
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(dump_commands))
     (args.out / "port").write_text(str(port.getHost().port))
     reactor.run()
 

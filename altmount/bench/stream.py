@@ -51,6 +51,7 @@ __all__ = [
     "remote_altmount",
     "run_stream_bench",
     "serve_config_text",
+    "start_fakeserver",
     "start_serve",
     "stop_processes",
 ]
@@ -220,8 +221,15 @@ def _clicks(run: _Run, nzb: bytes, count: int) -> dict[str, Any]:
     }
 
 
-def serve_config_text(workdir: Path, nntp_port: int, http_port: int, opts: StreamOptions) -> str:
-    """The `altmount serve` config of a bench run: one provider, the fake server."""
+def serve_config_text(
+    workdir: Path,
+    nntp_port: int,
+    http_port: int,
+    opts: StreamOptions,
+    segment_cache: str = "{enabled: false, memory_mb: 0}",
+) -> str:
+    """The `altmount serve` config of a bench run: one provider, the fake server; the
+    segment cache off unless `segment_cache` (a YAML flow mapping) says otherwise."""
     max_range_mib, chunk_mib, workers = opts.streaming()
     # Over TLS the certificate (for localhost) is verified against the fake server's CA.
     tls = f"tls: true, ca_file: {workdir / 'nntp' / 'ca.pem'}" if opts.tls else "tls: false"
@@ -238,7 +246,7 @@ streaming:
   max_download_workers: {workers}
   streaming_chunk_size: {chunk_mib * MIB}
   max_range_size: {max_range_mib * MIB}
-segment_cache: {{enabled: false, memory_mb: 0}}
+segment_cache: {segment_cache}
 log: {{level: warn}}
 providers:
   - {{name: fake, host: {host}, port: {nntp_port}, {tls},
@@ -292,6 +300,23 @@ def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(10)
 
 
+def start_fakeserver(workdir: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The fake NNTP server (`altmount.bench.fakeserver ARGS`, writing to workdir/nntp)
+    once it listens; returns the process and its port."""
+    proc = subprocess.Popen(
+        python_argv("-m", "altmount.bench.fakeserver", "--out", str(workdir / "nntp"), *args)
+    )
+    port_file = workdir / "nntp" / "port"
+    try:
+        wait_for(lambda: port_file.exists() or proc.poll() is not None, 900, "the fake NNTP server")
+        if proc.poll() is not None:
+            raise RuntimeError("the fake NNTP server exited before listening")
+    except BaseException:
+        stop_processes([proc])
+        raise
+    return proc, int(port_file.read_text())
+
+
 @contextmanager
 def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
     """Fake server + imported release + `altmount serve`; yields what the run needs."""
@@ -299,42 +324,29 @@ def local_altmount(opts: StreamOptions, log: Callable[[str], None]) -> Iterator[
     procs: list[subprocess.Popen[bytes]] = []
     try:
         log("generating the release and starting the fake NNTP server")
-        procs.append(
-            subprocess.Popen(
-                python_argv(
-                    "-m",
-                    "altmount.bench.fakeserver",
-                    "--out",
-                    str(workdir / "nntp"),
-                    "--size-mb",
-                    str(opts.size_mb),
-                    "--click-size-mb",
-                    str(opts.click_size_mb),
-                    "--article-size",
-                    str(opts.article_size),
-                    "--latency-ms",
-                    str(opts.latency_ms),
-                    "--bandwidth-mbps",
-                    str(opts.bandwidth_mbps),
-                    "--missing-rate",
-                    str(opts.missing_rate),
-                    "--corrupt-rate",
-                    str(opts.corrupt_rate),
-                    "--disconnect-rate",
-                    str(opts.disconnect_rate),
-                    "--seed",
-                    str(opts.seed),
-                    *(["--tls"] if opts.tls else []),
-                )
-            )
+        fake, nntp_port = start_fakeserver(
+            workdir,
+            "--size-mb",
+            str(opts.size_mb),
+            "--click-size-mb",
+            str(opts.click_size_mb),
+            "--article-size",
+            str(opts.article_size),
+            "--latency-ms",
+            str(opts.latency_ms),
+            "--bandwidth-mbps",
+            str(opts.bandwidth_mbps),
+            "--missing-rate",
+            str(opts.missing_rate),
+            "--corrupt-rate",
+            str(opts.corrupt_rate),
+            "--disconnect-rate",
+            str(opts.disconnect_rate),
+            "--seed",
+            str(opts.seed),
+            *(["--tls"] if opts.tls else []),
         )
-        port_file = workdir / "nntp" / "port"
-        wait_for(
-            lambda: port_file.exists() or procs[0].poll() is not None, 900, "the fake NNTP server"
-        )
-        if procs[0].poll() is not None:
-            raise RuntimeError("the fake NNTP server exited before listening")
-        nntp_port = int(port_file.read_text())
+        procs.append(fake)
         http_port = free_port()
         config = workdir / "altmount.yaml"
         config.write_text(serve_config_text(workdir, nntp_port, http_port, opts))

@@ -182,6 +182,11 @@ class _LiveCollector(Collector):
             "Segment reads that joined a fetch already in flight",
             stats["shared"],
         )
+        yield _counter(
+            "altmount_cache_sendfile_segments",
+            "Segments sent from disk-tier files with sendfile",
+            stats["files"],
+        )
         budget = engine.memory.as_dict()
         memory = GaugeMetricFamily(
             "altmount_memory_budget_bytes",

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
 from altmount.errors import CacheEntryDamaged
@@ -174,7 +174,9 @@ class DiskTier:
     def open(self, message_id: str) -> Deferred[cache_disk.FileSegment | None]:
         """A `verified` entry opened for sendfile, or None when it is gone or damaged."""
         name = cache_disk.entry_name(message_id)
-        opening = self._run_io(cache_disk.open_entry, self.root, message_id)
+        # Inline: an open and a header read of a file checked before take microseconds,
+        # less than the hand-over to an I/O thread (measured: bench cached).
+        opening = maybeDeferred(cache_disk.open_entry, self.root, message_id)
         return opening.addCallbacks(
             self._opened, self._read_failed, callbackArgs=(name,), errbackArgs=(name,)
         )

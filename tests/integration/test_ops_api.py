@@ -286,6 +286,8 @@ class OpsAPI(unittest.TestCase):
         self.assertEqual(self.nntp.commands["BODY"], bodies)
         _, streaming = yield self.call("/api/health/streaming")
         self.assertEqual(streaming["cache"]["sendfile_segments"], segments)
+        _, metrics = yield self.call("/metrics")
+        self.assertIn(f"altmount_cache_sendfile_segments_total {segments}".encode(), metrics)
         _, after = yield self.call("/api/queue/stats")
         served = after["performance"]["bytes_served_total"]
         self.assertEqual(served - before["performance"]["bytes_served_total"], SIZE)

@@ -113,6 +113,11 @@ async function main() {
       return /[1-9]/.test(text) && !text.startsWith("0 B");
     });
     report.throughput_shown = await page.locator("#throughput-now").textContent();
+    // The segment cache card: the stream's segments are RAM-tier misses; the disk tier is on.
+    await page.waitForFunction(() =>
+      /[1-9]/.test(document.querySelector('#cache tr[data-tier="ram"] td.misses')?.textContent || ""));
+    report.cache_rows = await page.locator("#cache tbody tr").evaluateAll((rows) =>
+      rows.map((r) => [r.dataset.tier, r.querySelector("td.size") ? r.querySelector("td.size").textContent : "off"]));
     await page.waitForFunction(() => document.querySelectorAll(".chart polyline").length > 0);
     await shot(page, "dashboard");
     step("stream visible");

@@ -15,6 +15,8 @@ def test_operator_flow(altmount: Altmount, fake_provider: FakeProvider) -> None:
     assert report["cookie"] == {"httpOnly": True, "sameSite": "Strict"}
     assert 0 < report["dashboard_transfer_bytes"] <= MAX_DASHBOARD_BYTES
     assert report["narrow_overflow_px"] <= 0
+    assert [tier for tier, _ in report["cache_rows"]] == ["ram", "disk"]
+    assert all(" of " in size for _, size in report["cache_rows"]), report["cache_rows"]
     assert report["first_tab"] == "Skip to content"
     assert "RTT" in report["provider_test"]
     assert report["status_after_logout"] == 401

@@ -255,3 +255,29 @@ def test_contend_measures_seeks_idle_and_under_import_and_health_load():
     assert report["ratio"]["seek_p50_ms"] > 0 and report["ratio"]["ttfb_p50_ms"] > 0
     load = report["load"]
     assert load["errors"] == [] and load["imports_added"] >= 1 and load["health_checks"] >= 1
+
+
+def test_scan_second_pass_costs_no_body():
+    """`bench scan` over two small files: the first pass fetches, the second costs 0 BODY
+    (counted by the fake server), and a first ffprobe after import is reported."""
+    report = run("scan", "--files", "2", "--file-mb", "2", "--latency-ms", "5")
+    assert report["pass1"]["body"] > 0
+    assert report["pass2"]["body"] == 0
+    assert set(report["pass2"]) >= {"head_ms", "tail_ms", "seek25_ms", "seek50_ms", "seek75_ms"}
+    if shutil.which("ffprobe"):
+        assert set(report["ffprobe"]) == {
+            "first_after_import_body",
+            "first_seconds",
+            "second_body",
+            "second_seconds",
+        }
+
+
+def test_cached_reads_cost_no_body_and_use_sendfile_on_disk():
+    """`bench cached` on a small file: cached reads of both tiers cost 0 BODY, and the disk
+    tier's go out with sendfile."""
+    report = run("cached", "--size-mb", "8", "--reads", "1")
+    for tier in ("ram", "disk"):
+        assert report[tier]["body_during_cached_reads"] == 0
+    assert report["ram"]["sendfile_segments"] == 0
+    assert report["disk"]["sendfile_segments"] > 0

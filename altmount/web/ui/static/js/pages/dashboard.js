@@ -1,5 +1,5 @@
-// Dashboard: throughput graph, active streams, download workers, providers, queue counts
-// and health, refreshed every poll (no page reloads).
+// Dashboard: throughput graph, active streams, download workers, segment cache, providers,
+// queue counts and health, refreshed every poll (no page reloads).
 import * as api from "../api.js";
 import { throughputChart } from "../chart.js";
 import { h, fill, rate, bytes, percent, badge, table, facts } from "../util.js";
@@ -23,6 +23,28 @@ function streamsTable(streams) {
   });
   return table("Active streams", ["Path", "Client", "Speed", "Position", "First byte"], rows,
     { empty: "No stream is open." });
+}
+
+function cacheTable(cache) {
+  const rows = [["ram", "RAM"], ["disk", "Disk"]].map(([key, label]) => {
+    const t = cache[key] || { enabled: false };
+    if (!t.enabled) {
+      return h("tr", { "data-tier": key }, h("th", { scope: "row" }, label),
+        h("td", { colspan: 5, class: "muted" }, "off"));
+    }
+    const lookups = t.hits + t.misses;
+    return h("tr", { "data-tier": key },
+      h("th", { scope: "row" }, label),
+      h("td", { class: "num hits" }, String(t.hits)),
+      h("td", { class: "num misses" }, String(t.misses)),
+      h("td", { class: "num" }, lookups ? percent(t.hits / lookups) : "–"),
+      h("td", { class: "num served" }, bytes(t.bytes_served)),
+      h("td", { class: "num size" }, `${bytes(t.size)} of ${bytes(t.limit)} (${t.entries} segments)`));
+  });
+  return h("div", {},
+    table("Segment cache", ["Tier", "Hits", "Misses", "Hit rate", "Served", "Size"], rows),
+    facts([["Shared fetches", String(cache.shared_fetches)],
+      ["Sent from files", String(cache.sendfile_segments ?? 0)]]));
 }
 
 function providersTable(list) {
@@ -58,6 +80,7 @@ export default {
     const graph = h("div", { class: "graph" });
     const workers = h("div", { id: "workers" });
     const streams = h("div", { id: "streams" });
+    const cache = h("div", { id: "cache" });
     const providers = h("div", { id: "providers" });
     const queue = h("div", { id: "queue-counts" });
     const health = h("div", { id: "health" });
@@ -73,6 +96,7 @@ export default {
         h("section", { class: "card", "aria-labelledby": "w-title" }, h("h2", { id: "w-title" }, "Download workers"), workers),
         h("section", { class: "card", "aria-labelledby": "q-title" }, h("h2", { id: "q-title" }, "Queue"), queue),
         h("section", { class: "card wide", "aria-labelledby": "s-title" }, h("h2", { id: "s-title" }, "Active streams"), streams),
+        h("section", { class: "card wide", "aria-labelledby": "c-title" }, h("h2", { id: "c-title" }, "Segment cache"), cache),
         h("section", { class: "card wide", "aria-labelledby": "p-title" }, h("h2", { id: "p-title" }, "Providers"), providers),
         h("section", { class: "card wide", "aria-labelledby": "h-title" }, h("h2", { id: "h-title" }, "Health"), health)));
 
@@ -89,6 +113,7 @@ export default {
           ["Served since start", bytes(answer.totals.bytes_served_total)],
           ["Streams since start", String(answer.totals.streams_total)]]));
       fill(streams, streamsTable(answer.streams));
+      if (answer.cache) fill(cache, cacheTable(answer.cache));
     }
 
     async function refresh() {
