@@ -263,7 +263,7 @@ class Ops:
         )
         live = [k for k in changed if any(k == s or k.startswith(s + ".") for s in LIVE_SECTIONS)]
         restart = [k for k in changed if k not in live]
-        self._apply(new)
+        reenabled = self._apply(new)
         self.config = dataclasses.replace(
             self.config,
             streaming=new.streaming,
@@ -276,16 +276,24 @@ class Ops:
                 key,
                 "applied" if key in live else "changed, takes effect after a restart",
             )
-        return {"applied": live, "restart_required": restart, "warnings": warnings}
+        return {
+            "applied": live,
+            "restart_required": restart,
+            "warnings": warnings,
+            "providers_reenabled": reenabled,
+        }
 
-    def _apply(self, new: Config) -> None:
+    def _apply(self, new: Config) -> list[str]:
+        """Apply what is safe live; the providers re-enabled (their names)."""
         providers = {provider.name: provider for provider in new.providers}
+        reenabled = []
         for pool in getattr(self.engine, "pools", ()):
             # A provider disabled by a refused login gets another chance: the reload may
-            # carry fixed credentials.
+            # carry fixed credentials (used from now on, though also listed above as
+            # needing a restart: the other keys of the provider do).
             fresh = providers.get(pool.name)
-            if fresh is not None and fresh.enabled and not pool.enabled:
-                pool.reenable(fresh)
+            if fresh is not None and fresh.enabled and not pool.enabled and pool.reenable(fresh):
+                reenabled.append(pool.name)
         self.streaming = new.streaming
         self.engine.fetcher.set_max_download_workers(new.streaming.max_download_workers)
         logging.getLogger().setLevel(_LEVELS[new.log.level])
@@ -303,3 +311,4 @@ class Ops:
                 self.files.start()
             else:
                 self.files.start()
+        return reenabled

@@ -362,8 +362,9 @@ class OpsAPI(unittest.TestCase):
         self.assertIn("481", entry["disabled_reason"])
         self.raw["providers"][0]["password"] = "rotated"
         self.write_config()
-        status, _ = yield self.call("/api/config/reload", b"POST")
+        status, reloaded = yield self.call("/api/config/reload", b"POST")
         self.assertEqual(status, 200)
+        self.assertEqual(reloaded["providers_reenabled"], ["A"])
         _, body = yield self.call("/api/providers")
         (entry,) = body["providers"]
         self.assertEqual((entry["state"], entry["enabled"]), ("closed", True))
