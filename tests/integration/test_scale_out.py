@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -124,7 +125,14 @@ def test_processes_share_the_port_and_the_budget(stack):
     assert survivors == []
 
 
+# Small socket buffers at HAProxy and at the slow client: the bytes in flight between an
+# instance and a client that stopped reading stay well under the file's size, so the
+# stream is still open (and cut by the kill) however fast the instance writes (from
+# its cache, straight to the socket, it fills any buffer at once).
 HAPROXY = """
+global
+    tune.rcvbuf.server 65536
+    tune.sndbuf.client 65536
 defaults
     mode http
     timeout connect 1s
@@ -202,6 +210,8 @@ def _open(port: int, path: str):
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    conn.connect()
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     conn.request("GET", path, headers=basic())
     response = conn.getresponse()
     assert response.status == 200
