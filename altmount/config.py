@@ -39,6 +39,8 @@ __all__ = [
     "ProviderConfig",
     "LogConfig",
     "HealthConfig",
+    "ArrsConfig",
+    "ArrInstanceConfig",
     "load_config",
     "parse_config",
     "render_config",
@@ -49,7 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-SECRET_KEYS = frozenset({"password", "key_override", "dsn"})
+SECRET_KEYS = frozenset({"password", "key_override", "dsn", "api_key"})
 #: Shows a wrong value in an error message; YAML aliases can make a value of billions
 #: of nodes from a few lines, so it is shown shortened, never in full.
 _SHOW = reprlib.Repr()
@@ -281,6 +283,28 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ArrInstanceConfig:
+    name: str = _opt("", "name used in logs, the API and the UI (required, unique)")
+    url: str = _opt("", "base URL of the instance, e.g. http://127.0.0.1:8989 (required)")
+    api_key: str = _opt("", "the instance's API key (Settings > General) (required)")
+    category: str = _opt("", "the SABnzbd category it sends (files of that category folder "
+                         "are asked of it first)")
+    enabled: bool = _opt(True, "ask this instance for repairs")
+
+
+@dataclass(frozen=True, slots=True)
+class ArrsConfig:
+    enabled: bool = _opt(False, "ask Sonarr/Radarr to replace corrupted files (repair)")
+    mount_path: str = _opt("", "where the instances see the WebDAV root (empty: "
+                           "sabnzbd.mount_dir)")
+    sonarr_instances: list[ArrInstanceConfig] = _opt([], "Sonarr instances (v3 API)")
+    radarr_instances: list[ArrInstanceConfig] = _opt([], "Radarr instances (v3 API)")
+    request_timeout_seconds: float = _opt(30, "one API request's deadline", min=1, max=600)
+    max_attempts: int = _opt(3, "automatic repairs of one file before it waits for a manual "
+                             "start", min=1, max=100)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     webdav: WebDAVConfig = _opt(WebDAVConfig(), "HTTP server")
     api: APIConfig = _opt(APIConfig(), "REST and SABnzbd API")
@@ -295,6 +319,7 @@ class Config:
     providers: list[ProviderConfig] = _opt([], "NNTP providers")
     log: LogConfig = _opt(LogConfig(), "logging")
     health: HealthConfig = _opt(HealthConfig(), "file health monitoring")
+    arrs: ArrsConfig = _opt(ArrsConfig(), "Sonarr/Radarr repair of corrupted files")
     import_: ImportConfig = field(default_factory=ImportConfig,
                                   metadata={"doc": "import queue", "key": "import"})
 
@@ -424,6 +449,28 @@ def _ca_file_problem(path: str) -> str | None:
     return None
 
 
+def _check_arrs(config: Config, errors: list[str]) -> None:
+    """Each arr instance: a unique name, an http(s) URL, an API key; a mount path to map to."""
+    names: set[str] = set()
+    for kind in ("sonarr_instances", "radarr_instances"):
+        for index, arr in enumerate(getattr(config.arrs, kind)):
+            where = f"arrs.{kind}[{index}]"
+            if not arr.name:
+                errors.append(f"{where}.name: required")
+            elif arr.name in names:
+                errors.append(f"{where}.name: duplicate instance name {arr.name!r}")
+            names.add(arr.name)
+            scheme, _, rest = arr.url.partition("://")
+            if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+                errors.append(f"{where}.url: must be an http:// or https:// URL, got {arr.url!r}")
+            if not arr.api_key:
+                errors.append(f"{where}.api_key: required (the instance's Settings > General)")
+    mount = config.arrs.mount_path or config.sabnzbd.mount_dir
+    if config.arrs.enabled and not mount.startswith("/"):
+        errors.append("arrs.mount_path: required (an absolute path, or set sabnzbd.mount_dir) "
+                      "when arrs.enabled is true: it maps altmount's paths to the arrs' paths")
+
+
 def _check_semantics(config: Config, errors: list[str]) -> Config:
     """Cross-field rules the per-key schema cannot express."""
     if not config.metadata.root_path:
@@ -447,6 +494,7 @@ def _check_semantics(config: Config, errors: list[str]) -> Config:
         providers.append(dataclasses.replace(provider, name=name))
     if not config.sabnzbd.complete_dir.startswith("/"):
         errors.append("sabnzbd.complete_dir: must be an absolute virtual path such as /complete")
+    _check_arrs(config, errors)
     if config.health.min_recheck_interval_hours > config.health.max_recheck_interval_hours:
         errors.append("health.min_recheck_interval_hours: must not exceed "
                       "health.max_recheck_interval_hours")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "AltmountError",
+    "ArrError",
+    "ArrRequestError",
+    "ArrFileNotFound",
     "ConfigError",
     "YencError",
     "DecodePoolError",
@@ -228,3 +231,26 @@ class DatabaseUnavailable(AltmountError):
 class LinkError(AltmountError):
     """An import strategy's links (SYMLINK symlinks, STRM files or tokens) could not be
     written, removed or read; the message names the path and the OS error."""
+
+
+class ArrError(AltmountError):
+    """A repair through a Sonarr/Radarr instance failed; the message names the instance."""
+
+    http_status = 502
+
+
+class ArrRequestError(ArrError):
+    """An arr's v3 API call failed: unreachable, timed out, a non-2xx status (the status
+    and the call are named) or an answer not shaped as its OpenAPI document says."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        #: Worth asking again (connection refused, timeout, 5xx, 429).
+        self.transient = transient
+
+
+class ArrFileNotFound(ArrError):
+    """No series/movie of the instance owns the file's path (maybe another instance does,
+    or the arr's path mapping differs: check arrs.mount_path)."""
+
+    http_status = 404

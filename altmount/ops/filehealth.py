@@ -175,6 +175,8 @@ class HealthScheduler:
         #: Paths known corrupted: hidden from WebDAV listings.
         self.corrupted: set[str] = {h.path for h in store.all() if h.status == "corrupted"}
         self.checks_total = 0
+        #: Called with each recorded check (the repair loop picks corrupted files up).
+        self.on_result: Callable[[FileHealth], None] | None = None
 
     # -- life cycle ------------------------------------------------------------
 
@@ -263,7 +265,17 @@ class HealthScheduler:
             # A sampled check rarely hits what a stream found: keep it until a repair.
             status = "corrupted" if health.status == "corrupted" else "degraded"
             health = _replace(health, damage=old.damage, status=status)
+        if old is not None:
+            health = _replace(
+                health,
+                repair_state=old.repair_state,
+                repair_detail=old.repair_detail,
+                repair_at=old.repair_at,
+                repair_attempts=old.repair_attempts,
+            )
         self.store.put(health)
+        if self.on_result is not None:
+            self.on_result(health)
         self.checks_total += 1
         if health.status == "corrupted":
             if record.path not in self.corrupted:

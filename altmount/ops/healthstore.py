@@ -25,10 +25,13 @@ from altmount.errors import MetadataError
 from altmount.metadata.lmdbmap import INITIAL_MAP_SIZE, GrowingMap
 from altmount.metadata.store import DEFAULT_MAP_SIZE
 
-__all__ = ["FileHealth", "HealthStore", "FILE_STATES", "MAX_RECORDED_MISSING", "file_id"]
+__all__ = ["FileHealth", "HealthStore", "FILE_STATES", "REPAIR_STATES", "MAX_RECORDED_MISSING", "file_id"]
 
 #: `unchecked`: known, never checked; then the outcome of the last check.
 FILE_STATES = ("unchecked", "healthy", "degraded", "corrupted")
+#: running: under way; requested: the arr deleted + blocklisted the file and searches;
+#: not_found: no configured arr owns the path; failed: an arr call failed (see detail).
+REPAIR_STATES = ("running", "requested", "not_found", "failed")
 #: Missing message-ids kept per file; the count is always exact.
 MAX_RECORDED_MISSING = 100
 _DUE = struct.Struct(">Q")
@@ -55,6 +58,12 @@ class FileHealth:
     #: What streams found damaged (holes served as zeros, articles whose CRC failed on
     #: every provider), one line each; non-empty means the file wants a repair.
     damage: tuple[str, ...] = ()
+    #: The repair through Sonarr/Radarr (altmount.arrs.repair): "" never tried, else one
+    #: of REPAIR_STATES; `repair_detail` says what was asked of whom, or what failed.
+    repair_state: str = ""
+    repair_detail: str = ""
+    repair_at: float = 0.0
+    repair_attempts: int = 0
 
     @property
     def wants_repair(self) -> bool:

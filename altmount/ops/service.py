@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
+from twisted.web.client import Agent
 
 from altmount.config import Config, config_as_dict, load_config
 from altmount.errors import RequestError
@@ -27,6 +28,7 @@ from altmount.ops.healthstore import HealthStore
 from altmount.ops.heartbeat import ReactorHeartbeat
 from altmount.ops.meters import DurationMeter
 from altmount.ops.metrics import OpsMetrics
+from altmount.ops.repair import Repairer
 from altmount.ops.streams import StreamRegistry
 from altmount.queue.model import State
 
@@ -78,6 +80,7 @@ class Ops:
         wall: Callable[[], float] = time.time,
         probe_interval: float = PROBE_INTERVAL_SECONDS,
         import_poll: float = IMPORT_POLL_SECONDS,
+        arr_agent: Any = None,
     ) -> None:
         self.reactor = reactor
         self.config = config
@@ -101,6 +104,11 @@ class Ops:
         self.files = HealthScheduler(
             reactor, config.health, engine.store, engine.router, self.health_store, clock=wall
         )
+        #: Repairs through Sonarr/Radarr; `arr_agent` (an Agent) is for tests.
+        self.repair = Repairer(
+            reactor, config, self.health_store, arr_agent or Agent(reactor), wall=wall
+        )
+        self.files.on_result = self.repair.consider
         self.queue_counts: dict[Any, int] | None = None  #: last counts read (for /metrics)
         self._import_poll = import_poll
         self._seen_imports: deque[int] = deque(maxlen=_SEEN_IMPORTS)
@@ -176,9 +184,10 @@ class Ops:
             message_id,
         )
         # No re-check is forced: a sampled check would likely miss this segment.
-        self.files.store.mark_damaged(
+        if self.files.store.mark_damaged(
             path, f"segment {index} (<{message_id}>) missing on every provider", message_id
-        )
+        ):
+            self.repair.consider_path(path)
 
     def record_crc_failure(self, path: str, index: int, message_id: str) -> None:
         """Every copy of segment `index` of `path` failed its CRC and was served as decoded:
@@ -192,9 +201,10 @@ class Ops:
             index,
             message_id,
         )
-        self.files.store.mark_damaged(
+        if self.files.store.mark_damaged(
             path, f"segment {index} (<{message_id}>) fails its CRC on every provider"
-        )
+        ):
+            self.repair.consider_path(path)
 
     def record_import(self, item: Any) -> None:
         """Count one finished import (a QueueItem with started_at and completed_at), once."""

@@ -17,6 +17,7 @@ Routes (see docs/api.md for every field):
     GET  /api/health/streaming            GET|POST /api/providers/{name}/test
     GET  /api/health/files                GET  /api/files/active-streams
     POST /api/health/files/{path-or-id}/check
+    POST /api/health/{id-or-path}/repair
     GET  /api/config                      POST /api/config/reload
     GET  /api/queue/stats                 GET|DELETE /api/queue
     GET|DELETE /api/queue/{id}            POST /api/queue/{id}/retry
@@ -203,6 +204,7 @@ def build_ops_routes(
         Route(get, "/api/health/streaming", h.streaming),
         Route(get, "/api/health/files", h.files),
         Route(post, "/api/health/files/{target:path}/check", h.check_file),
+        Route(post, "/api/health/{target:path}/repair", h.repair_file),
         Route(get, "/api/providers", h.providers),
         Route(get + post, "/api/providers/{name}/test", h.test_provider),
         Route(get, "/api/files/active-streams", h.active_streams),

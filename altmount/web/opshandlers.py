@@ -114,7 +114,9 @@ class Handlers:
         """Overall status; the components too for an authorized caller; 503 when unhealthy."""
         report = self._ops.health.report()
         status = 503 if report["status"] == "unhealthy" else 200
-        return status, report if authorized else {"status": report["status"]}
+        if not authorized:
+            return status, {"status": report["status"]}
+        return status, {**report, "repairs": self._ops.repair.summary()}
 
     def streaming(self, request: Request) -> dict[str, Any]:
         """Download workers, active streams and totals."""
@@ -186,18 +188,32 @@ class Handlers:
             "files": [r.as_dict() for r in chosen[offset : offset + limit]],
         }
 
+    def _file_path(self, target: str) -> str:
+        """The path of a file given by path or id; 404 ApiError when there is none."""
+        if target.startswith("/"):
+            return target
+        found = self._ops.files.find(target)
+        if found is not None:
+            return found.path
+        if self._engine.store.get_file("/" + target) is not None:
+            return "/" + target
+        raise _error(404, "not_found", f"no file with id or path {target!r}")
+
+    def repair_file(self, request: Request, target: str) -> tuple[int, dict[str, Any]]:
+        """Start a repair through Sonarr/Radarr now (by id or path): 202 with the record,
+        its repair_state `running`; it ends as requested, not_found or failed."""
+        if target.startswith("files/"):
+            target = target[len("files/") :]
+        path = self._file_path(target)
+        if self._engine.store.get_file(path) is None:
+            raise _error(404, "not_found", f"{path}: no such file")
+        self._ops.repair.start(path).addErrback(lambda _: None)
+        return 202, self._ops.health_store.get(path).as_dict()
+
     @defer.inlineCallbacks
     def check_file(self, request: Request, target: str):
         """Check one file now (by path or id); fires with its new record."""
-        path = target if target.startswith("/") else None
-        if path is None:
-            found = self._ops.files.find(target)
-            if found is None and self._engine.store.get_file("/" + target) is not None:
-                path = "/" + target
-            elif found is None:
-                raise _error(404, "not_found", f"no file with id or path {target!r}")
-            else:
-                path = found.path
+        path = self._file_path(target)
         health = yield self._ops.files.check_now(path)
         if health is None:
             raise _error(404, "not_found", f"{path}: no such file")

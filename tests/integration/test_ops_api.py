@@ -17,9 +17,11 @@ from urllib.parse import quote
 
 import yaml
 from engine_archive_rig import Body, WebClient
+from fakearr import MOUNT, FakeArr, Library
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from twisted.web.http_headers import Headers
+from twisted.web.server import Site
 
 from altmount.config import load_config
 from altmount.engine import Engine
@@ -43,6 +45,7 @@ PROTECTED = [
     (b"GET", "/api/health/streaming"),
     (b"GET", "/api/health/files"),
     (b"POST", "/api/health/files/abc/check"),
+    (b"POST", "/api/health/abc/repair"),
     (b"GET", "/api/providers"),
     (b"GET", "/api/providers/A/test"),
     (b"GET", "/api/files/active-streams"),
@@ -76,6 +79,9 @@ class OpsAPI(unittest.TestCase):
         self.server_protocols: list = []
         build = self.nntp.buildProtocol
         self.nntp.buildProtocol = lambda addr: _kept(build(addr), self.server_protocols)
+        # A Sonarr (v3 API shapes, tests/integration/fakearr.py) for the repair test.
+        self.sonarr = FakeArr("sonarr", "sonarr-key", Library())
+        self.sonarr_port = reactor.listenTCP(0, Site(self.sonarr), interface="127.0.0.1")
         folder = tempfile.mkdtemp(prefix="altmount-ops-")
         self.addCleanup(shutil.rmtree, folder, True)
         self.config_path = os.path.join(folder, "config.yaml")
@@ -90,6 +96,17 @@ class OpsAPI(unittest.TestCase):
             },
             "engine": {"decode_workers": 2},
             "health": {"enabled": False},
+            "arrs": {
+                "enabled": True,
+                "mount_path": MOUNT,
+                "sonarr_instances": [
+                    {
+                        "name": "sonarr",
+                        "url": f"http://127.0.0.1:{self.sonarr_port.getHost().port}",
+                        "api_key": "sonarr-key",
+                    }
+                ],
+            },
             "providers": [
                 {
                     "name": "A",
@@ -147,6 +164,7 @@ class OpsAPI(unittest.TestCase):
         yield self.web.close()
         yield self.nntp_port.stopListening()
         yield self.nntp.when_idle()
+        yield self.sonarr_port.stopListening()
 
     def write_config(self) -> None:
         with open(self.config_path, "w") as handle:
@@ -171,6 +189,59 @@ class OpsAPI(unittest.TestCase):
         status, body = yield self.call("/api/health", headers={})
         self.assertEqual(status, 200)
         self.assertEqual(set(body), {"status"})
+
+    @defer.inlineCallbacks
+    def wait_repair(self, file_id: str, state: str):
+        """Poll /api/health/files until the file's repair_state is `state`; its record."""
+        for _ in range(200):
+            _, listing = yield self.call("/api/health/files")
+            found = [f for f in listing["files"] if f["id"] == file_id]
+            if found and found[0]["repair_state"] == state:
+                return found[0]
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.fail(f"repair_state never became {state}: {found}")
+
+    @defer.inlineCallbacks
+    def test_corrupted_file_is_repaired_through_sonarr(self):
+        """A health check that finds the file corrupted starts a repair by itself: Sonarr
+        deletes + blocklists its episode file and searches; /api/health counts it, the
+        file's record shows it; POST /api/health/{id}/repair starts another (202)."""
+        path = self.record.path
+        folder = MOUNT + path.rsplit("/", 1)[0]
+
+        def library() -> Library:
+            return Library(
+                owners=[{"id": 5, "title": "Some Movie", "path": folder}],
+                files=[{"id": 8, "seriesId": 5, "path": MOUNT + path, "relativePath": "x"}],
+                episodes=[{"id": 50, "seriesId": 5, "episodeFileId": 8, "hasFile": True}],
+                history=[
+                    {
+                        "id": 77,
+                        "episodeId": 50,
+                        "seriesId": 5,
+                        "eventType": "grabbed",
+                        "date": "2024-01-01T00:00:00Z",
+                    }
+                ],
+            )
+
+        self.sonarr.library = library()
+        self.nntp.faults.missing = set(self.record.segments.message_ids)
+        status, checked = yield self.call(f"/api/health/files/{quote(path)}/check", b"POST")
+        self.assertEqual((status, checked["status"]), (200, "corrupted"))
+        done = yield self.wait_repair(checked["id"], "requested")
+        self.assertIn("sonarr sonarr: file 8 deleted, grab 77 blocklisted", done["repair_detail"])
+        self.assertEqual(self.sonarr.calls[-1].body, {"name": "EpisodeSearch", "episodeIds": [50]})
+        _, health = yield self.call("/api/health")
+        self.assertEqual(health["repairs"]["requested"], 1)
+        self.assertTrue(health["repairs"]["enabled"])
+        self.sonarr.library = library()
+        status, started = yield self.call(f"/api/health/{checked['id']}/repair", b"POST")
+        self.assertEqual((status, started["repair_state"]), (202, "running"))
+        done = yield self.wait_repair(checked["id"], "requested")
+        self.assertEqual(done["repair_attempts"], 2)
+        status, missing = yield self.call("/api/health/nosuchid/repair", b"POST")
+        self.assertEqual((status, missing["error"]["code"]), (404, "not_found"))
 
     @defer.inlineCallbacks
     def test_api_key_header_and_query(self):

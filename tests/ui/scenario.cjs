@@ -144,6 +144,10 @@ async function main() {
     await page.getByRole("link", { name: "Health" }).click();
     await page.locator("#h-overview .badge").first().waitFor();
     await page.locator("#h-files td.path", { hasText: env.MEDIA_NAME }).waitFor();
+    // Repairs: off without an arrs section, said so, and the Repair button is disabled.
+    await page.locator("#h-repairs", { hasText: "arrs.enabled: false" }).waitFor();
+    const repairButton = page.getByRole("button", { name: new RegExp(`^Repair .*${env.MEDIA_NAME}`) });
+    if (!(await repairButton.isDisabled())) throw new Error("Repair is offered without an arr");
     await shot(page, "health");
     await page.getByRole("link", { name: "Config" }).click();
     await page.locator("#c-presets th", { hasText: "High-Performance" }).waitFor();
