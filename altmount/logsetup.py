@@ -68,6 +68,8 @@ _SECRET_PARAM = re.compile(
     r"(?i)\b(apikey|api_key|nzbkey|ma_password|password|passwd|pass|passkey|token|key)"
     r"=([^&\s\"'<>]+)"
 )
+# The token of a STRM URL (/strm/<token>/<name>) is its only credential.
+_STRM_TOKEN = re.compile(r"(/strm/)([^/\s?#\"'<>]+)")
 _BASIC = re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{4,}={0,2})")
 #: A release password in an NZB name (`Name{{password}}.nzb`, as posters and SABnzbd's
 #: `password=` pass one): every line naming the item would show it otherwise.
@@ -81,7 +83,9 @@ def new_request_id() -> str:
 
 
 def redact_url(url: str) -> str:
-    """`url` (or any text) with the values of credential parameters replaced by ***."""
+    """`url` (or any text) with the values of credential parameters and STRM tokens
+    replaced by ***."""
+    url = _STRM_TOKEN.sub(lambda m: f"{m.group(1)}{_MASK}", url)
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}={_MASK}", url)
 
 

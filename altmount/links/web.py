@@ -1,8 +1,10 @@
 """`/strm/<token>/<name>`: a file served to whoever holds its STRM token.
 
 The token is the whole credential (players cannot send Basic auth from a .strm
-file): no WebDAV password, no API key, no session. An unknown or revoked token,
-or a token whose file left the tree, answers 404. The bytes come from the same
+file): no WebDAV password, no API key, no session. The site's Authenticator
+(`check_token`) counts wrong tokens with every other failed credential, so a
+client guessing tokens gets 429 as one guessing passwords does. An unknown or
+revoked token, or a token whose file left the tree, answers 404. The bytes come from the same
 streaming code as WebDAV GET, with ranges, ETag and If-Range. `<name>` is there
 for the players to show; it is not checked (a renamed file keeps its token).
 """
@@ -18,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from altmount.errors import AltmountError
 from altmount.links.service import LinkService
+from altmount.web.auth import Outcome, authenticator_of, refusal_headers
 
 __all__ = ["StrmResource"]
 
@@ -65,6 +68,16 @@ class StrmResource(Resource):
     def _serve(self, path: str | None, request: Request, gone: list[bool]) -> None:
         if gone[0]:
             return  # the player hung up while the token was looked up
+        auth = authenticator_of(request)
+        if auth is not None:
+            given = request.postpath[0]
+            # A miss compares against a value no token has, so it counts as a failure.
+            expected = given if path is not None else b"\0" * len(given)
+            verdict = auth.check_token(request, given, expected)
+            if verdict.outcome is Outcome.LIMITED:
+                refusal_headers(request, verdict)
+                self._answer(request, _plain(request, verdict.status, verdict.message))
+                return
         if path is None:
             self._answer(request, _plain(request, 404, "unknown or revoked STRM token"))
             return

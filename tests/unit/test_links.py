@@ -26,9 +26,11 @@ from altmount.links.service import LinkedTree, LinkService
 from altmount.links.tokens import TokenStore, looks_like_token
 from altmount.links.web import StrmResource
 from altmount.links.writer import LinkFile, write_folder
+from altmount.logsetup import redact_url
 from altmount.metadata import MetadataStore
 from altmount.metadata.records import FileRecord, SegmentTable
 from altmount.queue import QueueService, QueueStore, State
+from altmount.web.auth import MAX_DISTINCT_FAILURES, Authenticator
 
 MOUNT = "/mnt/altmount"
 RELEASE = "/complete/tv/hd/Show.S01E01"
@@ -357,3 +359,33 @@ def test_strm_route_refuses_other_methods(tmp_path, tree):
     resource.render(request)
     assert request.responseCode == 405
     assert request.responseHeaders.getRawHeaders(b"allow") == [b"GET, HEAD"]
+
+
+def test_guessing_strm_tokens_is_rate_limited(tmp_path, tree):
+    """A client that tried MAX_DISTINCT_FAILURES wrong tokens gets 429 (with Retry-After)
+    even for a right token it never used; a token it used before keeps playing."""
+    config = make_config(tmp_path, "strm")
+    links = LinkService(SyncReactor(), config, tree, threadpool=SyncPool())
+    resource = StrmResource(links, tree, FakeWebDAV())
+    site = SimpleNamespace(authenticator=Authenticator(config, clock=lambda: 100.0))
+    used = links.tokens.token_for(f"{RELEASE}/e01.mkv")
+    fresh = links.tokens.token_for(f"{RELEASE}/Sample/e01.sample.mkv")
+
+    def get(token: str) -> DummyRequest:
+        request = DummyRequest([token.encode(), b"x.mkv"])
+        request.method, request.site = b"GET", site
+        assert resource.render(request) is NOT_DONE_YET
+        return request
+
+    assert get(used).responseCode in (None, 200)
+    for guess in range(MAX_DISTINCT_FAILURES):
+        assert get(f"{guess:032d}").responseCode == 404
+    limited = get(fresh)
+    assert limited.responseCode == 429 and limited.responseHeaders.hasHeader(b"retry-after")
+    assert get(used).responseCode in (None, 200)
+
+
+def test_strm_tokens_are_masked_in_log_lines():
+    """redact_url hides the token of a /strm/ URL, as it hides API keys."""
+    line = "GET /strm/AbCdEfGhIjKlMnOpQrStUvWxYz012345/movie.mkv -> 206"
+    assert redact_url(line) == "GET /strm/***/movie.mkv -> 206"
