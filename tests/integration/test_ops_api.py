@@ -313,7 +313,12 @@ class OpsAPI(unittest.TestCase):
         before = self.nntp.commands["BODY"]
         self.assertEqual((yield self.read_file()), DATA)
         self.assertEqual(self.nntp.commands["BODY"], before)
-        _, streaming = yield self.call("/api/health/streaming")
+        # Disk-tier writes run in the background: wait (5 s at most) until they landed.
+        for _ in range(100):
+            _, streaming = yield self.call("/api/health/streaming")
+            if streaming["cache"]["disk"]["entries"] >= segments:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
         ram, disk = streaming["cache"]["ram"], streaming["cache"]["disk"]
         # The first read already took the two articles the import fetched from the cache.
         self.assertEqual(ram["hits"], segments + 2)
