@@ -62,40 +62,5 @@ COLUMNS = (
 
 
 def item_from_row(row: tuple) -> QueueItem:
-    """The item of a row selected as COLUMNS."""
-    (
-        item_id,
-        nzo_id,
-        nzb_name,
-        category,
-        priority,
-        state,
-        attempts,
-        error,
-        created_at,
-        updated_at,
-        started_at,
-        completed_at,
-        target_path,
-        size,
-        source,
-        worker,
-    ) = row
-    return QueueItem(
-        item_id,
-        nzo_id,
-        nzb_name,
-        category,
-        Priority(priority),
-        State(state),
-        attempts,
-        error,
-        created_at,
-        updated_at,
-        started_at,
-        completed_at,
-        target_path,
-        size,
-        source,
-        worker,
-    )
+    """The item of a row selected as COLUMNS (QueueItem's fields, in its order)."""
+    return QueueItem(*row[:4], Priority(row[4]), State(row[5]), *row[6:])
